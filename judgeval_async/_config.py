@@ -1,0 +1,251 @@
+"""Configuration: one frozen object, every knob settable by keyword and by ``JUDGMENT_*`` environment variable.
+
+Precedence: keyword argument > environment variable > default. An invalid keyword raises ``ConfigError`` (a
+``ValueError``) naming the field, at construction. An invalid environment value is logged once and the default is
+used instead: a typo in a deployment's environment must not take the application down.
+
+Environment variable for a field ``x_y`` is ``JUDGMENT_X_Y``, except the three the judgeval SDK already uses:
+``JUDGMENT_API_KEY``, ``JUDGMENT_ORG_ID`` (field ``organization_id``) and ``JUDGMENT_API_URL``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import urllib.parse
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
+
+from ._errors import ConfigError
+from ._retry import RetryPolicy
+
+__all__ = ["OVERFLOW_POLICIES", "Config", "env_name"]
+
+logger = logging.getLogger(__name__)
+
+OverflowPolicy = Literal["drop_newest", "drop_oldest"]
+OVERFLOW_POLICIES: frozenset[str] = frozenset({"drop_newest", "drop_oldest"})
+
+_ENV_ALIASES = {"organization_id": "JUDGMENT_ORG_ID"}
+_SECRET_FIELDS = frozenset({"api_key"})
+
+
+def env_name(field_name: str) -> str:
+    """The environment variable that sets ``field_name``."""
+    return _ENV_ALIASES.get(field_name, "JUDGMENT_" + field_name.upper())
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Every size, interval, timeout and retry knob. Times are seconds (float), sizes are counts or bytes."""
+
+    # --- identity and endpoints
+    api_key: str = field(default="", repr=False)
+    organization_id: str = ""
+    api_url: str = "https://api.judgmentlabs.ai"
+    project_name: str = "default_project"
+    project_id: str = ""  # set it to skip the resolve call
+    otlp_endpoint: str = ""  # full URL; default f"{api_url}/otel/v1/traces"
+    # --- span pipeline (seed Problem 6 defaults)
+    max_queue_size: int = 8192
+    max_export_batch_size: int = 512
+    schedule_delay: float = 5.0
+    export_timeout: float = 30.0
+    span_overflow: OverflowPolicy = "drop_newest"
+    max_concurrent_exports: int = 2
+    gzip: bool = True
+    project_resolve_wait: float = 30.0
+    # --- evaluations (seed Problem 1)
+    eval_queue_size: int = 1000
+    eval_overflow: OverflowPolicy = "drop_oldest"
+    eval_batch_size: int = 50
+    # --- tags (seed Problem 2)
+    tag_flush_interval: float = 5.0
+    tag_flush_traces: int = 100
+    tag_buffer_max_traces: int = 10_000
+    tag_max_per_trace: int = 100
+    # --- span metadata (seed Problem 3)
+    metadata_max_entries: int = 10_000
+    metadata_ttl: float = 3600.0
+    # --- serialization of user values
+    max_value_length: int = 32_768
+    max_depth: int = 8
+    max_items: int = 1000
+    serialize_budget: float = 0.005
+    # --- transport
+    connect_timeout: float = 5.0
+    read_timeout: float = 10.0
+    write_timeout: float = 10.0
+    pool_timeout: float = 5.0
+    max_concurrent_requests: int = 4
+    verify_tls: bool = True
+    # --- retry (stamina vocabulary)
+    retry_attempts: int = 5
+    retry_wait_initial: float = 0.5
+    retry_wait_max: float = 10.0
+    retry_wait_exp_base: float = 2.0
+    retry_testing: bool = False
+    circuit_cooldown: float = 60.0
+    # --- lifecycle
+    exit_timeout: float = 2.0
+    metrics_enabled: bool = True
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    def __repr__(self) -> str:
+        # Hand-written so the key can never leak through repr(), logs or tracebacks.
+        shown = ", ".join(
+            f"{f.name}={'***' if f.name in _SECRET_FIELDS and getattr(self, f.name) else getattr(self, f.name)!r}"
+            for f in fields(self)
+        )
+        return f"Config({shown})"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:
+        """Build a config from keyword ``overrides``, then ``JUDGMENT_*`` variables, then defaults."""
+        env = os.environ if environ is None else environ
+        known = {f.name: f for f in fields(cls)}
+        unknown = set(overrides) - set(known)
+        if unknown:
+            name = sorted(unknown)[0]
+            raise ConfigError(name, "unknown configuration field")
+        values: dict[str, Any] = {}
+        defaults = cls()
+        for name, f in known.items():
+            if name in overrides and overrides[name] is not None:
+                values[name] = overrides[name]
+                continue
+            raw = env.get(env_name(name))
+            if raw is None or raw == "":
+                continue
+            try:
+                parsed = _parse_env(raw, type(getattr(defaults, name)))
+                # Validate the single value in isolation so one bad variable does not discard the others.
+                dataclasses.replace(defaults, **{name: parsed})
+            except (ValueError, TypeError):
+                shown = "***" if name in _SECRET_FIELDS else repr(raw)
+                _log_bad_env_once(env_name(name), shown, getattr(defaults, name), f)
+                continue
+            values[name] = parsed
+        return cls(**values)
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        """The retry policy for every endpoint, bounded by ``export_timeout``."""
+        return RetryPolicy(
+            attempts=self.retry_attempts,
+            timeout=self.export_timeout,
+            wait_initial=self.retry_wait_initial,
+            wait_max=self.retry_wait_max,
+            wait_exp_base=self.retry_wait_exp_base,
+            testing=self.retry_testing,
+        )
+
+    @property
+    def traces_url(self) -> str:
+        """Where OTLP/HTTP protobuf span batches go."""
+        return self.otlp_endpoint or self.api_url.rstrip("/") + "/otel/v1/traces"
+
+
+_warned_env: set[str] = set()
+
+
+def _log_bad_env_once(var: str, shown: str, default: object, f: dataclasses.Field[Any]) -> None:
+    if var in _warned_env:
+        return
+    _warned_env.add(var)
+    logger.warning("ignoring invalid %s=%s; using the default %r", var, shown, default)
+
+
+def _parse_env(raw: str, kind: type) -> object:
+    raw = raw.strip()
+    if kind is bool:
+        low = raw.lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(raw)
+    if kind is int:
+        return int(raw.replace("_", ""))
+    if kind is float:
+        return float(raw)
+    return raw
+
+
+_POSITIVE_INTS = (
+    "max_queue_size",
+    "max_export_batch_size",
+    "max_concurrent_exports",
+    "eval_queue_size",
+    "eval_batch_size",
+    "tag_flush_traces",
+    "tag_buffer_max_traces",
+    "tag_max_per_trace",
+    "metadata_max_entries",
+    "max_value_length",
+    "max_depth",
+    "max_items",
+    "max_concurrent_requests",
+    "retry_attempts",
+)
+_POSITIVE_FLOATS = (
+    "schedule_delay",
+    "export_timeout",
+    "project_resolve_wait",
+    "tag_flush_interval",
+    "metadata_ttl",
+    "serialize_budget",
+    "connect_timeout",
+    "read_timeout",
+    "write_timeout",
+    "pool_timeout",
+    "circuit_cooldown",
+    "exit_timeout",
+)
+_NON_NEGATIVE_FLOATS = ("retry_wait_initial", "retry_wait_max")
+_BOOLS = ("gzip", "verify_tls", "retry_testing", "metrics_enabled")
+_STRINGS = ("api_key", "organization_id", "api_url", "project_name", "project_id", "otlp_endpoint")
+
+
+def _validate(c: Config) -> None:
+    for name in _POSITIVE_INTS:
+        v = getattr(c, name)
+        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+            raise ConfigError(name, f"must be a positive integer, got {v!r}")
+    for name in _POSITIVE_FLOATS:
+        v = getattr(c, name)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+            raise ConfigError(name, f"must be a positive, finite number of seconds, got {v!r}")
+    for name in _NON_NEGATIVE_FLOATS:
+        v = getattr(c, name)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            raise ConfigError(name, f"must be a non-negative, finite number, got {v!r}")
+    if not isinstance(c.retry_wait_exp_base, (int, float)) or c.retry_wait_exp_base < 1:
+        raise ConfigError("retry_wait_exp_base", f"must be >= 1, got {c.retry_wait_exp_base!r}")
+    for name in _BOOLS:
+        if not isinstance(getattr(c, name), bool):
+            raise ConfigError(name, f"must be a bool, got {getattr(c, name)!r}")
+    for name in _STRINGS:
+        if not isinstance(getattr(c, name), str):
+            raise ConfigError(name, "must be a string")
+    for name in ("span_overflow", "eval_overflow"):
+        if getattr(c, name) not in OVERFLOW_POLICIES:
+            raise ConfigError(name, f"must be one of {sorted(OVERFLOW_POLICIES)}, got {getattr(c, name)!r}")
+    if c.max_export_batch_size > c.max_queue_size:
+        raise ConfigError("max_export_batch_size", "must not exceed max_queue_size")
+    for name in ("api_url", "otlp_endpoint"):
+        url = getattr(c, name)
+        if name == "otlp_endpoint" and not url:
+            continue
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(name, f"must be an http(s) URL, got {url!r}")
+        if parts.username or parts.password:
+            raise ConfigError(name, "must not embed credentials; use api_key")
+    if not c.project_name and not c.project_id:
+        raise ConfigError("project_name", "project_name or project_id is required")

@@ -1,0 +1,94 @@
+"""Evaluations (seed Problem 1): ``async_evaluate`` offers a run to a bounded queue; the loop posts it with retry.
+
+The caller builds the ``ExampleEvaluationRun`` as a plain dict with a shallow copy of the example (cheap); turning
+user values into JSON happens here, on the loop, under the same caps as span inputs. Overflow drops the *oldest*
+queued run by default (the seed's policy: recent evaluations matter more), counted ``queue_full``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import aiometer
+
+from ._config import Config
+from ._metrics import Metrics
+from ._pipeline import QueueService
+from ._project import ProjectResolver
+from ._serialize import RateLimitedLog, SerializeLimits, safe_json
+from ._transport import AsyncTransport
+
+__all__ = ["EvalDispatcher"]
+
+logger = logging.getLogger(__name__)
+
+EvalRun = dict[str, Any]
+
+
+class EvalDispatcher(QueueService[EvalRun]):
+    """Posts evaluation runs to ``/v1/projects/{id}/eval-queue/examples``; one ledger entry per run."""
+
+    def __init__(
+        self,
+        config: Config,
+        metrics: Metrics,
+        transport: AsyncTransport,
+        resolver: ProjectResolver,
+        limits: SerializeLimits,
+        on_degrade: Callable[[str], None],
+    ) -> None:
+        super().__init__(metrics.evaluations, config.eval_queue_size, config.eval_overflow)
+        self._config = config
+        self._transport = transport
+        self._resolver = resolver
+        self._limits = limits
+        self._on_degrade = on_degrade
+        self._log = RateLimitedLog()
+
+    async def _consume(self) -> None:
+        h = self.handoff
+        while True:
+            batch = await h.take_batch(self._config.eval_batch_size, 0.05)
+            if not batch:
+                if h.closed and not len(h):
+                    return
+                continue
+            await aiometer.run_on_each(
+                self._post, batch, max_at_once=self._config.max_concurrent_requests
+            )
+
+    async def _post(self, run: EvalRun) -> None:
+        led = self.ledger
+        try:
+            project_id = await self._resolver.get(self._config.project_resolve_wait)
+            if project_id is None:
+                led.settle_dropped("retries_exhausted", 1)
+                return
+            try:
+                body = self._encode(run, project_id)
+            except Exception as exc:
+                led.settle_dropped("serialization_error", 1)
+                self._log.warning("encode", "judgeval_async: dropped an evaluation that cannot be encoded: %r", exc)
+                return
+            url = f"{self._config.api_url.rstrip('/')}/v1/projects/{project_id}/eval-queue/examples"
+            result = await self._transport.send("evals", url, body)
+            if result.ok:
+                led.settle_delivered(1)
+            else:
+                led.settle_dropped(result.status.value, 1)
+                self._log.warning(
+                    "send:" + result.status.value,
+                    "judgeval_async: dropped an evaluation (%s, HTTP %s)",
+                    result.status.value,
+                    result.http_status,
+                )
+        finally:
+            self._notify()
+
+    def _encode(self, run: EvalRun, project_id: str) -> bytes:
+        examples = [json.loads(safe_json(e, self._limits, self._on_degrade)) for e in run["examples"]]
+        doc = dict(run, project_id=project_id, examples=examples)
+        return json.dumps(doc, ensure_ascii=False).encode("utf-8", "replace")

@@ -1,0 +1,218 @@
+"""The bounded handoff between the application's threads and the SDK's loop.
+
+Producers call :meth:`Handoff.offer` from any thread, and from inside any running event loop, without blocking and
+without awaiting: one uncontended lock, a deque append, and (rarely) one coalesced wake-up. The consumer runs on the
+SDK loop and awaits :meth:`Handoff.take_batch`.
+
+Wake-ups are coalesced: the consumer parks with a *threshold* (the batch size it wants). ``offer`` only wakes it when
+the queue reaches that threshold and no wake-up is already pending; while the consumer is busy (not parked) offers
+schedule nothing at all. The consumer's own timer covers the partial-batch case, so a quiet producer costs nothing.
+
+Races, documented: ``offer`` and ``close`` may race; an offer that takes the lock after ``close`` returns False and
+is counted as dropped with reason ``shutdown``. Every other item is taken by the consumer or discarded with a reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from typing import Generic, TypeVar
+
+from ._config import OVERFLOW_POLICIES
+from ._metrics import SignalLedger
+
+__all__ = ["Handoff"]
+
+T = TypeVar("T")
+
+
+class Handoff(Generic[T]):
+    """A bounded multi-producer, single-consumer queue whose producers never block. See the module docstring."""
+
+    __slots__ = (
+        "_capacity",
+        "_closed",
+        "_drop_oldest",
+        "_flush_requested",
+        "_items",
+        "_ledger",
+        "_lock",
+        "_loop",
+        "_threshold",
+        "_times",
+        "_waiter",
+        "_wake_pending",
+        "name",
+        "wakeups",
+    )
+
+    def __init__(self, ledger: SignalLedger, capacity: int, policy: str = "drop_newest") -> None:
+        if capacity <= 0:
+            raise ValueError("capacity must be positive")
+        if policy not in OVERFLOW_POLICIES:
+            raise ValueError(f"policy must be one of {sorted(OVERFLOW_POLICIES)}")
+        self.name = ledger.name
+        self._ledger = ledger
+        self._lock = ledger.lock  # shared: one lock covers the queue and its ledger, so snapshots are consistent
+        self._capacity = capacity
+        self._drop_oldest = policy == "drop_oldest"
+        self._items: deque[T] = deque()
+        self._times: deque[float] = deque()  # enqueue time per item, for "oldest queued age"
+        self._closed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._threshold = 0  # > 0 only while the consumer is parked waiting for that many items
+        self._wake_pending = False
+        self._flush_requested = False
+        self.wakeups = 0  # how many cross-thread wake-ups offer() scheduled (tests check coalescing)
+        ledger.capacity = capacity
+        ledger.oldest = self._view
+
+    # ------------------------------------------------------------------ producer side (any thread, never blocks)
+    def offer(self, item: T) -> bool:
+        """Add ``item`` if there is room (or make room, under ``drop_oldest``). Never blocks, never raises.
+
+        Returns False when ``item`` itself was not queued (queue full under ``drop_newest``, or closed).
+        """
+        loop = None
+        with self._lock:
+            led = self._ledger
+            led.created += 1
+            if self._closed:
+                led.dropped["shutdown"] += 1
+                return False
+            items = self._items
+            if len(items) >= self._capacity:
+                led.dropped["queue_full"] += 1
+                if not self._drop_oldest:
+                    return False
+                items.popleft()
+                self._times.popleft()
+            items.append(item)
+            self._times.append(time.monotonic())
+            if self._threshold and len(items) >= self._threshold and not self._wake_pending:
+                self._wake_pending = True
+                loop = self._loop
+        if loop is not None:
+            self._schedule_wake(loop)
+        return True
+
+    def close(self) -> None:
+        """Stop accepting items and wake the consumer so it can drain what is left. Idempotent, any thread."""
+        with self._lock:
+            self._closed = True
+            loop = self._loop if self._threshold else None
+            self._wake_pending = True
+        if loop is not None:
+            self._schedule_wake(loop)
+
+    def request_flush(self) -> None:
+        """Ask the consumer to take whatever is queued now instead of waiting for a full batch. Any thread."""
+        with self._lock:
+            self._flush_requested = True
+            loop = self._loop if self._threshold else None
+            self._wake_pending = True
+        if loop is not None:
+            self._schedule_wake(loop)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def capacity(self) -> int:
+        return self._capacity
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    # ------------------------------------------------------------------ consumer side (the SDK loop only)
+    async def take_batch(self, max_items: int, timeout: float) -> list[T]:
+        """Wait until ``max_items`` are queued, ``timeout`` seconds pass, a flush is requested or the handoff is
+        closed; then take up to ``max_items`` (possibly none). Taken items move to the ledger's ``in_flight``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            with self._lock:
+                self._loop = loop
+                n = len(self._items)
+                expired = loop.time() >= deadline
+                if n >= max_items or self._closed or self._flush_requested or expired:
+                    self._flush_requested = self._flush_requested and n > max_items
+                    return self._take_locked(max_items)
+                fut: asyncio.Future[None] = loop.create_future()
+                self._waiter = fut
+                self._threshold = max_items
+                self._wake_pending = False
+            timer = loop.call_at(deadline, _resolve, fut)
+            try:
+                await fut
+            finally:
+                timer.cancel()
+                with self._lock:
+                    self._threshold = 0
+                    self._waiter = None
+
+    def take_nowait(self, max_items: int) -> list[T]:
+        """Take up to ``max_items`` without waiting (used when draining)."""
+        with self._lock:
+            return self._take_locked(max_items)
+
+    def discard_all(self, reason: str) -> int:
+        """Drop every queued item, counted under ``reason``. Any thread. Returns how many were dropped."""
+        with self._lock:
+            n = len(self._items)
+            self._items.clear()
+            self._times.clear()
+            self._ledger.dropped[reason] += n
+            return n
+
+    def reset_after_fork(self) -> None:
+        """In a forked child: forget the parent's loop and waiter (they belong to a thread that does not exist
+        here). The caller holds or has just re-created the lock; see ``_runtime``."""
+        self._loop = None
+        self._waiter = None
+        self._threshold = 0
+        self._wake_pending = False
+        self._flush_requested = False
+        self._closed = False
+
+    # ------------------------------------------------------------------ internals
+    def _take_locked(self, max_items: int) -> list[T]:
+        items = self._items
+        k = min(len(items), max_items)
+        if k == len(items):
+            batch = list(items)
+            items.clear()
+            self._times.clear()
+        else:
+            batch = [items.popleft() for _ in range(k)]
+            for _ in range(k):
+                self._times.popleft()
+        self._ledger.in_flight += k
+        return batch
+
+    def _view(self) -> tuple[int, float | None]:
+        # Called by SignalLedger.snapshot() with the lock already held.
+        return len(self._items), (self._times[0] if self._times else None)
+
+    def _schedule_wake(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.wakeups += 1
+        try:
+            loop.call_soon_threadsafe(self._wake)
+        except RuntimeError:
+            # The loop is closed (shutdown raced with this offer); the item stays queued and is accounted for
+            # by the shutdown path.
+            pass
+
+    def _wake(self) -> None:
+        # Runs on the SDK loop.
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)

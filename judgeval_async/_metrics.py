@@ -1,0 +1,255 @@
+"""The loss ledger and the SDK's own counters. No I/O and no third-party imports: Prometheus lives in ``_prometheus``.
+
+Every item of every signal (spans, evaluations, tags) is, at any moment, in exactly one bucket::
+
+    created == delivered + sum(dropped.values()) + queued + in_flight
+
+``queued`` means "in the bounded handoff, waiting for the loop"; ``in_flight`` means "taken by the loop and not
+settled yet" (being batched, encoded, sent or retried). All transitions of one signal happen under that signal's
+lock, which the handoff shares: producers pay for one uncontended lock they already hold for the queue, and a
+snapshot taken from any thread is consistent.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+# Called with the ledger lock held: (queued count, monotonic enqueue time of the oldest item or None).
+QueueView = Callable[[], tuple[int, "float | None"]]
+
+__all__ = [
+    "DROP_REASONS",
+    "Histogram",
+    "LedgerSnapshot",
+    "Metrics",
+    "QueueView",
+    "SignalLedger",
+]
+
+# The fixed set of reasons an item can be dropped for. docs/reliability.md explains each one.
+DROP_REASONS: tuple[str, ...] = (
+    "queue_full",  # the bounded handoff was full (per-queue overflow policy chose this item)
+    "buffer_full",  # the tag buffer reached its trace or per-trace tag limit
+    "retries_exhausted",  # retryable failures until attempts or the deadline ran out
+    "non_retryable_status",  # the backend refused the item with a 4xx other than 401/403/408/413/429
+    "auth_error",  # 401/403, or dropped while that endpoint's auth circuit was open
+    "payload_too_large",  # a single item still too large after splitting on 413
+    "serialization_error",  # the item could not be encoded
+    "shutdown_deadline",  # still queued or in flight when shutdown's deadline expired
+    "shutdown",  # offered after shutdown began
+    "fork_discard",  # inherited from the parent process across os.fork()
+)
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerSnapshot:
+    """A consistent copy of one signal's ledger."""
+
+    created: int
+    delivered: int
+    dropped: dict[str, int]
+    queued: int
+    in_flight: int
+    capacity: int
+    oldest_queued_age: float
+
+    @property
+    def dropped_total(self) -> int:
+        return sum(self.dropped.values())
+
+    @property
+    def balanced(self) -> bool:
+        """True when every created item is accounted for exactly once."""
+        return self.created == self.delivered + self.dropped_total + self.queued + self.in_flight
+
+
+class SignalLedger:
+    """Exact accounting for one signal. Mutate only while holding ``lock``; the handoff holds it for you."""
+
+    __slots__ = ("capacity", "created", "delivered", "dropped", "in_flight", "lock", "name", "oldest")
+
+    def __init__(self, name: str, capacity: int = 0) -> None:
+        self.name = name
+        self.capacity = capacity
+        self.lock = threading.Lock()
+        self.created = 0
+        self.delivered = 0
+        self.in_flight = 0
+        self.dropped: dict[str, int] = dict.fromkeys(DROP_REASONS, 0)
+        # Set by the handoff: a callable giving (queued count, monotonic time of the oldest queued item or None).
+        self.oldest: QueueView | None = None
+
+    # --- transitions of items the loop holds (call from the loop; they take the lock)
+    def settle_delivered(self, n: int) -> None:
+        if n:
+            with self.lock:
+                self.in_flight -= n
+                self.delivered += n
+
+    def settle_dropped(self, reason: str, n: int) -> None:
+        if n:
+            with self.lock:
+                self.in_flight -= n
+                self.dropped[reason] += n
+
+    def drop_untracked(self, reason: str, n: int = 1) -> None:
+        """Count an item that was refused before it entered the ledger (created and dropped at once)."""
+        with self.lock:
+            self.created += n
+            self.dropped[reason] += n
+
+    def admit_in_flight(self, n: int) -> None:
+        """Count items that skip the queue and go straight to the loop (created and in flight at once)."""
+        with self.lock:
+            self.created += n
+            self.in_flight += n
+
+    def snapshot(self) -> LedgerSnapshot:
+        with self.lock:
+            queued, oldest = self.oldest() if self.oldest is not None else (0, None)
+            return LedgerSnapshot(
+                created=self.created,
+                delivered=self.delivered,
+                dropped={k: v for k, v in self.dropped.items() if v},
+                queued=queued,
+                in_flight=self.in_flight,
+                capacity=self.capacity,
+                oldest_queued_age=0.0 if oldest is None else max(0.0, time.monotonic() - oldest),
+            )
+
+
+# Latency buckets from 10 µs to 60 s: wide enough for both observe overhead and export durations.
+DEFAULT_BUCKETS: tuple[float, ...] = (
+    0.00001,
+    0.000025,
+    0.00005,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+)
+
+
+class Histogram:
+    """A cumulative-bucket histogram that Prometheus reads at scrape time, plus a recent-sample window for
+    percentiles in ``get_health_metrics()``."""
+
+    __slots__ = ("_lock", "bounds", "count", "counts", "recent", "sum")
+
+    def __init__(self, bounds: tuple[float, ...] = DEFAULT_BUCKETS, window: int = 2048) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # last slot is +Inf
+        self.sum = 0.0
+        self.count = 0
+        self.recent: deque[float] = deque(maxlen=window)
+        self._lock = threading.Lock()
+
+    def observe(self, value: float) -> None:
+        i = bisect.bisect_left(self.bounds, value)
+        with self._lock:
+            self.counts[i] += 1
+            self.sum += value
+            self.count += 1
+        self.recent.append(value)
+
+    def cumulative(self) -> tuple[list[tuple[str, int]], float, int]:
+        """Prometheus-style buckets (le label, cumulative count), sum, count."""
+        with self._lock:
+            counts, total, n = list(self.counts), self.sum, self.count
+        out: list[tuple[str, int]] = []
+        running = 0
+        for bound, c in zip((*self.bounds, float("inf")), counts):
+            running += c
+            out.append(("+Inf" if bound == float("inf") else repr(bound), running))
+        return out, total, n
+
+    def quantile(self, q: float) -> float:
+        """Quantile of the recent window (0.0 when empty)."""
+        data = sorted(self.recent)
+        if not data:
+            return 0.0
+        return data[min(len(data) - 1, int(q * len(data)))]
+
+
+class _LabelledCounter:
+    """A counter keyed by a label tuple, safe to bump from any thread (these events are rare: a lock is fine)."""
+
+    __slots__ = ("_lock", "values")
+
+    def __init__(self) -> None:
+        self.values: dict[tuple[str, ...], int] = {}
+        self._lock = threading.Lock()
+
+    def inc(self, *labels: str, n: int = 1) -> None:
+        with self._lock:
+            self.values[labels] = self.values.get(labels, 0) + n
+
+    def items(self) -> list[tuple[tuple[str, ...], int]]:
+        with self._lock:
+            return list(self.values.items())
+
+    def total(self) -> int:
+        with self._lock:
+            return sum(self.values.values())
+
+
+@dataclass
+class EndpointState:
+    """What the transport reports per endpoint: in-flight requests, 429 pause, auth circuit."""
+
+    in_flight: int = 0
+    paused_until: float = 0.0  # monotonic
+    circuit_open: bool = False
+
+
+@dataclass
+class Metrics:
+    """Everything ``get_health_metrics()`` and the Prometheus collector read. One per Tracer."""
+
+    spans: SignalLedger = field(default_factory=lambda: SignalLedger("spans"))
+    evaluations: SignalLedger = field(default_factory=lambda: SignalLedger("evaluations"))
+    tags: SignalLedger = field(default_factory=lambda: SignalLedger("tags"))
+    api_errors: _LabelledCounter = field(default_factory=_LabelledCounter)  # (endpoint, status_code)
+    retries: _LabelledCounter = field(default_factory=_LabelledCounter)  # (endpoint,)
+    metadata_evictions: _LabelledCounter = field(default_factory=_LabelledCounter)  # (reason,)
+    values_degraded: _LabelledCounter = field(default_factory=_LabelledCounter)  # (reason,)
+    calls_ignored: _LabelledCounter = field(default_factory=_LabelledCounter)  # (call, reason)
+    export_duration: Histogram = field(default_factory=Histogram)
+    observe_overhead: Histogram = field(default_factory=Histogram)
+    api_request_duration: dict[str, Histogram] = field(default_factory=dict)
+    endpoints: dict[str, EndpointState] = field(default_factory=dict)
+    last_export_unix: float = 0.0
+    loop_lag: float = 0.0
+    loop_lag_max: float = 0.0
+    started_monotonic: float = field(default_factory=time.monotonic)
+
+    def endpoint(self, name: str) -> EndpointState:
+        state = self.endpoints.get(name)
+        if state is None:
+            state = self.endpoints.setdefault(name, EndpointState())
+        return state
+
+    def request_duration(self, endpoint: str) -> Histogram:
+        h = self.api_request_duration.get(endpoint)
+        if h is None:
+            h = self.api_request_duration.setdefault(endpoint, Histogram())
+        return h

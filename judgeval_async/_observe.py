@@ -1,0 +1,257 @@
+"""The ``observe`` decorator and the ``span`` context manager: the caller-side hot path.
+
+Per call: start an OpenTelemetry span, make it current, record bounded input and output, end it. The span processor
+then does one bounded append. The function's signature, docstring and ``inspect`` nature are preserved (a coroutine
+function stays a coroutine function, a generator function a generator function). Exceptions from the wrapped
+function propagate unchanged; exceptions from *our* code never reach the caller.
+
+Overhead is sampled (one call in ``_SAMPLE_EVERY``) into ``judgeval_observe_overhead_seconds``: our time before and
+after the wrapped function, not the function's own time.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import time
+from collections.abc import AsyncGenerator, Callable, Generator
+from typing import Any, Protocol
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Span, Status, StatusCode
+
+__all__ = ["Recorder", "wrap"]
+
+logger = logging.getLogger(__name__)
+
+_SAMPLE_EVERY = 16
+_MAX_GENERATOR_ITEMS = 100  # yielded items kept for a generator span's output
+ATTR_INPUT = "judgment.input"
+ATTR_OUTPUT = "judgment.output"
+ATTR_SPAN_KIND = "judgment.span_kind"
+
+
+class Recorder(Protocol):
+    """What the wrappers need from the tracer (kept narrow so the hot path is easy to read)."""
+
+    otel_tracer: trace.Tracer
+
+    def serialize(self, value: Any) -> str: ...
+
+    def record_overhead(self, seconds: float) -> None: ...
+
+    def metrics_enabled(self) -> bool: ...
+
+
+def _start(rec: Recorder, name: str, span_type: str) -> tuple[Span, object] | None:
+    try:
+        span = rec.otel_tracer.start_span(name, attributes={ATTR_SPAN_KIND: span_type})
+        token = otel_context.attach(trace.set_span_in_context(span))
+        return span, token
+    except Exception:
+        logger.debug("judgeval_async could not start a span", exc_info=True)
+        return None
+
+
+def _record_input(
+    rec: Recorder, span: Span, sig: inspect.Signature | None, skip_first: bool, args: Any, kwargs: Any
+) -> None:
+    try:
+        if sig is not None:
+            bound = sig.bind_partial(*args, **kwargs)
+            values = dict(bound.arguments)
+            if skip_first and values:
+                values.pop(next(iter(values)))
+        else:
+            values = {"args": args, "kwargs": kwargs}
+        span.set_attribute(ATTR_INPUT, rec.serialize(values))
+    except Exception:
+        logger.debug("judgeval_async could not record input", exc_info=True)
+
+
+def _finish(span: Span, token: object, error: BaseException | None, output: Any, rec: Recorder, record: bool) -> None:
+    try:
+        if error is not None:
+            span.record_exception(error)
+            span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}"))
+        elif record:
+            span.set_attribute(ATTR_OUTPUT, rec.serialize(output))
+        span.end()
+    except Exception:
+        logger.debug("judgeval_async could not end a span", exc_info=True)
+    finally:
+        try:
+            otel_context.detach(token)  # type: ignore[arg-type]
+        except Exception:
+            pass
+
+
+def wrap(
+    func: Callable[..., Any],
+    rec: Recorder,
+    *,
+    name: str | None,
+    span_type: str,
+    record_input: bool,
+    record_output: bool,
+) -> Callable[..., Any]:
+    span_name = name or getattr(func, "__qualname__", None) or getattr(func, "__name__", "function")
+    try:
+        sig: inspect.Signature | None = inspect.signature(func)  # once per function, not per call
+    except (TypeError, ValueError):
+        sig = None
+    params = list(sig.parameters) if sig is not None else []
+    skip_first = bool(params) and params[0] in ("self", "cls")
+    counter = [0]
+
+    def begin(args: Any, kwargs: Any) -> tuple[tuple[Span, object] | None, float]:
+        t0 = time.perf_counter()
+        started = _start(rec, span_name, span_type)
+        if started is not None and record_input:
+            _record_input(rec, started[0], sig, skip_first, args, kwargs)
+        return started, time.perf_counter() - t0
+
+    def end(started: tuple[Span, object] | None, pre: float, err: BaseException | None, out: Any) -> None:
+        if started is None:
+            return
+        t0 = time.perf_counter()
+        _finish(started[0], started[1], err, out, rec, record_output)
+        counter[0] += 1
+        if counter[0] % _SAMPLE_EVERY == 0 and rec.metrics_enabled():
+            rec.record_overhead(pre + time.perf_counter() - t0)
+
+    if inspect.isasyncgenfunction(func):
+
+        @functools.wraps(func)
+        async def agen_wrapper(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
+            started, pre = begin(args, kwargs)
+            items: list[Any] = []
+            span_ctx = otel_context.get_current()
+            if started is not None:
+                otel_context.detach(started[1])  # type: ignore[arg-type]
+            agen = func(*args, **kwargs)
+            err: BaseException | None = None
+            try:
+                sent: Any = None
+                while True:
+                    token = otel_context.attach(span_ctx)
+                    try:
+                        item = await agen.asend(sent)
+                    except StopAsyncIteration:
+                        break
+                    finally:
+                        otel_context.detach(token)
+                    if len(items) < _MAX_GENERATOR_ITEMS:
+                        items.append(item)
+                    sent = yield item
+            except GeneratorExit:
+                await agen.aclose()  # the consumer stopped early: not an error of the function
+                raise
+            except BaseException as exc:
+                err = exc
+                await agen.aclose()
+                raise
+            finally:
+                if started is not None:
+                    token2 = otel_context.attach(span_ctx)
+                    end((started[0], token2), pre, err, items)
+
+        return agen_wrapper
+
+    if inspect.isgeneratorfunction(func):
+
+        @functools.wraps(func)
+        def gen_wrapper(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
+            started, pre = begin(args, kwargs)
+            items: list[Any] = []
+            span_ctx = otel_context.get_current()
+            if started is not None:
+                otel_context.detach(started[1])  # type: ignore[arg-type]
+            gen = func(*args, **kwargs)
+            err: BaseException | None = None
+            result: Any = None
+            try:
+                sent: Any = None
+                while True:
+                    token = otel_context.attach(span_ctx)
+                    try:
+                        item = gen.send(sent)
+                    except StopIteration as stop:
+                        result = stop.value
+                        break
+                    finally:
+                        otel_context.detach(token)
+                    if len(items) < _MAX_GENERATOR_ITEMS:
+                        items.append(item)
+                    sent = yield item
+            except GeneratorExit:
+                gen.close()  # the consumer stopped early: not an error of the function
+                raise
+            except BaseException as exc:
+                err = exc
+                gen.close()
+                raise
+            finally:
+                if started is not None:
+                    token2 = otel_context.attach(span_ctx)
+                    end((started[0], token2), pre, err, items)
+            return result
+
+        return gen_wrapper
+
+    if inspect.iscoroutinefunction(func):
+
+        @functools.wraps(func)
+        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+            started, pre = begin(args, kwargs)
+            try:
+                out = await func(*args, **kwargs)
+            except BaseException as exc:
+                end(started, pre, exc, None)
+                raise
+            end(started, pre, None, out)
+            return out
+
+        return async_wrapper
+
+    @functools.wraps(func)
+    def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
+        started, pre = begin(args, kwargs)
+        try:
+            out = func(*args, **kwargs)
+        except BaseException as exc:
+            end(started, pre, exc, None)
+            raise
+        end(started, pre, None, out)
+        return out
+
+    return sync_wrapper
+
+
+class SpanContextManager:
+    """``with tracer.span("name"):`` and ``async with tracer.span("name"):``. Never raises from our side."""
+
+    __slots__ = ("_name", "_rec", "_span_type", "_started")
+
+    def __init__(self, rec: Recorder, name: str, span_type: str) -> None:
+        self._rec = rec
+        self._name = name
+        self._span_type = span_type
+        self._started: tuple[Span, object] | None = None
+
+    def __enter__(self) -> Span:
+        self._started = _start(self._rec, self._name, self._span_type)
+        return self._started[0] if self._started is not None else trace.INVALID_SPAN
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        started, self._started = self._started, None
+        if started is not None:
+            _finish(started[0], started[1], exc, None, self._rec, False)
+
+    async def __aenter__(self) -> Span:
+        return self.__enter__()
+
+    async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        self.__exit__(exc_type, exc, tb)

@@ -1,0 +1,147 @@
+"""What every consumer service shares: a handoff, one task on the loop, flush waiters, and the shutdown rules.
+
+A consumer subclasses :class:`QueueService` and implements ``_consume``: take from ``self.handoff``, send, and settle
+every taken item in the ledger exactly once. This base class turns that into the runtime's ``Service`` contract:
+
+- ``flush``: wait until every item created before the call is settled (items offered later do not delay it);
+- ``drain`` (shutdown): intake is closed; the consumer empties the queue and returns;
+- ``aclose``: cancel the task, then count whatever is still queued or in flight as ``shutdown_deadline``;
+- ``after_fork_in_child``: count what the parent left behind as ``fork_discard`` and start the ledger afresh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from typing import Generic, TypeVar
+
+from ._handoff import Handoff
+from ._metrics import SignalLedger
+
+__all__ = ["QueueService"]
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class QueueService(Generic[T]):
+    """Base for the span exporter, the evaluation dispatcher and the tag batcher. See the module docstring."""
+
+    def __init__(self, ledger: SignalLedger, capacity: int, policy: str) -> None:
+        self.ledger = ledger
+        self.handoff: Handoff[T] = Handoff(ledger, capacity, policy)
+        self._task: asyncio.Task[None] | None = None
+        self._progress: asyncio.Event | None = None
+
+    # ------------------------------------------------------------------ producer side
+    def offer(self, item: T) -> bool:
+        """Hand ``item`` to the loop. O(1), never blocks, never raises."""
+        return self.handoff.offer(item)
+
+    # ------------------------------------------------------------------ Service contract
+    def locks(self) -> list[threading.Lock]:
+        return [self.ledger.lock]
+
+    async def start(self) -> None:
+        self._progress = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(self._guarded())
+
+    def close_intake(self) -> None:
+        self.handoff.close()
+
+    async def drain(self) -> None:
+        task = self._task
+        if task is not None:
+            # shield: when the runtime's deadline cancels drain(), aclose() decides what happens to the task.
+            await asyncio.shield(task)
+
+    async def aclose(self) -> None:
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._on_close()
+        # Whatever is left never reached the backend before the deadline.
+        self.handoff.discard_all("shutdown_deadline")
+        with self.ledger.lock:
+            left = self.ledger.in_flight
+            self.ledger.in_flight = 0
+            self.ledger.dropped["shutdown_deadline"] += left
+        self._notify()
+
+    def after_fork_in_child(self) -> None:
+        led = self.ledger
+        inherited = len(self.handoff) + led.in_flight
+        self.handoff.discard_all("fork_discard")
+        # A fresh ledger for the child: it records only what it discarded, so per-process metrics are not the
+        # parent's counts twice and the invariant still balances.
+        led.lock = threading.Lock()
+        self.handoff._lock = led.lock
+        led.created = inherited
+        led.delivered = 0
+        led.in_flight = 0
+        led.dropped = dict.fromkeys(led.dropped, 0)
+        led.dropped["fork_discard"] = inherited
+        self.handoff.reset_after_fork()
+        self._task = None
+        self._progress = None
+        self._forget_after_fork()
+
+    # ------------------------------------------------------------------ flush
+    async def flush(self, timeout: float | None = None) -> bool:
+        """Deliver (or drop, with a reason) everything created before this call. Runs on the loop."""
+        with self.ledger.lock:
+            target = self.ledger.created
+        self.handoff.request_flush()
+        self._on_flush_requested()
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            with self.ledger.lock:
+                led = self.ledger
+                settled = led.delivered + sum(led.dropped.values())
+            if settled >= target:
+                return True
+            progress = self._progress
+            if progress is None or self._task is None or self._task.done():
+                return False
+            progress.clear()
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
+                return False
+            with contextlib.suppress(asyncio.TimeoutError, TimeoutError):
+                await asyncio.wait_for(progress.wait(), remaining)
+
+    def _notify(self) -> None:
+        """Call after settling items: wakes flush() waiters."""
+        if self._progress is not None:
+            self._progress.set()
+
+    # ------------------------------------------------------------------ subclass hooks
+    async def _consume(self) -> None:
+        raise NotImplementedError
+
+    def _on_flush_requested(self) -> None:
+        """Extra flush behaviour (the tag batcher sends its buffer). Runs on the loop."""
+
+    async def _on_close(self) -> None:
+        """Drop anything the subclass holds outside the handoff (already counted in_flight)."""
+
+    def _forget_after_fork(self) -> None:
+        """Forget loop-bound state inherited from the parent."""
+
+    async def _guarded(self) -> None:
+        # The consumer must never die silently: log, back off briefly, and resume.
+        while True:
+            try:
+                await self._consume()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("judgeval_async %s consumer failed; restarting it", self.ledger.name)
+                self._notify()
+                await asyncio.sleep(0.5)

@@ -1,0 +1,252 @@
+"""Spans: the OpenTelemetry processor (caller side: one offer) and the OTLP export service (loop side).
+
+Caller side, in ``on_end``: pop the span's internal metadata and offer the span to the bounded handoff. That is all.
+Loop side: take batches (512 spans or 5 s, whichever first; at once on flush), encode to OTLP protobuf in chunks
+(yielding to the loop between chunks so the GIL is shared), gzip, and send with retry. A 413 splits the batch in
+half and resends each half; a single span still too large is replaced by a small marker span and counted
+``payload_too_large``. A span that fails to encode is dropped alone (``serialization_error``), never its batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import aiometer
+from opentelemetry.context import Context
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+
+from ._config import Config
+from ._metadata import SpanMetadataStore
+from ._metrics import Metrics
+from ._pipeline import QueueService
+from ._project import ProjectResolver
+from ._serialize import RateLimitedLog
+from ._transport import AsyncTransport, SendStatus
+
+__all__ = ["JudgmentSpanProcessor", "SpanExportService"]
+
+logger = logging.getLogger(__name__)
+_ENCODE_CHUNK = 128  # spans encoded between two yields to the loop
+_PROTOBUF = "application/x-protobuf"
+
+
+class _WithExtras:
+    """A finished span plus internal attributes to merge at encode time (only when it has any)."""
+
+    __slots__ = ("extras", "span")
+
+    def __init__(self, span: ReadableSpan, extras: dict[str, Any]) -> None:
+        self.span = span
+        self.extras = extras
+
+
+SpanItem = ReadableSpan | _WithExtras
+
+
+class SpanExportService(QueueService[SpanItem]):
+    """Batches, encodes and sends spans on the loop; settles each one in the ``spans`` ledger exactly once."""
+
+    def __init__(
+        self, config: Config, metrics: Metrics, transport: AsyncTransport, resolver: ProjectResolver
+    ) -> None:
+        super().__init__(metrics.spans, config.max_queue_size, config.span_overflow)
+        self._config = config
+        self._metrics = metrics
+        self._transport = transport
+        self._resolver = resolver
+        self._url = config.traces_url
+        self._log = RateLimitedLog()
+
+    async def _consume(self) -> None:
+        h = self.handoff
+        size = self._config.max_export_batch_size
+        fan_out = self._config.max_concurrent_exports
+        while True:
+            batch = await h.take_batch(size, self._config.schedule_delay)
+            if not batch:
+                if h.closed and not len(h):
+                    return
+                continue
+            batches = [batch]
+            # More than a batch waiting: send several at once, so encoding one overlaps the network wait of another.
+            while len(batches) < fan_out and len(h) >= size:
+                batches.append(h.take_nowait(size))
+            if len(batches) == 1:
+                await self._export(batch)
+            else:
+                await aiometer.run_on_each(self._export, batches, max_at_once=fan_out)
+
+    async def _export(self, batch: Sequence[SpanItem]) -> None:
+        led = self.ledger
+        project_id = await self._resolver.get(self._config.project_resolve_wait)
+        if project_id is None:
+            led.settle_dropped("retries_exhausted", len(batch))
+            self._log.warning("resolve", "judgeval_async: dropping %d spans: project id unresolved", len(batch))
+            self._notify()
+            return
+        spans, body = await self._encode_batch(batch)
+        if spans:
+            await self._send(spans, project_id, body)
+        self._notify()
+
+    async def _send(self, spans: list[ReadableSpan], project_id: str, body: bytes | None = None) -> None:
+        if body is None:
+            body = await self._encode_ok(spans)
+        t0 = time.perf_counter()
+        result = await self._transport.send(
+            "traces",
+            self._url,
+            body,
+            content_type=_PROTOBUF,
+            headers={"x-project-id": project_id},
+            compress=self._config.gzip,
+        )
+        led = self.ledger
+        if result.ok:
+            self._metrics.export_duration.observe(time.perf_counter() - t0)
+            self._metrics.last_export_unix = time.time()
+            led.settle_delivered(len(spans))
+        elif result.status is SendStatus.TOO_LARGE:
+            if len(spans) == 1:
+                await self._send_marker(spans[0], project_id)
+                led.settle_dropped("payload_too_large", 1)
+            else:
+                mid = len(spans) // 2
+                halves = [spans[:mid], spans[mid:]]
+                await aiometer.run_on_each(lambda part: self._send(part, project_id), halves, max_at_once=2)
+        else:
+            led.settle_dropped(result.status.value, len(spans))
+            self._log.warning(
+                "send:" + result.status.value,
+                "judgeval_async: dropped %d spans (%s, HTTP %s)",
+                len(spans),
+                result.status.value,
+                result.http_status,
+            )
+
+    async def _send_marker(self, span: ReadableSpan, project_id: str) -> None:
+        # Keep the trace's shape visible in the UI: same ids and timing, no payload. Best effort, not counted as
+        # delivered: the span's content is lost and the ledger says so (payload_too_large).
+        marker = ReadableSpan(
+            name=span.name[:256],
+            context=span.get_span_context(),
+            parent=span.parent,
+            resource=span.resource,
+            attributes={"judgeval.dropped": "payload_too_large"},
+            kind=span.kind,
+            status=span.status,
+            start_time=span.start_time,
+            end_time=span.end_time,
+            instrumentation_scope=span.instrumentation_scope,
+        )
+        body = await self._encode_ok([marker])
+        await self._transport.send(
+            "traces", self._url, body, content_type=_PROTOBUF, headers={"x-project-id": project_id}, retry=False
+        )
+
+    async def _encode_batch(self, batch: Sequence[SpanItem]) -> tuple[list[ReadableSpan], bytes]:
+        """Encode in chunks, yielding between them; drop (and count) alone each span that cannot be encoded."""
+        out: list[ReadableSpan] = []
+        parts: list[bytes] = []
+        for i in range(0, len(batch), _ENCODE_CHUNK):
+            chunk = [_materialise(item) for item in batch[i : i + _ENCODE_CHUNK]]
+            try:
+                parts.append(encode_spans(chunk).SerializeToString())
+                out.extend(chunk)
+            except Exception:
+                for span in chunk:
+                    try:
+                        parts.append(encode_spans([span]).SerializeToString())
+                        out.append(span)
+                    except Exception as exc:
+                        self.ledger.settle_dropped("serialization_error", 1)
+                        self._log.warning(
+                            "encode", "judgeval_async: dropped a span that cannot be encoded: %r", exc
+                        )
+            await asyncio.sleep(0)
+        # Concatenated serialized ExportTraceServiceRequests are one valid request (repeated fields merge).
+        return out, b"".join(parts)
+
+    async def _encode_ok(self, spans: list[ReadableSpan]) -> bytes:
+        parts = []
+        for i in range(0, len(spans), _ENCODE_CHUNK):
+            parts.append(encode_spans(spans[i : i + _ENCODE_CHUNK]).SerializeToString())
+            if i + _ENCODE_CHUNK < len(spans):
+                await asyncio.sleep(0)
+        return b"".join(parts)
+
+
+def _materialise(item: SpanItem) -> ReadableSpan:
+    if isinstance(item, _WithExtras):
+        span = item.span
+        attrs = dict(span.attributes or {})
+        attrs.update(item.extras)
+        return ReadableSpan(
+            name=span.name,
+            context=span.get_span_context(),
+            parent=span.parent,
+            resource=span.resource,
+            attributes=attrs,
+            events=span.events,
+            links=span.links,
+            kind=span.kind,
+            status=span.status,
+            start_time=span.start_time,
+            end_time=span.end_time,
+            instrumentation_scope=span.instrumentation_scope,
+        )
+    return item
+
+
+class JudgmentSpanProcessor(SpanProcessor):
+    """An OpenTelemetry ``SpanProcessor`` that hands finished spans to judgeval_async's loop. Add it to any
+    ``TracerProvider``; ``on_end`` is a bounded append and never blocks or raises."""
+
+    def __init__(
+        self,
+        service: SpanExportService,
+        metadata: SpanMetadataStore,
+        *,
+        flush: Callable[[float], bool],
+        shutdown: Callable[[float], None],
+        ensure_started: Callable[[], object],
+    ) -> None:
+        self._service = service
+        self._metadata = metadata
+        self._flush = flush
+        self._shutdown = shutdown
+        self._ensure_started = ensure_started
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        try:
+            ctx = span.get_span_context()
+            self._metadata.open((ctx.trace_id, ctx.span_id))
+        except Exception:  # pragma: no cover - never break the caller
+            logger.debug("judgeval_async on_start failed", exc_info=True)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        try:
+            ctx = span.get_span_context()
+            if ctx is None or not ctx.trace_flags.sampled:
+                return
+            extras = self._metadata.pop((ctx.trace_id, ctx.span_id))
+            self._service.offer(span if extras is None else _WithExtras(span, extras))
+            self._ensure_started()
+        except Exception:  # pragma: no cover - never break the caller
+            logger.debug("judgeval_async on_end failed", exc_info=True)
+
+    def set_internal_attribute(self, span: Span, key: str, value: Any) -> bool:
+        """Attach an internal attribute to a live span, exported with it (bounded: see ``_metadata``)."""
+        ctx = span.get_span_context()
+        return self._metadata.set((ctx.trace_id, ctx.span_id), key, value)
+
+    def shutdown(self) -> None:
+        self._shutdown(5.0)
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._flush(timeout_millis / 1000.0)

@@ -1,0 +1,397 @@
+"""The Tracer: the only place that wires config, metrics, runtime, transport and the three pipelines together.
+
+Nothing in ``Tracer.__init__`` does I/O: the loop thread starts on first use, the project id is resolved on the
+loop, and the HTTP client is created there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as _dt
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar, overload
+
+import httpx
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+
+from ._config import Config
+from ._errors import LoopThreadError, RuntimeClosedError
+from ._evals import EvalDispatcher
+from ._health import HealthSnapshot, take_snapshot
+from ._metadata import SpanMetadataStore
+from ._metrics import Metrics
+from ._observe import ATTR_INPUT, ATTR_OUTPUT, SpanContextManager, wrap
+from ._project import ProjectResolver
+from ._runtime import LoopRuntime, set_exit_timeout
+from ._serialize import RateLimitedLog, SerializeLimits, safe_json
+from ._spans import JudgmentSpanProcessor, SpanExportService
+from ._tags import TagBatcher
+from ._transport import AsyncTransport
+
+__all__ = ["Tracer"]
+
+logger = logging.getLogger(__name__)
+F = TypeVar("F", bound=Callable[..., Any])
+_PRIMITIVES = (str, bool, int, float)
+
+
+class _TransportCloser:
+    """The last service: closes the HTTP client once every pipeline has drained or been cancelled."""
+
+    def __init__(self, transport: AsyncTransport, resolver: ProjectResolver) -> None:
+        self._transport = transport
+        self._resolver = resolver
+
+    def locks(self) -> list[threading.Lock]:
+        return []
+
+    async def start(self) -> None:
+        return None
+
+    def close_intake(self) -> None:
+        return None
+
+    async def drain(self) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        await self._transport.aclose()
+
+    def after_fork_in_child(self) -> None:
+        self._transport.forget_after_fork()
+        self._resolver.forget_after_fork()
+
+
+class Tracer:
+    """Traces an application without ever blocking it. See the README for the full API.
+
+    Every keyword is a :class:`Config` field (``api_key``, ``organization_id``, ``api_url``, ``project_name``,
+    sizes, timeouts, retry knobs); unset ones come from ``JUDGMENT_*`` environment variables, then defaults.
+    Invalid values raise ``ValueError`` naming the field.
+
+    ``tracer_provider``: add our processor to an existing provider instead of creating one.
+    ``set_global``: install our provider as OpenTelemetry's global one (default: isolated).
+    ``http_transport``: an ``httpx`` transport to send through (tests use ``httpx.MockTransport``).
+    """
+
+    def __init__(
+        self,
+        project_name: str | None = None,
+        *,
+        tracer_provider: TracerProvider | None = None,
+        set_global: bool = False,
+        http_transport: httpx.AsyncBaseTransport | None = None,
+        **config: Any,
+    ) -> None:
+        self.config = Config.from_env(project_name=project_name, **config)
+        c = self.config
+        self.metrics = Metrics()
+        self._runtime = LoopRuntime(self.metrics)
+        set_exit_timeout(self._runtime, c.exit_timeout)
+        self._limits = SerializeLimits(
+            max_length=c.max_value_length, max_depth=c.max_depth, max_items=c.max_items, budget=c.serialize_budget
+        )
+        self._degrade_log = RateLimitedLog()
+        self._transport = AsyncTransport(
+            c, self.metrics, shutting_down=self._runtime.shutting_down, transport=http_transport
+        )
+        self._resolver = ProjectResolver(c, self._transport)
+        self._metadata = SpanMetadataStore(
+            c.metadata_max_entries,
+            c.metadata_ttl,
+            on_evict=lambda reason, n: self.metrics.metadata_evictions.inc(reason, n=n),
+        )
+        self._spans = SpanExportService(c, self.metrics, self._transport, self._resolver)
+        self._evals = EvalDispatcher(c, self.metrics, self._transport, self._resolver, self._limits, self._degraded)
+        self._tags = TagBatcher(c, self.metrics, self._transport, self._resolver)
+        for service in (self._spans, self._evals, self._tags):
+            self._runtime.add_service(service)
+        self._runtime.add_service(_TransportCloser(self._transport, self._resolver))
+        self.processor = JudgmentSpanProcessor(
+            self._spans,
+            self._metadata,
+            flush=lambda timeout: self.force_flush(timeout=timeout),
+            shutdown=lambda _timeout: self.shutdown(timeout=c.exit_timeout),
+            ensure_started=self._start_nowait,
+        )
+        self._owns_provider = tracer_provider is None
+        if tracer_provider is None:
+            tracer_provider = TracerProvider(
+                resource=Resource.create({"service.name": c.project_name}),
+                # Our own atexit hook keeps exit_timeout; OTel's would call shutdown() with no deadline of ours.
+                shutdown_on_exit=False,
+            )
+        tracer_provider.add_span_processor(self.processor)
+        self.provider = tracer_provider
+        if set_global:
+            trace.set_tracer_provider(tracer_provider)
+        self.otel_tracer = tracer_provider.get_tracer("judgeval_async")
+        self._metrics_server: Any = None
+
+    def __repr__(self) -> str:
+        return f"Tracer(project_name={self.config.project_name!r}, api_url={self.config.api_url!r})"
+
+    # ------------------------------------------------------------------ Recorder protocol (used by _observe)
+    def serialize(self, value: Any) -> str:
+        return safe_json(value, self._limits, self._degraded)
+
+    def record_overhead(self, seconds: float) -> None:
+        self.metrics.observe_overhead.observe(seconds)
+
+    def metrics_enabled(self) -> bool:
+        return self.config.metrics_enabled
+
+    def _degraded(self, reason: str) -> None:
+        self.metrics.values_degraded.inc(reason)
+        self._degrade_log.warning(
+            reason, "judgeval_async: a traced value was degraded (%s); see values_degraded in health metrics", reason
+        )
+
+    def _start_nowait(self) -> None:
+        if not self._runtime.running:
+            self._runtime.ensure_started(wait=None)
+
+    # ------------------------------------------------------------------ tracing API
+    @overload
+    def observe(self, func: F) -> F: ...
+    @overload
+    def observe(
+        self,
+        func: None = None,
+        *,
+        name: str | None = None,
+        span_type: str = "span",
+        record_input: bool = True,
+        record_output: bool = True,
+    ) -> Callable[[F], F]: ...
+
+    def observe(
+        self,
+        func: F | None = None,
+        *,
+        name: str | None = None,
+        span_type: str = "span",
+        record_input: bool = True,
+        record_output: bool = True,
+    ) -> F | Callable[[F], F]:
+        """Trace a sync/async function, generator or async generator. Bare ``@tracer.observe`` works too."""
+
+        def decorate(f: F) -> F:
+            try:
+                wrapped = wrap(
+                    f, self, name=name, span_type=span_type, record_input=record_input, record_output=record_output
+                )
+            except Exception:  # never break the user's import
+                logger.exception("judgeval_async could not wrap %r; leaving it untraced", f)
+                return f
+            return wrapped  # type: ignore[return-value]
+
+        if func is not None:
+            return decorate(func)
+        return decorate
+
+    def span(self, name: str, *, span_type: str = "span") -> SpanContextManager:
+        """A span as a context manager: ``with tracer.span("plan"):`` or ``async with``."""
+        return SpanContextManager(self, name, span_type)
+
+    def _current_span(self, call: str) -> trace.Span | None:
+        span = trace.get_current_span()
+        ctx = span.get_span_context()
+        if not ctx.is_valid or not ctx.trace_flags.sampled or not span.is_recording():
+            self.metrics.calls_ignored.inc(call, "no_active_span")
+            return None
+        return span
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        """Set an attribute on the current span (non-primitive values are serialized, bounded)."""
+        try:
+            span = self._current_span("set_attribute")
+            if span is None:
+                return
+            if isinstance(value, _PRIMITIVES):
+                if isinstance(value, str) and len(value) > self._limits.max_length:
+                    value = self.serialize(value)
+                span.set_attribute(key, value)
+            else:
+                span.set_attribute(key, self.serialize(value))
+        except Exception:
+            logger.debug("judgeval_async set_attribute failed", exc_info=True)
+
+    def set_input(self, value: Any) -> None:
+        """Record the current span's input (bounded serialization)."""
+        self.set_attribute(ATTR_INPUT, value if not isinstance(value, _PRIMITIVES) else self.serialize(value))
+
+    def set_output(self, value: Any) -> None:
+        """Record the current span's output (bounded serialization)."""
+        self.set_attribute(ATTR_OUTPUT, value if not isinstance(value, _PRIMITIVES) else self.serialize(value))
+
+    def tag(self, tags: str | list[str] | tuple[str, ...]) -> None:
+        """Tag the current trace. Returns immediately: tags are batched and sent from the SDK loop."""
+        try:
+            span = self._current_span("tag")
+            if span is None:
+                return
+            items = (tags,) if isinstance(tags, str) else tuple(tags)
+            clean = tuple(str(t)[:256] for t in items[: self.config.tag_max_per_trace])
+            if not clean:
+                return
+            trace_id = format(span.get_span_context().trace_id, "032x")
+            self._tags.offer((trace_id, clean))
+            self._start_nowait()
+        except Exception:
+            logger.debug("judgeval_async tag failed", exc_info=True)
+
+    def async_evaluate(
+        self,
+        scorer: Any = None,
+        example: Any = None,
+        *,
+        scorers: list[Any] | None = None,
+        model: str | None = None,
+        eval_name: str | None = None,
+        threshold: float | None = None,
+    ) -> None:
+        """Queue an evaluation of ``example`` by ``scorer`` for the current span. Returns immediately.
+
+        Outside a sampled span it is a counted no-op (``calls_ignored``), not an error.
+        """
+        try:
+            span = self._current_span("async_evaluate")
+            if span is None:
+                return
+            ctx = span.get_span_context()
+            span_id = format(ctx.span_id, "016x")
+            judgment, custom = _scorer_configs([scorer, *(scorers or [])], threshold)
+            run = {
+                "project_name": self.config.project_name,
+                "eval_name": eval_name or f"async_evaluate_{span_id}",
+                "trace_id": format(ctx.trace_id, "032x"),
+                "trace_span_id": span_id,
+                # Shallow copy: a later mutation of the user's dict must not change what we send.
+                "examples": [dict(example) if isinstance(example, dict) else example],
+                "judgment_scorers": judgment,
+                "custom_scorers": custom,
+                "model": model,
+                "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(),
+            }
+            self._evals.offer(run)
+            self._start_nowait()
+        except Exception:
+            logger.debug("judgeval_async async_evaluate failed", exc_info=True)
+
+    # ------------------------------------------------------------------ health
+    def health_snapshot(self) -> HealthSnapshot:
+        """The typed form of :meth:`get_health_metrics`."""
+        return take_snapshot(
+            self.metrics, metadata_entries=len(self._metadata), tag_buffer_size=self._tags.buffered_traces
+        )
+
+    def get_health_metrics(self) -> dict[str, Any]:
+        """The SDK's health as a dict (see docs/reliability.md for every key). Any thread; never blocks."""
+        try:
+            return self.health_snapshot().as_dict()
+        except Exception:  # pragma: no cover - health must never break a request handler
+            logger.debug("judgeval_async health snapshot failed", exc_info=True)
+            return {}
+
+    def start_metrics_server(self, port: int = 9464, addr: str = "127.0.0.1") -> Any:
+        """Serve Prometheus ``/metrics`` on ``addr:port`` (loopback unless told otherwise).
+
+        Raises ``MetricsServerError`` if the port cannot be bound; nothing else is affected.
+        """
+        from ._prometheus import start_metrics_server
+
+        self._metrics_server = start_metrics_server(self, port=port, addr=addr)
+        return self._metrics_server
+
+    # ------------------------------------------------------------------ flush and shutdown (blocking, bounded)
+    def force_flush(self, timeout: float = 5.0) -> bool:
+        """Deliver everything created so far, waiting at most ``timeout`` seconds. True if all settled.
+
+        Raises ``LoopThreadError`` (a ``RuntimeError``) if called on the SDK's loop thread.
+        """
+        self._runtime.check_not_loop_thread("force_flush")
+        if self._runtime.stopped:
+            return self.health_snapshot().ledger_balanced
+        try:
+            if not self._runtime.ensure_started(wait=timeout):
+                return False
+            return self._runtime.run(self._aflush_all(timeout), timeout + 0.25)
+        except (TimeoutError, RuntimeClosedError):
+            return False
+        except LoopThreadError:
+            raise
+        except Exception:
+            logger.exception("judgeval_async force_flush failed")
+            return False
+
+    async def aflush(self, timeout: float = 5.0) -> bool:
+        """``force_flush`` for async code: awaits without blocking the caller's event loop."""
+        try:
+            if self._runtime.in_loop_thread():
+                return await self._aflush_all(timeout)
+            if self._runtime.stopped:
+                return False
+            self._runtime.ensure_started(wait=None)
+            fut = self._runtime.submit(self._aflush_all(timeout))
+            return await asyncio.wait_for(asyncio.wrap_future(fut), timeout + 0.25)
+        except (TimeoutError, asyncio.TimeoutError, RuntimeClosedError):
+            return False
+        except Exception:
+            logger.exception("judgeval_async aflush failed")
+            return False
+
+    async def _aflush_all(self, timeout: float) -> bool:
+        results = await asyncio.gather(
+            self._spans.flush(timeout), self._evals.flush(timeout), self._tags.flush(timeout)
+        )
+        return all(results)
+
+    def shutdown(self, timeout: float = 5.0) -> bool:
+        """Flush what can be flushed within ``timeout`` seconds, drop (and count) the rest, stop the loop thread.
+
+        Returns True if everything was delivered or accounted for before the deadline. Idempotent.
+        """
+        self._runtime.check_not_loop_thread("shutdown")
+        try:
+            drained = self._runtime.stop(timeout)
+        except LoopThreadError:
+            raise
+        except Exception:
+            logger.exception("judgeval_async shutdown failed")
+            drained = False
+        server, self._metrics_server = self._metrics_server, None
+        if server is not None:
+            try:
+                server.close()
+            except Exception:  # pragma: no cover
+                logger.debug("metrics server close failed", exc_info=True)
+        return drained
+
+
+def _scorer_configs(items: list[Any], threshold: float | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    judgment: list[dict[str, Any]] = []
+    custom: list[dict[str, Any]] = []
+    for s in items:
+        if s is None:
+            continue
+        if isinstance(s, str):
+            judgment.append({"score_type": s, "name": s, "threshold": 0.5 if threshold is None else threshold})
+        elif isinstance(s, dict):
+            judgment.append(dict(s))
+        else:
+            name = str(getattr(s, "name", None) or type(s).__name__)
+            score_type = getattr(s, "score_type", None)
+            conf = {
+                "name": name,
+                "threshold": getattr(s, "threshold", 0.5 if threshold is None else threshold),
+            }
+            if score_type is not None:
+                judgment.append({"score_type": str(score_type), **conf})
+            else:
+                custom.append(conf)
+    return judgment, custom

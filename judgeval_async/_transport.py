@@ -1,0 +1,268 @@
+"""The async transport: one ``httpx.AsyncClient``, created and closed on the SDK loop, with retry, 429 pauses and
+an auth circuit per endpoint.
+
+Endpoint names are a small fixed set (they are metric labels): ``resolve``, ``traces``, ``tags``, ``tags_batch``,
+``evals``. The API key lives only in the client's default headers: it never appears in a log line, a repr, an
+exception message or a metric.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import gzip as gzip_module
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import httpx
+
+from ._config import Config
+from ._metrics import Metrics
+from ._retry import Outcome, classify_status, parse_retry_after
+
+__all__ = ["ENDPOINTS", "AsyncTransport", "SendResult", "SendStatus"]
+
+logger = logging.getLogger(__name__)
+
+ENDPOINTS = ("resolve", "traces", "tags", "tags_batch", "evals")
+_USER_AGENT = "judgeval-async/0.1"
+_GZIP_MIN_BYTES = 1024  # below this, compression costs more CPU than it saves bytes
+
+
+class SendStatus(enum.Enum):
+    """The final fate of one request, after retries. Each maps to one ledger bucket."""
+
+    DELIVERED = "delivered"
+    REJECTED = "non_retryable_status"
+    AUTH = "auth_error"
+    TOO_LARGE = "payload_too_large"
+    EXHAUSTED = "retries_exhausted"
+    SHUTDOWN = "shutdown_deadline"
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    status: SendStatus
+    http_status: int | None = None
+    body: bytes = b""
+
+    @property
+    def ok(self) -> bool:
+        return self.status is SendStatus.DELIVERED
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class AsyncTransport:
+    """Sends bytes to the Judgment API with bounded retry. Every ``async`` method runs on the SDK loop."""
+
+    def __init__(
+        self,
+        config: Config,
+        metrics: Metrics,
+        *,
+        shutting_down: threading.Event | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._config = config
+        self._metrics = metrics
+        self._policy = config.retry_policy
+        self._shutting_down = shutting_down or threading.Event()
+        self._transport = transport  # a test seam (httpx.MockTransport in unit tests); None = real network
+        self._rng = rng or random.Random()
+        self._client: httpx.AsyncClient | None = None
+        self._auth_logged: set[str] = set()
+        self._probe_at: dict[str, float] = {}
+
+    def __repr__(self) -> str:
+        return f"AsyncTransport(api_url={self._config.api_url!r})"
+
+    # ------------------------------------------------------------------ lifecycle (on the loop)
+    def _ensure_client(self) -> httpx.AsyncClient:
+        client = self._client
+        if client is None:
+            c = self._config
+            headers = {"User-Agent": _USER_AGENT}
+            if c.api_key:
+                headers["Authorization"] = f"Bearer {c.api_key}"
+            if c.organization_id:
+                headers["X-Organization-Id"] = c.organization_id
+            client = httpx.AsyncClient(
+                headers=headers,
+                timeout=httpx.Timeout(
+                    connect=c.connect_timeout, read=c.read_timeout, write=c.write_timeout, pool=c.pool_timeout
+                ),
+                limits=httpx.Limits(
+                    max_connections=c.max_concurrent_requests * len(ENDPOINTS),
+                    max_keepalive_connections=c.max_concurrent_requests * 2,
+                    keepalive_expiry=30.0,
+                ),
+                verify=c.verify_tls,
+                http1=True,
+                http2=False,
+                transport=self._transport,
+                follow_redirects=False,
+            )
+            self._client = client
+        return client
+
+    async def aclose(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    def forget_after_fork(self) -> None:
+        """In a forked child: drop the parent's client without closing it (its sockets belong to the parent)."""
+        self._client = None
+
+    # ------------------------------------------------------------------ sending
+    def paused_for(self, endpoint: str) -> float:
+        """Seconds the endpoint remains paused by a 429 (0 when not paused)."""
+        return max(0.0, self._metrics.endpoint(endpoint).paused_until - time.monotonic())
+
+    async def send(
+        self,
+        endpoint: str,
+        url: str,
+        content: bytes,
+        *,
+        content_type: str = "application/json",
+        headers: Mapping[str, str] | None = None,
+        compress: bool = False,
+        timeout: float | None = None,
+        retry: bool = True,
+    ) -> SendResult:
+        """POST ``content`` to ``url`` with retries; never raises (except CancelledError, at shutdown)."""
+        state = self._metrics.endpoint(endpoint)
+        started = time.monotonic()
+        budget = self._policy.timeout if timeout is None else timeout
+        deadline = started + budget
+        if state.circuit_open:
+            if time.monotonic() < self._probe_at.get(endpoint, 0.0):
+                return SendResult(SendStatus.AUTH)
+            # Cool-down over: this request is the probe.
+        request_headers = {"Content-Type": content_type}
+        body = content
+        if compress and len(content) >= _GZIP_MIN_BYTES:
+            body = gzip_module.compress(content, compresslevel=6)
+            request_headers["Content-Encoding"] = "gzip"
+        if headers:
+            request_headers.update(headers)
+        attempt = 0
+        while True:
+            # A 429 pauses this endpoint (and only this one) until its Retry-After has passed.
+            pause = state.paused_until - time.monotonic()
+            if pause > 0:
+                if time.monotonic() + pause >= deadline:
+                    return SendResult(SendStatus.EXHAUSTED)
+                if await self._sleep(pause):
+                    return SendResult(SendStatus.SHUTDOWN)
+            attempt += 1
+            status_code, retry_after_header, resp_body = await self._attempt(
+                endpoint, url, body, request_headers, deadline
+            )
+            if status_code is not None and 200 <= status_code < 300:
+                if state.circuit_open:
+                    state.circuit_open = False
+                    self._auth_logged.discard(endpoint)
+                    logger.warning("judgeval_async: %s endpoint accepts our credentials again", endpoint)
+                return SendResult(SendStatus.DELIVERED, status_code, resp_body)
+            if status_code is None:
+                outcome = Outcome.RETRY
+            else:
+                outcome = classify_status(status_code)
+            if outcome is Outcome.AUTH:
+                self._open_circuit(endpoint, status_code)
+                return SendResult(SendStatus.AUTH, status_code, resp_body)
+            if outcome is Outcome.TOO_LARGE:
+                return SendResult(SendStatus.TOO_LARGE, status_code, resp_body)
+            if outcome is Outcome.REJECTED:
+                return SendResult(SendStatus.REJECTED, status_code, resp_body)
+            if not retry:
+                return SendResult(SendStatus.EXHAUSTED, status_code, resp_body)
+            retry_after = parse_retry_after(retry_after_header, now=time.time())
+            if status_code == 429:
+                # Default to a short pause when the server asks us to slow down without saying for how long.
+                pause_for = retry_after if retry_after is not None else 1.0
+                state.paused_until = max(state.paused_until, time.monotonic() + pause_for)
+                retry_after = pause_for
+            wait = self._policy.next_wait(
+                attempt=attempt, elapsed=time.monotonic() - started, retry_after=retry_after, rng=self._rng
+            )
+            if wait is None:
+                return SendResult(SendStatus.EXHAUSTED, status_code, resp_body)
+            self._metrics.retries.inc(endpoint)
+            if wait > 0 and await self._sleep(wait):
+                return SendResult(SendStatus.SHUTDOWN, status_code, resp_body)
+
+    async def _attempt(
+        self, endpoint: str, url: str, body: bytes, headers: dict[str, str], deadline: float
+    ) -> tuple[int | None, str | None, bytes]:
+        """One request. Returns (status or None for a transport failure, Retry-After header, body)."""
+        client = self._ensure_client()
+        state = self._metrics.endpoint(endpoint)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            self._metrics.api_errors.inc(endpoint, "timeout")
+            return None, None, b""
+        state.in_flight += 1
+        t0 = time.perf_counter()
+        try:
+            # The hard deadline covers what httpx's per-phase timeouts cannot: a server trickling its body.
+            with anyio.fail_after(remaining):
+                response = await client.post(url, content=body, headers=headers)
+                resp_body = response.content
+        except (TimeoutError, httpx.TimeoutException):
+            self._metrics.api_errors.inc(endpoint, "timeout")
+            return None, None, b""
+        except httpx.TransportError as exc:
+            self._metrics.api_errors.inc(endpoint, "network")
+            logger.debug("judgeval_async %s request failed: %s", endpoint, type(exc).__name__)
+            return None, None, b""
+        except httpx.HTTPError:
+            self._metrics.api_errors.inc(endpoint, "network")
+            return None, None, b""
+        finally:
+            state.in_flight -= 1
+            self._metrics.request_duration(endpoint).observe(time.perf_counter() - t0)
+        status = response.status_code
+        if not 200 <= status < 300:
+            self._metrics.api_errors.inc(endpoint, str(status))
+        return status, response.headers.get("Retry-After"), resp_body
+
+    def _open_circuit(self, endpoint: str, status: int | None) -> None:
+        state = self._metrics.endpoint(endpoint)
+        state.circuit_open = True
+        self._probe_at[endpoint] = time.monotonic() + self._config.circuit_cooldown
+        if endpoint not in self._auth_logged:
+            self._auth_logged.add(endpoint)
+            logger.error(
+                "judgeval_async: the Judgment API refused our credentials (HTTP %s) on the %s endpoint. "
+                "Check JUDGMENT_API_KEY and JUDGMENT_ORG_ID. Items for this endpoint are dropped and counted "
+                "(reason auth_error); retrying in %.0fs.",
+                status,
+                endpoint,
+                self._config.circuit_cooldown,
+            )
+
+    async def _sleep(self, seconds: float) -> bool:
+        """Sleep up to ``seconds``; return True early if shutdown began (shutdown cuts backoff short)."""
+        end = time.monotonic() + seconds
+        while True:
+            if self._shutting_down.is_set():
+                return True
+            left = end - time.monotonic()
+            if left <= 0:
+                return False
+            # Poll the thread-safe event at a coarse step: a backoff sleep is seconds long, shutdown needs
+            # only to notice within a fraction of its own deadline.
+            await asyncio.sleep(min(left, 0.05))
