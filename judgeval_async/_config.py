@@ -125,7 +125,8 @@ class Config:
             try:
                 parsed = _parse_env(raw, type(getattr(defaults, name)))
                 # Validate the single value in isolation so one bad variable does not discard the others.
-                dataclasses.replace(defaults, **{name: parsed})
+                trial: dict[str, Any] = {name: parsed}
+                dataclasses.replace(defaults, **trial)
             except (ValueError, TypeError):
                 shown = "***" if name in _SECRET_FIELDS else repr(raw)
                 _log_bad_env_once(env_name(name), shown, getattr(defaults, name), f)

@@ -56,9 +56,7 @@ class EvalDispatcher(QueueService[EvalRun]):
                 if h.closed and not len(h):
                     return
                 continue
-            await aiometer.run_on_each(
-                self._post, batch, max_at_once=self._config.max_concurrent_requests
-            )
+            await aiometer.run_on_each(self._post, batch, max_at_once=self._config.max_concurrent_requests)
 
     async def _post(self, run: EvalRun) -> None:
         led = self.ledger
@@ -71,7 +69,11 @@ class EvalDispatcher(QueueService[EvalRun]):
                 body = self._encode(run, project_id)
             except Exception as exc:
                 led.settle_dropped("serialization_error", 1)
-                self._log.warning("encode", "judgeval_async: dropped an evaluation that cannot be encoded: %r", exc)
+                self._log.warning(
+                    "encode",
+                    "judgeval_async: dropped an evaluation that cannot be encoded: %r",
+                    exc,
+                )
                 return
             url = f"{self._config.api_url.rstrip('/')}/v1/projects/{project_id}/eval-queue/examples"
             result = await self._transport.send("evals", url, body)

@@ -71,7 +71,16 @@ class LedgerSnapshot:
 class SignalLedger:
     """Exact accounting for one signal. Mutate only while holding ``lock``; the handoff holds it for you."""
 
-    __slots__ = ("capacity", "created", "delivered", "dropped", "in_flight", "lock", "name", "oldest")
+    __slots__ = (
+        "capacity",
+        "created",
+        "delivered",
+        "dropped",
+        "in_flight",
+        "lock",
+        "name",
+        "oldest",
+    )
 
     def __init__(self, name: str, capacity: int = 0) -> None:
         self.name = name
@@ -177,7 +186,7 @@ class Histogram:
             counts, total, n = list(self.counts), self.sum, self.count
         out: list[tuple[str, int]] = []
         running = 0
-        for bound, c in zip((*self.bounds, float("inf")), counts):
+        for bound, c in zip((*self.bounds, float("inf")), counts, strict=True):
             running += c
             out.append(("+Inf" if bound == float("inf") else repr(bound), running))
         return out, total, n

@@ -56,7 +56,12 @@ def _start(rec: Recorder, name: str, span_type: str) -> tuple[Span, object] | No
 
 
 def _record_input(
-    rec: Recorder, span: Span, sig: inspect.Signature | None, skip_first: bool, args: Any, kwargs: Any
+    rec: Recorder,
+    span: Span,
+    sig: inspect.Signature | None,
+    skip_first: bool,
+    args: Any,
+    kwargs: Any,
 ) -> None:
     try:
         if sig is not None:
@@ -97,7 +102,7 @@ def wrap(
     record_input: bool,
     record_output: bool,
 ) -> Callable[..., Any]:
-    span_name = name or getattr(func, "__qualname__", None) or getattr(func, "__name__", "function")
+    span_name: str = name or getattr(func, "__qualname__", None) or getattr(func, "__name__", None) or "function"
     try:
         sig: inspect.Signature | None = inspect.signature(func)  # once per function, not per call
     except (TypeError, ValueError):

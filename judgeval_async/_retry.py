@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import email.utils
 import enum
+import math
 import random
 from dataclasses import dataclass
 
@@ -67,7 +68,7 @@ def parse_retry_after(value: str | None, *, now: float) -> float | None:
     except ValueError:
         pass
     else:
-        if seconds != seconds or seconds in (float("inf"), float("-inf")):
+        if not math.isfinite(seconds):
             return None
         return max(0.0, seconds)
     try:

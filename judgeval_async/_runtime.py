@@ -346,12 +346,13 @@ def set_exit_timeout(runtime: LoopRuntime, timeout: float) -> None:
 
 @atexit.register
 def _stop_all_at_exit() -> None:
-    for rt in list(_live_runtimes):
-        if rt.stopped or rt.in_loop_thread():
-            continue
+    # One budget for the whole exit, however many tracers exist: the longest exit_timeout among them.
+    live = [rt for rt in list(_live_runtimes) if not rt.stopped and not rt.in_loop_thread()]
+    if not live:
+        return
+    deadline = time.monotonic() + max(_exit_timeouts.get(rt, 2.0) for rt in live)
+    for rt in live:
         try:
-            rt.stop(_exit_timeouts.get(rt, 2.0))
+            rt.stop(max(0.0, deadline - time.monotonic()))
         except Exception:  # pragma: no cover - never raise during interpreter exit
             logger.debug("judgeval_async exit flush failed", exc_info=True)
-
-

@@ -25,6 +25,7 @@ __all__ = ["DEGRADE_REASONS", "RateLimitedLog", "SerializeLimits", "safe_json"]
 logger = logging.getLogger(__name__)
 
 DEGRADE_REASONS = ("truncated", "unserializable", "cyclic", "too_deep", "time_budget")
+_MIN_PREFIX = 64  # characters every string keeps, however little budget is left
 _CHECK_CLOCK_EVERY = 64  # nodes between clock reads: perf_counter is cheap, not free
 
 
@@ -48,7 +49,9 @@ class _Walk:
         self.deadline = time.perf_counter() + limits.budget
 
     def over_budget(self) -> bool:
-        if self.nodes > self.limits.max_items or self.chars > self.limits.max_length:
+        # Strings are cut individually (see text()); containers stop only past twice the budget, so one huge
+        # argument cannot hide the small ones next to it.
+        if self.nodes > self.limits.max_items or self.chars > 2 * self.limits.max_length:
             self.reasons.add("truncated")
             return True
         if self.nodes % _CHECK_CLOCK_EVERY == 0 and time.perf_counter() > self.deadline:
@@ -57,7 +60,9 @@ class _Walk:
         return False
 
     def text(self, s: str) -> str:
-        room = max(0, self.limits.max_length - self.chars)
+        # One string gets at most half the budget, and at least a short prefix even when the budget is spent.
+        limit = self.limits.max_length
+        room = max(_MIN_PREFIX, min(limit // 2, limit - self.chars))
         if len(s) > room:
             cut = len(s) - room
             s = s[:room] + f"…[truncated {cut} chars]"
@@ -102,7 +107,8 @@ class _Walk:
                 if self.over_budget():
                     out["…"] = "[truncated]"
                     break
-                out[self.text(k if isinstance(k, str) else str(k)[:256])] = self.convert(v, depth + 1)
+                key = self.text(k if isinstance(k, str) else str(k)[:256])
+                out[key] = self.convert(v, depth + 1)
             return out
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
             out = {}
@@ -129,9 +135,7 @@ def _clean_surrogates(s: str) -> str:
     return s
 
 
-def safe_json(
-    value: Any, limits: SerializeLimits, on_degrade: Callable[[str], None] | None = None
-) -> str:
+def safe_json(value: Any, limits: SerializeLimits, on_degrade: Callable[[str], None] | None = None) -> str:
     """``value`` as a bounded JSON string. Never raises; reports each degradation reason once."""
     walk = _Walk(limits)
     try:

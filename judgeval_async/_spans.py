@@ -51,9 +51,7 @@ SpanItem = ReadableSpan | _WithExtras
 class SpanExportService(QueueService[SpanItem]):
     """Batches, encodes and sends spans on the loop; settles each one in the ``spans`` ledger exactly once."""
 
-    def __init__(
-        self, config: Config, metrics: Metrics, transport: AsyncTransport, resolver: ProjectResolver
-    ) -> None:
+    def __init__(self, config: Config, metrics: Metrics, transport: AsyncTransport, resolver: ProjectResolver) -> None:
         super().__init__(metrics.spans, config.max_queue_size, config.span_overflow)
         self._config = config
         self._metrics = metrics
@@ -146,7 +144,12 @@ class SpanExportService(QueueService[SpanItem]):
         )
         body = await self._encode_ok([marker])
         await self._transport.send(
-            "traces", self._url, body, content_type=_PROTOBUF, headers={"x-project-id": project_id}, retry=False
+            "traces",
+            self._url,
+            body,
+            content_type=_PROTOBUF,
+            headers={"x-project-id": project_id},
+            retry=False,
         )
 
     async def _encode_batch(self, batch: Sequence[SpanItem]) -> tuple[list[ReadableSpan], bytes]:
@@ -166,7 +169,9 @@ class SpanExportService(QueueService[SpanItem]):
                     except Exception as exc:
                         self.ledger.settle_dropped("serialization_error", 1)
                         self._log.warning(
-                            "encode", "judgeval_async: dropped a span that cannot be encoded: %r", exc
+                            "encode",
+                            "judgeval_async: dropped a span that cannot be encoded: %r",
+                            exc,
                         )
             await asyncio.sleep(0)
         # Concatenated serialized ExportTraceServiceRequests are one valid request (repeated fields merge).
@@ -213,7 +218,7 @@ class JudgmentSpanProcessor(SpanProcessor):
         metadata: SpanMetadataStore,
         *,
         flush: Callable[[float], bool],
-        shutdown: Callable[[float], None],
+        shutdown: Callable[[float], object],
         ensure_started: Callable[[], object],
     ) -> None:
         self._service = service

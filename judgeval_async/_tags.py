@@ -40,9 +40,7 @@ class _TraceTags:
 class TagBatcher(QueueService[TagItem]):
     """Merges, deduplicates and flushes tags on the loop."""
 
-    def __init__(
-        self, config: Config, metrics: Metrics, transport: AsyncTransport, resolver: ProjectResolver
-    ) -> None:
+    def __init__(self, config: Config, metrics: Metrics, transport: AsyncTransport, resolver: ProjectResolver) -> None:
         # The queue in front of the buffer holds calls; the buffer holds traces. Both are bounded.
         super().__init__(metrics.tags, config.max_queue_size, "drop_newest")
         self._config = config
@@ -66,6 +64,9 @@ class TagBatcher(QueueService[TagItem]):
             wait = max(0.0, next_flush - loop.time())
             items = await h.take_batch(self._config.tag_flush_traces, wait)
             self._merge(items)
+            # Fill the buffer from what is already queued before deciding to send: fuller, fewer batch calls.
+            while len(h) and len(self._buffer) < self._config.tag_flush_traces:
+                self._merge(h.take_nowait(self._config.tag_flush_traces))
             done = h.closed and not len(h)
             if (
                 self._flush_now
@@ -73,7 +74,9 @@ class TagBatcher(QueueService[TagItem]):
                 or loop.time() >= next_flush
                 or len(self._buffer) >= self._config.tag_flush_traces
             ):
-                self._flush_now = False
+                if not len(h):
+                    # Only now has everything offered before the flush request reached the buffer.
+                    self._flush_now = False
                 await self._flush()
                 next_flush = loop.time() + interval
             self._notify()
@@ -151,9 +154,7 @@ class TagBatcher(QueueService[TagItem]):
             else:
                 self._drop(result, entry.calls)
 
-        await aiometer.run_on_each(
-            one, list(chunk.items()), max_at_once=self._config.max_concurrent_requests
-        )
+        await aiometer.run_on_each(one, list(chunk.items()), max_at_once=self._config.max_concurrent_requests)
 
     def _drop(self, result: SendResult, calls: int) -> None:
         self.ledger.settle_dropped(result.status.value, calls)

@@ -93,7 +93,10 @@ class Tracer:
         self._runtime = LoopRuntime(self.metrics)
         set_exit_timeout(self._runtime, c.exit_timeout)
         self._limits = SerializeLimits(
-            max_length=c.max_value_length, max_depth=c.max_depth, max_items=c.max_items, budget=c.serialize_budget
+            max_length=c.max_value_length,
+            max_depth=c.max_depth,
+            max_items=c.max_items,
+            budget=c.serialize_budget,
         )
         self._degrade_log = RateLimitedLog()
         self._transport = AsyncTransport(
@@ -148,7 +151,9 @@ class Tracer:
     def _degraded(self, reason: str) -> None:
         self.metrics.values_degraded.inc(reason)
         self._degrade_log.warning(
-            reason, "judgeval_async: a traced value was degraded (%s); see values_degraded in health metrics", reason
+            reason,
+            "judgeval_async: a traced value was degraded (%s); see values_degraded in health metrics",
+            reason,
         )
 
     def _start_nowait(self) -> None:
@@ -183,7 +188,12 @@ class Tracer:
         def decorate(f: F) -> F:
             try:
                 wrapped = wrap(
-                    f, self, name=name, span_type=span_type, record_input=record_input, record_output=record_output
+                    f,
+                    self,
+                    name=name,
+                    span_type=span_type,
+                    record_input=record_input,
+                    record_output=record_output,
                 )
             except Exception:  # never break the user's import
                 logger.exception("judgeval_async could not wrap %r; leaving it untraced", f)
@@ -287,7 +297,9 @@ class Tracer:
     def health_snapshot(self) -> HealthSnapshot:
         """The typed form of :meth:`get_health_metrics`."""
         return take_snapshot(
-            self.metrics, metadata_entries=len(self._metadata), tag_buffer_size=self._tags.buffered_traces
+            self.metrics,
+            metadata_entries=len(self._metadata),
+            tag_buffer_size=self._tags.buffered_traces,
         )
 
     def get_health_metrics(self) -> dict[str, Any]:
@@ -298,15 +310,25 @@ class Tracer:
             logger.debug("judgeval_async health snapshot failed", exc_info=True)
             return {}
 
-    def start_metrics_server(self, port: int = 9464, addr: str = "127.0.0.1") -> Any:
-        """Serve Prometheus ``/metrics`` on ``addr:port`` (loopback unless told otherwise).
+    def metrics_collector(self) -> Any:
+        """A ``prometheus_client`` collector reading this tracer at scrape time: ``registry.register(it)``."""
+        from ._prometheus import JudgevalCollector  # noqa: PLC0415 - prometheus_client loads only if used
 
+        return JudgevalCollector(self)
+
+    def start_metrics_server(self, port: int = 9464, addr: str = "127.0.0.1") -> Any:
+        """Serve Prometheus ``/metrics`` on ``addr:port`` (loopback unless told otherwise); ``port=0`` picks one.
+
+        Returns a server with ``.port``, ``.url`` and ``.close()``, closed by :meth:`shutdown` or by starting another.
         Raises ``MetricsServerError`` if the port cannot be bound; nothing else is affected.
         """
-        from ._prometheus import start_metrics_server
+        from ._prometheus import start_metrics_server  # noqa: PLC0415 - prometheus_client loads only if used
 
-        self._metrics_server = start_metrics_server(self, port=port, addr=addr)
-        return self._metrics_server
+        server = start_metrics_server(self, port=port, addr=addr)
+        previous, self._metrics_server = self._metrics_server, server
+        if previous is not None:
+            previous.close()
+        return server
 
     # ------------------------------------------------------------------ flush and shutdown (blocking, bounded)
     def force_flush(self, timeout: float = 5.0) -> bool:
@@ -317,6 +339,8 @@ class Tracer:
         self._runtime.check_not_loop_thread("force_flush")
         if self._runtime.stopped:
             return self.health_snapshot().ledger_balanced
+        if not self._runtime.running and not self._has_items():
+            return True  # nothing was ever offered: no reason to start the loop thread
         try:
             if not self._runtime.ensure_started(wait=timeout):
                 return False
@@ -344,6 +368,10 @@ class Tracer:
         except Exception:
             logger.exception("judgeval_async aflush failed")
             return False
+
+    def _has_items(self) -> bool:
+        m = self.metrics
+        return bool(m.spans.created or m.evaluations.created or m.tags.created)
 
     async def _aflush_all(self, timeout: float) -> bool:
         results = await asyncio.gather(

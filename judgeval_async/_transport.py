@@ -99,7 +99,10 @@ class AsyncTransport:
             client = httpx.AsyncClient(
                 headers=headers,
                 timeout=httpx.Timeout(
-                    connect=c.connect_timeout, read=c.read_timeout, write=c.write_timeout, pool=c.pool_timeout
+                    connect=c.connect_timeout,
+                    read=c.read_timeout,
+                    write=c.write_timeout,
+                    pool=c.pool_timeout,
                 ),
                 limits=httpx.Limits(
                     max_connections=c.max_concurrent_requests * len(ENDPOINTS),
@@ -138,7 +141,7 @@ class AsyncTransport:
         content_type: str = "application/json",
         headers: Mapping[str, str] | None = None,
         compress: bool = False,
-        timeout: float | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - a deadline for the whole retry loop, not one await
         retry: bool = True,
     ) -> SendResult:
         """POST ``content`` to ``url`` with retries; never raises (except CancelledError, at shutdown)."""
@@ -146,10 +149,9 @@ class AsyncTransport:
         started = time.monotonic()
         budget = self._policy.timeout if timeout is None else timeout
         deadline = started + budget
-        if state.circuit_open:
-            if time.monotonic() < self._probe_at.get(endpoint, 0.0):
-                return SendResult(SendStatus.AUTH)
-            # Cool-down over: this request is the probe.
+        if state.circuit_open and time.monotonic() < self._probe_at.get(endpoint, 0.0):
+            # Once the cool-down is over, the next request goes out as the probe.
+            return SendResult(SendStatus.AUTH)
         request_headers = {"Content-Type": content_type}
         body = content
         if compress and len(content) >= _GZIP_MIN_BYTES:
@@ -196,7 +198,10 @@ class AsyncTransport:
                 state.paused_until = max(state.paused_until, time.monotonic() + pause_for)
                 retry_after = pause_for
             wait = self._policy.next_wait(
-                attempt=attempt, elapsed=time.monotonic() - started, retry_after=retry_after, rng=self._rng
+                attempt=attempt,
+                elapsed=time.monotonic() - started,
+                retry_after=retry_after,
+                rng=self._rng,
             )
             if wait is None:
                 return SendResult(SendStatus.EXHAUSTED, status_code, resp_body)
