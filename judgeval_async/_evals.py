@@ -46,7 +46,7 @@ class EvalDispatcher(QueueService[EvalRun]):
         self._resolver = resolver
         self._limits = limits
         self._on_degrade = on_degrade
-        self._log = RateLimitedLog()
+        self._log = RateLimitedLog(logger)
 
     async def _consume(self) -> None:
         h = self.handoff

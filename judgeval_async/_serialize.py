@@ -153,7 +153,8 @@ def safe_json(value: Any, limits: SerializeLimits, on_degrade: Callable[[str], N
 class RateLimitedLog:
     """Logs a warning at most once per ``interval`` seconds per key, so a hot-path problem cannot flood logs."""
 
-    def __init__(self, interval: float = 60.0) -> None:
+    def __init__(self, log: logging.Logger | None = None, interval: float = 60.0) -> None:
+        self._logger = log or logger
         self._interval = interval
         self._last: dict[str, float] = {}
         self._lock = threading.Lock()
@@ -165,4 +166,4 @@ class RateLimitedLog:
             if last is not None and now - last < self._interval:
                 return
             self._last[key] = now
-        logger.warning(msg, *args)
+        self._logger.warning(msg, *args)

@@ -58,7 +58,7 @@ class SpanExportService(QueueService[SpanItem]):
         self._transport = transport
         self._resolver = resolver
         self._url = config.traces_url
-        self._log = RateLimitedLog()
+        self._log = RateLimitedLog(logger)
 
     async def _consume(self) -> None:
         h = self.handoff

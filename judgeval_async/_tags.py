@@ -49,7 +49,7 @@ class TagBatcher(QueueService[TagItem]):
         self._buffer: dict[str, _TraceTags] = {}
         self._batch_supported = True
         self._flush_now = False
-        self._log = RateLimitedLog()
+        self._log = RateLimitedLog(logger)
 
     @property
     def buffered_traces(self) -> int:

@@ -98,7 +98,7 @@ class Tracer:
             max_items=c.max_items,
             budget=c.serialize_budget,
         )
-        self._degrade_log = RateLimitedLog()
+        self._degrade_log = RateLimitedLog(logger)
         self._transport = AsyncTransport(
             c, self.metrics, shutting_down=self._runtime.shutting_down, transport=http_transport
         )

@@ -1,0 +1,119 @@
+"""Fork and interpreter exit: the child gets a fresh loop and counts what it inherited; exit keeps its deadline."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable
+
+import pytest
+
+from judgeval_async import Tracer
+from judgeval_async.testing import LocalJudgmentServer
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+
+
+def _wait_child(pid: int, timeout: float) -> int:
+    """Wait for a child with a deadline; kill it (and fail) if it hangs."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.02)  # polling a child process's exit, not the code under test
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    raise AssertionError("child process hung")
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # fork() in a multi-threaded process warns on 3.12+
+def test_fork_child_and_parent_both_keep_sending(
+    local_server: LocalJudgmentServer, make_tracer: Callable[..., Tracer]
+) -> None:
+    """After os.fork() the child discards what it inherited (counted) and can send; the parent still can."""
+    tracer = make_tracer(schedule_delay=30.0)
+    with tracer.span("before-fork"):
+        pass
+    assert tracer.force_flush(timeout=10.0)
+    # Queue a span in the parent that the child will inherit but must not send.
+    with tracer.span("inherited"):
+        pass
+    pid = os.fork()
+    if pid == 0:  # child
+        code = 1
+        try:
+            health = tracer.get_health_metrics()
+            ok = health["spans_dropped_by_reason"] == {"fork_discard": 1} and health["ledger_balanced"]
+            with tracer.span("from-child"):
+                pass
+            ok = ok and tracer.force_flush(timeout=10.0)
+            ok = ok and tracer.get_health_metrics()["spans_exported"] == 1
+            tracer.shutdown(timeout=2.0)
+            code = 0 if ok else 3
+        finally:
+            os._exit(code)
+    assert _wait_child(pid, 30.0) == 0
+    with tracer.span("after-fork-parent"):
+        pass
+    assert tracer.force_flush(timeout=10.0)
+    names = sorted(r.name for r in local_server.spans.values())
+    assert names == ["after-fork-parent", "before-fork", "from-child", "inherited"]
+    health = tracer.get_health_metrics()
+    assert health["spans_exported"] == 3 and health["ledger_balanced"]
+
+
+def _run_script(body: str, timeout: float) -> tuple[subprocess.CompletedProcess[str], float]:
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(body)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    return proc, time.monotonic() - started
+
+
+def test_exit_with_black_holed_backend_keeps_its_deadline(local_server: LocalJudgmentServer) -> None:
+    """An interpreter exiting with spans queued and a black-holing backend exits within the exit deadline."""
+    local_server.set_fault(None, kind="blackhole")
+    proc, elapsed = _run_script(
+        f"""
+        from judgeval_async import Tracer
+        t = Tracer(project_name="p", api_key="{local_server.api_key}", organization_id="{local_server.org_id}",
+                   api_url="{local_server.url}", exit_timeout=1.0, read_timeout=60.0, export_timeout=120.0)
+        for _ in range(100):
+            with t.span("s"):
+                t.tag("x")
+        t.force_flush(timeout=0.2)  # starts sending into the black hole
+        """,
+        timeout=60.0,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    # The request really went into the black hole (the server records it once the client hangs up).
+    assert local_server.wait_for(requests={"resolve": 1}, timeout=10.0)
+    assert local_server.request_count("resolve", "blackhole") >= 1
+    # Interpreter start-up and imports take seconds on a loaded CI box; the backend would hold us 60 s+.
+    assert elapsed < 20.0
+
+
+def test_exit_flushes_queued_spans_when_backend_is_healthy(local_server: LocalJudgmentServer) -> None:
+    """Spans still queued at exit are delivered by the atexit hook when the backend answers."""
+    proc, _ = _run_script(
+        f"""
+        from judgeval_async import Tracer
+        t = Tracer(project_name="p", api_key="{local_server.api_key}", organization_id="{local_server.org_id}",
+                   api_url="{local_server.url}", schedule_delay=60.0)
+        for i in range(10):
+            with t.span(f"s{{i}}"):
+                pass
+        """,
+        timeout=60.0,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert local_server.wait_for(spans=10, timeout=10.0)
