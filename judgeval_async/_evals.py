@@ -12,8 +12,6 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-import aiometer
-
 from ._config import Config
 from ._metrics import Metrics
 from ._pipeline import QueueService
@@ -52,11 +50,11 @@ class EvalDispatcher(QueueService[EvalRun]):
         h = self.handoff
         while True:
             batch = await h.take_batch(self._config.eval_batch_size, 0.05)
-            if not batch:
-                if h.closed and not len(h):
-                    return
-                continue
-            await aiometer.run_on_each(self._post, batch, max_at_once=self._config.max_concurrent_requests)
+            for run in batch:
+                await self._spawn(self._post(run), self._config.max_concurrent_requests)
+            if not batch and h.closed and not len(h):
+                await self._join_spawned()
+                return
 
     async def _post(self, run: EvalRun) -> None:
         led = self.ledger

@@ -15,7 +15,8 @@ import asyncio
 import contextlib
 import logging
 import threading
-from typing import Generic, TypeVar
+from collections.abc import Coroutine
+from typing import Any, Generic, TypeVar
 
 from ._handoff import Handoff
 from ._metrics import SignalLedger
@@ -33,6 +34,7 @@ class QueueService(Generic[T]):
         self.ledger = ledger
         self.handoff: Handoff[T] = Handoff(ledger, capacity, policy)
         self._task: asyncio.Task[None] | None = None
+        self._running: set[asyncio.Task[None]] = set()  # sends spawned by the consumer (bounded by _spawn)
         self._progress: asyncio.Event | None = None
 
     # ------------------------------------------------------------------ producer side
@@ -59,10 +61,11 @@ class QueueService(Generic[T]):
 
     async def aclose(self) -> None:
         task, self._task = self._task, None
-        if task is not None and not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        pending = [t for t in (task, *self._running) if t is not None and not t.done()]
+        for t in pending:
+            t.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
         await self._on_close()
         # Whatever is left never reached the backend before the deadline.
         self.handoff.discard_all("shutdown_deadline")
@@ -87,6 +90,7 @@ class QueueService(Generic[T]):
         led.dropped["fork_discard"] = inherited
         self.handoff.reset_after_fork()
         self._task = None
+        self._running = set()
         self._progress = None
         self._forget_after_fork()
 
@@ -119,6 +123,35 @@ class QueueService(Generic[T]):
         """Call after settling items: wakes flush() waiters."""
         if self._progress is not None:
             self._progress.set()
+
+    # ------------------------------------------------------------------ bounded concurrency for a stream of sends
+    async def _spawn(self, coro: Coroutine[Any, Any, None], limit: int) -> None:
+        """Start ``coro`` once fewer than ``limit`` spawned sends are running.
+
+        aiometer bounds concurrency over a collection known up front (we use it for fan-outs: 413 halves, per-trace
+        tags); a consumer reads an unbounded stream, so it waits for a free slot here instead. Waiting here is the
+        backpressure: the consumer stops taking from the queue, and the queue's overflow policy decides.
+        """
+        try:
+            while len(self._running) >= limit:
+                await asyncio.wait(self._running, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            coro.close()  # cancelled while waiting for a slot (shutdown): its items are counted by aclose()
+            raise
+        task = asyncio.get_running_loop().create_task(coro)
+        self._running.add(task)
+        task.add_done_callback(self._spawned_done)
+
+    def _spawned_done(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("judgeval_async %s send failed", self.ledger.name, exc_info=task.exception())
+        self._notify()
+
+    async def _join_spawned(self) -> None:
+        """Wait for every spawned send (the consumer calls it before returning at shutdown)."""
+        while self._running:
+            await asyncio.wait(set(self._running))
 
     # ------------------------------------------------------------------ subclass hooks
     async def _consume(self) -> None:

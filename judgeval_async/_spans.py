@@ -66,18 +66,12 @@ class SpanExportService(QueueService[SpanItem]):
         fan_out = self._config.max_concurrent_exports
         while True:
             batch = await h.take_batch(size, self._config.schedule_delay)
-            if not batch:
-                if h.closed and not len(h):
-                    return
-                continue
-            batches = [batch]
-            # More than a batch waiting: send several at once, so encoding one overlaps the network wait of another.
-            while len(batches) < fan_out and len(h) >= size:
-                batches.append(h.take_nowait(size))
-            if len(batches) == 1:
-                await self._export(batch)
-            else:
-                await aiometer.run_on_each(self._export, batches, max_at_once=fan_out)
+            if batch:
+                # Up to max_concurrent_exports batches in flight: encoding one overlaps the network wait of another.
+                await self._spawn(self._export(batch), fan_out)
+            elif h.closed and not len(h):
+                await self._join_spawned()
+                return
 
     async def _export(self, batch: Sequence[SpanItem]) -> None:
         led = self.ledger
