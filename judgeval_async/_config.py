@@ -113,26 +113,44 @@ class Config:
         if unknown:
             name = sorted(unknown)[0]
             raise ConfigError(name, "unknown configuration field")
-        values: dict[str, Any] = {}
         defaults = cls()
-        for name, f in known.items():
-            if name in overrides and overrides[name] is not None:
-                values[name] = overrides[name]
-                continue
+        given = {k: v for k, v in overrides.items() if v is not None}
+        from_env: dict[str, Any] = {}
+        for name in known:
             raw = env.get(env_name(name))
-            if raw is None or raw == "":
+            if name in given or raw is None or raw == "":
                 continue
             try:
-                parsed = _parse_env(raw, type(getattr(defaults, name)))
-                # Validate the single value in isolation so one bad variable does not discard the others.
-                trial: dict[str, Any] = {name: parsed}
-                dataclasses.replace(defaults, **trial)
+                from_env[name] = _parse_env(raw, type(getattr(defaults, name)))
             except (ValueError, TypeError):
-                shown = "***" if name in _SECRET_FIELDS else repr(raw)
-                _log_bad_env_once(env_name(name), shown, getattr(defaults, name), f)
-                continue
-            values[name] = parsed
-        return cls(**values)
+                _log_bad_env_once(env_name(name), _shown(name, raw), getattr(defaults, name))
+        # Keywords must be valid (this raises, naming the field). Environment values are then added while the
+        # combination stays valid; one that does not fit is logged and left at its default: a deployment typo must
+        # not take the application down.
+        if "max_export_batch_size" not in given:
+            # A small queue with the default batch size is a request for small batches, not an error.
+            queue = given.get("max_queue_size", from_env.get("max_queue_size"))
+            if isinstance(queue, int) and not isinstance(queue, bool) and 0 < queue < defaults.max_export_batch_size:
+                given["max_export_batch_size"] = queue
+        config = cls(**given)
+        try:
+            return dataclasses.replace(config, **from_env)
+        except (ValueError, TypeError):
+            pass
+        # Some value does not fit: add them one at a time (two passes, so a pair that is only valid together,
+        # such as a smaller queue and a smaller batch, still gets in) and leave the misfits at their defaults.
+        pending = dict(from_env)
+        for _ in range(2):
+            for name, value in list(pending.items()):
+                trial: dict[str, Any] = {name: value}
+                try:
+                    config = dataclasses.replace(config, **trial)
+                except (ValueError, TypeError):
+                    continue
+                del pending[name]
+        for name in pending:
+            _log_bad_env_once(env_name(name), _shown(name, env.get(env_name(name), "")), getattr(defaults, name))
+        return config
 
     @property
     def retry_policy(self) -> RetryPolicy:
@@ -155,7 +173,15 @@ class Config:
 _warned_env: set[str] = set()
 
 
-def _log_bad_env_once(var: str, shown: str, default: object, f: dataclasses.Field[Any]) -> None:
+def _shown(name: str, raw: str) -> str:
+    if name in _SECRET_FIELDS:
+        return "***"
+    if name in ("api_url", "otlp_endpoint"):
+        return "(an invalid URL)"  # may embed credentials
+    return repr(raw)
+
+
+def _log_bad_env_once(var: str, shown: str, default: object) -> None:
     if var in _warned_env:
         return
     _warned_env.add(var)
@@ -226,7 +252,8 @@ def _validate(c: Config) -> None:
         v = getattr(c, name)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
             raise ConfigError(name, f"must be a non-negative, finite number, got {v!r}")
-    if not isinstance(c.retry_wait_exp_base, (int, float)) or c.retry_wait_exp_base < 1:
+    base = c.retry_wait_exp_base
+    if isinstance(base, bool) or not isinstance(base, (int, float)) or not math.isfinite(base) or base < 1:
         raise ConfigError("retry_wait_exp_base", f"must be >= 1, got {c.retry_wait_exp_base!r}")
     for name in _BOOLS:
         if not isinstance(getattr(c, name), bool):
@@ -243,10 +270,15 @@ def _validate(c: Config) -> None:
         url = getattr(c, name)
         if name == "otlp_endpoint" and not url:
             continue
-        parts = urllib.parse.urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigError(name, f"must be an http(s) URL, got {url!r}")
+        try:
+            parts = urllib.parse.urlsplit(url)
+            hostname = parts.hostname
+        except ValueError:
+            raise ConfigError(name, "must be an http(s) URL") from None
         if parts.username or parts.password:
             raise ConfigError(name, "must not embed credentials; use api_key")
+        if parts.scheme not in ("http", "https") or not hostname:
+            # Only the scheme is echoed: the rest of a URL may carry secrets.
+            raise ConfigError(name, f"must be an http(s) URL, got scheme {parts.scheme!r}")
     if not c.project_name and not c.project_id:
         raise ConfigError("project_name", "project_name or project_id is required")

@@ -76,6 +76,7 @@ class Handoff(Generic[T]):
         Returns False when ``item`` itself was not queued (queue full under ``drop_newest``, or closed).
         """
         loop = None
+        evicted: T | None = None  # released after the lock: its __del__ may call offer() again (re-entrancy)
         with self._lock:
             led = self._ledger
             led.created += 1
@@ -87,7 +88,7 @@ class Handoff(Generic[T]):
                 led.dropped["queue_full"] += 1
                 if not self._drop_oldest:
                     return False
-                items.popleft()
+                evicted = items.popleft()
                 self._times.popleft()
             items.append(item)
             self._times.append(time.monotonic())
@@ -96,6 +97,7 @@ class Handoff(Generic[T]):
                 loop = self._loop
         if loop is not None:
             self._schedule_wake(loop)
+        del evicted
         return True
 
     def close(self) -> None:
@@ -162,11 +164,12 @@ class Handoff(Generic[T]):
     def discard_all(self, reason: str) -> int:
         """Drop every queued item, counted under ``reason``. Any thread. Returns how many were dropped."""
         with self._lock:
-            n = len(self._items)
-            self._items.clear()
+            dropped, self._items = self._items, deque()
             self._times.clear()
+            n = len(dropped)
             self._ledger.dropped[reason] += n
-            return n
+        dropped.clear()  # outside the lock: an item's __del__ may call offer() again
+        return n
 
     def reset_after_fork(self) -> None:
         """In a forked child: forget the parent's loop and waiter (they belong to a thread that does not exist

@@ -56,6 +56,7 @@ class SpanMetadataStore:
         with self._lock:
             entries = self._entries
             entries[key] = (now, {})
+            entries.move_to_end(key)  # a re-opened key is the newest: keeps insertion order == age order
             cutoff = now - self._ttl
             while entries:
                 first_key = next(iter(entries))

@@ -8,6 +8,7 @@ of clients that all failed at the same moment.
 
 from __future__ import annotations
 
+import datetime
 import email.utils
 import enum
 import math
@@ -77,6 +78,10 @@ def parse_retry_after(value: str | None, *, now: float) -> float | None:
         return None
     if when is None:
         return None
+    if when.tzinfo is None:
+        # RFC 9110 dates are always GMT; "-0000" and zone-less forms parse as naive, which Python would read as
+        # local time.
+        when = when.replace(tzinfo=datetime.timezone.utc)
     return max(0.0, when.timestamp() - now)
 
 
@@ -99,7 +104,11 @@ class RetryPolicy:
         """Wait before retry number ``retry_number`` (1 = the first retry)."""
         if self.testing:
             return 0.0
-        cap = min(self.wait_max, self.wait_initial * self.wait_exp_base ** max(0, retry_number - 1))
+        try:
+            grown = self.wait_initial * self.wait_exp_base ** max(0, retry_number - 1)
+        except OverflowError:  # a very late retry: the cap applies anyway
+            grown = self.wait_max
+        cap = min(self.wait_max, grown)
         if not self.wait_jitter:
             return cap
         return (rng or random).uniform(0.0, cap)

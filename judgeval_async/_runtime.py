@@ -19,13 +19,14 @@ import asyncio
 import atexit
 import concurrent.futures
 import contextlib
+import contextvars
 import enum
 import logging
 import os
 import threading
 import time
 import weakref
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, Protocol, TypeVar
 
 from ._errors import LoopThreadError, RuntimeClosedError
@@ -79,8 +80,15 @@ class _State(enum.Enum):
 class LoopRuntime:
     """Owns the loop thread and the services that run on it."""
 
-    def __init__(self, metrics: Metrics | None = None, *, name: str = THREAD_NAME) -> None:
+    def __init__(
+        self,
+        metrics: Metrics | None = None,
+        *,
+        name: str = THREAD_NAME,
+        on_loop_start: Callable[[], None] | None = None,
+    ) -> None:
         self._name = name
+        self._on_loop_start = on_loop_start
         self._metrics = metrics if metrics is not None else Metrics()
         self._services: list[Service] = []
         self._state_lock = threading.Lock()
@@ -90,6 +98,7 @@ class LoopRuntime:
         self._thread: threading.Thread | None = None
         self._stop_requested: asyncio.Event | None = None
         self._start_error: BaseException | None = None
+        self._loop_context: contextvars.Context | None = None
         self.shutting_down = threading.Event()  # services read it to cut backoff sleeps short
         _live_runtimes.add(self)
 
@@ -157,6 +166,10 @@ class LoopRuntime:
 
     async def _main(self) -> None:
         self._stop_requested = asyncio.Event()
+        if self._on_loop_start is not None:
+            # Runs before any service task exists, so every task inherits what it sets in the context.
+            self._on_loop_start()
+        self._loop_context = contextvars.copy_context()
         for service in self._services:
             try:
                 await service.start()
@@ -194,7 +207,16 @@ class LoopRuntime:
         if loop is None or self._state is not _State.RUNNING:
             coro.close()
             raise RuntimeClosedError("the judgeval_async runtime is not running")
-        return asyncio.run_coroutine_threadsafe(coro, loop)
+        return asyncio.run_coroutine_threadsafe(self._in_loop_context(coro), loop)
+
+    async def _in_loop_context(self, coro: Coroutine[Any, Any, T]) -> T:
+        # run_coroutine_threadsafe would run ``coro`` in a copy of the *caller's* context (its current span, ...);
+        # work submitted to the SDK runs in the loop's own context instead, like the services' tasks.
+        ctx = self._loop_context
+        if ctx is None:
+            return await coro
+        task: asyncio.Task[T] = ctx.run(asyncio.get_running_loop().create_task, coro)
+        return await task
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float) -> T:
         """Run ``coro`` on the loop and wait at most ``timeout`` seconds for it (blocking; not on the loop thread).

@@ -75,7 +75,10 @@ class _Walk:
         if value is None or isinstance(value, bool):
             return value
         if isinstance(value, int):
-            return value if -(2**63) <= value < 2**63 else self.text(str(value)[:64])
+            if -(2**63) <= value < 2**63:
+                return value
+            # str() of an int past 4300 digits raises (CPython's int/str DoS guard); never format a huge one.
+            return self.text(str(value)) if value.bit_length() < 4096 else f"<int bits={value.bit_length()}>"
         if isinstance(value, float):
             return value if math.isfinite(value) else str(value)
         if isinstance(value, str):
@@ -87,7 +90,8 @@ class _Walk:
         if depth >= self.limits.max_depth:
             self.reasons.add("too_deep")
             return f"<{type(value).__name__}>"
-        if isinstance(value, (Mapping, list, tuple, set, frozenset)) or dataclasses.is_dataclass(value):
+        is_instance = dataclasses.is_dataclass(value) and not isinstance(value, type)
+        if isinstance(value, (Mapping, list, tuple, set, frozenset)) or is_instance:
             key = id(value)
             if key in self.path:
                 self.reasons.add("cyclic")

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
 import httpx
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -24,6 +25,7 @@ from ._evals import EvalDispatcher
 from ._health import HealthSnapshot, take_snapshot
 from ._metadata import SpanMetadataStore
 from ._metrics import Metrics
+from ._multiprocess import SnapshotWriter, metrics_dir
 from ._observe import ATTR_INPUT, ATTR_OUTPUT, SpanContextManager, wrap
 from ._project import ProjectResolver
 from ._runtime import LoopRuntime, set_exit_timeout
@@ -90,7 +92,7 @@ class Tracer:
         self.config = Config.from_env(project_name=project_name, **config)
         c = self.config
         self.metrics = Metrics()
-        self._runtime = LoopRuntime(self.metrics)
+        self._runtime = LoopRuntime(self.metrics, on_loop_start=_suppress_instrumentation)
         set_exit_timeout(self._runtime, c.exit_timeout)
         self._limits = SerializeLimits(
             max_length=c.max_value_length,
@@ -114,6 +116,10 @@ class Tracer:
         for service in (self._spans, self._evals, self._tags):
             self._runtime.add_service(service)
         self._runtime.add_service(_TransportCloser(self._transport, self._resolver))
+        directory = metrics_dir()
+        if directory is not None:
+            # Multi-process mode (gunicorn workers): each process writes its counts for whichever one is scraped.
+            self._runtime.add_service(SnapshotWriter(self, directory))
         self.processor = JudgmentSpanProcessor(
             self._spans,
             self._metadata,
@@ -399,6 +405,14 @@ class Tracer:
             except Exception:  # pragma: no cover
                 logger.debug("metrics server close failed", exc_info=True)
         return drained
+
+
+def _suppress_instrumentation() -> None:
+    """Mark the SDK loop's context so OpenTelemetry instrumentations (httpx, ...) never trace our own requests:
+    tracing the exporter's sends would feed them back into the exporter."""
+    ctx = otel_context.set_value(otel_context._SUPPRESS_INSTRUMENTATION_KEY, True)
+    ctx = otel_context.set_value(otel_context._SUPPRESS_HTTP_INSTRUMENTATION_KEY, True, ctx)
+    otel_context.attach(ctx)
 
 
 def _scorer_configs(items: list[Any], threshold: float | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

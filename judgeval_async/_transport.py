@@ -9,6 +9,7 @@ exception message or a metric.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
 import gzip as gzip_module
 import json
@@ -147,11 +148,13 @@ class AsyncTransport:
         """POST ``content`` to ``url`` with retries; never raises (except CancelledError, at shutdown)."""
         state = self._metrics.endpoint(endpoint)
         started = time.monotonic()
-        budget = self._policy.timeout if timeout is None else timeout
-        deadline = started + budget
-        if state.circuit_open and time.monotonic() < self._probe_at.get(endpoint, 0.0):
-            # Once the cool-down is over, the next request goes out as the probe.
-            return SendResult(SendStatus.AUTH)
+        policy = self._policy if timeout is None else dataclasses.replace(self._policy, timeout=timeout)
+        deadline = started + policy.timeout
+        if state.circuit_open:
+            if time.monotonic() < self._probe_at.get(endpoint, 0.0):
+                return SendResult(SendStatus.AUTH)
+            # Cool-down over: this request is the one probe; others keep failing fast until it answers.
+            self._probe_at[endpoint] = time.monotonic() + self._config.circuit_cooldown
         request_headers = {"Content-Type": content_type}
         body = content
         if compress and len(content) >= _GZIP_MIN_BYTES:
@@ -197,7 +200,7 @@ class AsyncTransport:
                 pause_for = retry_after if retry_after is not None else 1.0
                 state.paused_until = max(state.paused_until, time.monotonic() + pause_for)
                 retry_after = pause_for
-            wait = self._policy.next_wait(
+            wait = policy.next_wait(
                 attempt=attempt,
                 elapsed=time.monotonic() - started,
                 retry_after=retry_after,
@@ -206,7 +209,8 @@ class AsyncTransport:
             if wait is None:
                 return SendResult(SendStatus.EXHAUSTED, status_code, resp_body)
             self._metrics.retries.inc(endpoint)
-            if wait > 0 and await self._sleep(wait):
+            # Shutdown cuts a backoff short, including a zero one (testing mode): no new attempt starts after it.
+            if (await self._sleep(wait)) if wait > 0 else self._shutting_down.is_set():
                 return SendResult(SendStatus.SHUTDOWN, status_code, resp_body)
 
     async def _attempt(

@@ -16,9 +16,9 @@ ROWS: list[set[str]] = [
     {"_config"},
     {"_metrics", "_serialize", "_metadata"},
     {"_handoff", "_health"},
-    {"_runtime", "_transport", "_prometheus", "_multiprocess"},
-    {"_pipeline", "_project"},
-    {"_spans", "_tags", "_evals", "_observe"},
+    {"_runtime", "_transport"},
+    {"_pipeline", "_project", "_multiprocess"},
+    {"_spans", "_tags", "_evals", "_observe", "_prometheus"},
     {"_tracer"},
     {"__init__", "demo", "__main__"},
 ]

@@ -317,7 +317,9 @@ def test_failed_resolve_is_retried_later(local_server: LocalJudgmentServer, make
     assert [r.name for r in local_server.spans.values()] == ["second"]
 
 
-def test_processor_on_an_existing_provider(local_server: LocalJudgmentServer, make_tracer: Callable[..., Tracer]) -> None:
+def test_processor_on_an_existing_provider(
+    local_server: LocalJudgmentServer, make_tracer: Callable[..., Tracer]
+) -> None:
     """Our processor added to a user's own TracerProvider exports that provider's spans."""
     provider = TracerProvider()
     tracer = make_tracer(tracer_provider=provider)
@@ -335,3 +337,19 @@ def test_isolated_by_default_global_on_request(make_tracer: Callable[..., Tracer
     tracer = make_tracer()
     assert trace.get_tracer_provider() is before
     assert tracer.provider is not before
+
+
+def test_sdk_loop_suppresses_instrumentation(make_tracer: Callable[..., Tracer]) -> None:
+    """Code running on the SDK loop sees OpenTelemetry's suppress-instrumentation flags, so our sends are not traced."""
+    from opentelemetry import context as otel_context
+
+    tracer = make_tracer()
+
+    async def flags() -> tuple[object, object]:
+        return (
+            otel_context.get_value(otel_context._SUPPRESS_INSTRUMENTATION_KEY),
+            otel_context.get_value(otel_context._SUPPRESS_HTTP_INSTRUMENTATION_KEY),
+        )
+
+    assert tracer._runtime.ensure_started(wait=10.0)
+    assert tracer._runtime.run(flags(), timeout=10.0) == (True, True)

@@ -40,7 +40,12 @@ SCENARIOS: dict[str, tuple[dict[str, Any], dict[str, Any], int, str | None]] = {
     "failing_500": ({"kind": "status", "status": 500}, {"retry_attempts": 2}, 0, "retries_exhausted"),
     "rejected_400": ({"kind": "status", "status": 400}, {}, 0, "non_retryable_status"),
     "auth_401": ({"kind": "status", "status": 401}, {}, 0, "auth_error"),
-    "rate_limited_429": ({"kind": "status", "status": 429, "retry_after": 0}, {"retry_attempts": 2}, 0, "retries_exhausted"),
+    "rate_limited_429": (
+        {"kind": "status", "status": 429, "retry_after": 0},
+        {"retry_attempts": 2},
+        0,
+        "retries_exhausted",
+    ),
     "flaky_then_ok": ({"kind": "status", "status": 503, "recover_after_requests": 3}, {}, N, None),
 }
 
@@ -97,7 +102,9 @@ def test_offers_after_shutdown_are_counted(make_tracer: Callable[..., Tracer]) -
     assert health["ledger_balanced"]
 
 
-def test_unencodable_span_is_dropped_alone(local_server: LocalJudgmentServer, make_tracer: Callable[..., Tracer]) -> None:
+def test_unencodable_span_is_dropped_alone(
+    local_server: LocalJudgmentServer, make_tracer: Callable[..., Tracer]
+) -> None:
     """A span whose attributes cannot be encoded is dropped (serialization_error); its batch-mates arrive."""
     tracer = make_tracer(project_id="p")
     for i in range(5):

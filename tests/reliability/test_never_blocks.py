@@ -55,7 +55,9 @@ def test_tag_and_evaluate_return_fast_whatever_the_backend(
     tracer.shutdown(timeout=0.5)
 
 
-def test_application_loop_is_never_blocked(local_server: LocalJudgmentServer, make_tracer: Callable[..., Tracer]) -> None:
+def test_application_loop_is_never_blocked(
+    local_server: LocalJudgmentServer, make_tracer: Callable[..., Tracer]
+) -> None:
     """An asyncio loop calling observe/tag/evaluate against a 10 s-slow backend never stalls more than 10 ms."""
     local_server.set_fault(None, kind="latency", seconds=10.0)
     tracer = make_tracer()

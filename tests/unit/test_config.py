@@ -1,0 +1,356 @@
+"""Unit tests for judgeval_async._config: defaults, precedence, validation and environment parsing."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import judgeval_async._config as config_module
+from judgeval_async import Config, ConfigError
+from judgeval_async._config import env_name
+
+SECRET = "sk-SECRET-do-not-log"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_warned_env() -> Iterator[None]:
+    """The "warn once" set is module-global: give each test a clean one and restore it afterwards."""
+    saved = set(config_module._warned_env)
+    config_module._warned_env.clear()
+    yield
+    config_module._warned_env.clear()
+    config_module._warned_env.update(saved)
+
+
+def _config_warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "judgeval_async._config" and r.levelno == logging.WARNING]
+
+
+# ------------------------------------------------------------------ defaults and names
+def test_defaults_match_the_seed() -> None:
+    """The pipeline defaults are the ones the seed problem statement specifies."""
+    c = Config()
+    assert c.max_queue_size == 8192
+    assert c.max_export_batch_size == 512
+    assert c.schedule_delay == 5.0
+    assert c.export_timeout == 30.0
+    assert c.eval_queue_size == 1000
+    assert c.tag_flush_interval == 5.0
+    assert c.tag_flush_traces == 100
+    assert c.metadata_max_entries == 10_000
+    assert c.metadata_ttl == 3600
+    assert c.exit_timeout == 2.0
+
+
+def test_from_env_with_empty_environment_gives_defaults() -> None:
+    """from_env({}) equals Config()."""
+    assert Config.from_env({}) == Config()
+
+
+@pytest.mark.parametrize(
+    ("field", "var"),
+    [
+        ("api_key", "JUDGMENT_API_KEY"),
+        ("organization_id", "JUDGMENT_ORG_ID"),
+        ("api_url", "JUDGMENT_API_URL"),
+        ("max_queue_size", "JUDGMENT_MAX_QUEUE_SIZE"),
+        ("schedule_delay", "JUDGMENT_SCHEDULE_DELAY"),
+        ("retry_testing", "JUDGMENT_RETRY_TESTING"),
+    ],
+)
+def test_env_names(field: str, var: str) -> None:
+    """Env var names follow the judgeval SDK's three names, else JUDGMENT_<FIELD>."""
+    assert env_name(field) == var
+
+
+def test_env_values_are_parsed_by_type() -> None:
+    """Ints, floats, bools and strings are parsed from their environment variables."""
+    c = Config.from_env(
+        {
+            "JUDGMENT_API_KEY": SECRET,
+            "JUDGMENT_ORG_ID": "org-7",
+            "JUDGMENT_API_URL": "http://localhost:8080",
+            "JUDGMENT_MAX_QUEUE_SIZE": "16_384",
+            "JUDGMENT_SCHEDULE_DELAY": " 0.25 ",
+            "JUDGMENT_GZIP": "off",
+            "JUDGMENT_RETRY_TESTING": "Yes",
+            "JUDGMENT_SPAN_OVERFLOW": "drop_oldest",
+        }
+    )
+    assert c.api_key == SECRET
+    assert c.organization_id == "org-7"
+    assert c.api_url == "http://localhost:8080"
+    assert c.max_queue_size == 16384
+    assert c.schedule_delay == 0.25
+    assert c.gzip is False
+    assert c.retry_testing is True
+    assert c.span_overflow == "drop_oldest"
+
+
+def test_empty_env_value_is_ignored(caplog: pytest.LogCaptureFixture) -> None:
+    """An empty variable counts as unset, without a warning."""
+    with caplog.at_level(logging.WARNING):
+        c = Config.from_env({"JUDGMENT_MAX_QUEUE_SIZE": ""})
+    assert c.max_queue_size == 8192
+    assert not _config_warnings(caplog)
+
+
+# ------------------------------------------------------------------ precedence
+def test_keyword_beats_env_beats_default() -> None:
+    """Keyword > environment variable > default."""
+    env = {"JUDGMENT_MAX_QUEUE_SIZE": "4096", "JUDGMENT_SCHEDULE_DELAY": "1.5"}
+    c = Config.from_env(env, max_queue_size=2048)
+    assert c.max_queue_size == 2048  # keyword
+    assert c.schedule_delay == 1.5  # env
+    assert c.export_timeout == 30.0  # default
+
+
+def test_keyword_none_falls_through_to_env() -> None:
+    """A keyword explicitly set to None means "not given"."""
+    c = Config.from_env({"JUDGMENT_MAX_QUEUE_SIZE": "4096"}, max_queue_size=None)
+    assert c.max_queue_size == 4096
+
+
+def test_from_env_reads_os_environ_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With no mapping, from_env reads os.environ."""
+    monkeypatch.setenv("JUDGMENT_PROJECT_NAME", "from-os-environ")
+    assert Config.from_env().project_name == "from-os-environ"
+
+
+# ------------------------------------------------------------------ keyword validation
+_NAN = float("nan")
+_INF = float("inf")
+
+_INVALID: list[tuple[str, Any]] = [
+    *[
+        (f, v)
+        for f in ("max_queue_size", "max_export_batch_size", "eval_queue_size", "tag_flush_traces")
+        for v in (0, -1)
+    ],
+    *[
+        (f, v)
+        for f in ("metadata_max_entries", "max_depth", "max_items", "retry_attempts", "max_concurrent_requests")
+        for v in (0, -1, True, 1.5, "10")
+    ],
+    *[
+        (f, v)
+        for f in ("schedule_delay", "export_timeout", "metadata_ttl", "tag_flush_interval", "exit_timeout")
+        for v in (0, -1, _NAN, _INF, "5", True)
+    ],
+    *[(f, v) for f in ("circuit_cooldown", "read_timeout", "serialize_budget") for v in (0.0, -0.5, _NAN, _INF)],
+    *[(f, v) for f in ("retry_wait_initial", "retry_wait_max") for v in (-1, _NAN, _INF, True, "0")],
+    ("retry_wait_exp_base", 0.5),
+    ("retry_wait_exp_base", "2"),
+    *[(f, v) for f in ("gzip", "verify_tls", "retry_testing", "metrics_enabled") for v in (1, "true", None)],
+    *[(f, v) for f in ("api_key", "organization_id", "project_name", "project_id") for v in (1, None, b"x")],
+    ("span_overflow", "drop_everything"),
+    ("eval_overflow", "block"),
+    ("span_overflow", None),
+    ("api_url", "ftp://example.com"),
+    ("api_url", "not a url"),
+    ("api_url", "http://"),
+    ("api_url", "https://user:pw@example.com"),
+    ("otlp_endpoint", "file:///tmp/x"),
+    ("otlp_endpoint", "http://user@example.com/v1/traces"),
+]
+
+
+@pytest.mark.parametrize(("field", "value"), _INVALID, ids=lambda x: repr(x)[:30])
+def test_invalid_keyword_raises_naming_the_field(field: str, value: Any) -> None:
+    """An invalid keyword value raises ConfigError (a ValueError) whose message starts with the field name."""
+    with pytest.raises(ValueError, match=rf"^{field}: ") as info:
+        Config(**{field: value})
+    assert isinstance(info.value, ConfigError)
+    assert info.value.field == field
+
+
+@pytest.mark.parametrize(("field", "value"), _INVALID[:12], ids=lambda x: repr(x)[:30])
+def test_invalid_keyword_through_from_env_raises(field: str, value: Any) -> None:
+    """from_env raises for invalid keywords too: only environment values degrade quietly."""
+    with pytest.raises(ConfigError, match=rf"^{field}: "):
+        Config.from_env({}, **{field: value})
+
+
+@pytest.mark.parametrize("value", [_NAN, _INF, True])
+def test_retry_wait_exp_base_rejects_non_finite_and_bool(value: Any) -> None:
+    """retry_wait_exp_base must be a finite number >= 1, not NaN, inf or a bool."""
+    with pytest.raises(ConfigError, match=r"^retry_wait_exp_base: "):
+        Config(retry_wait_exp_base=value)
+
+
+def test_batch_larger_than_queue_is_rejected() -> None:
+    """max_export_batch_size may not exceed max_queue_size."""
+    with pytest.raises(ConfigError, match=r"^max_export_batch_size: "):
+        Config(max_queue_size=100, max_export_batch_size=200)
+    assert Config(max_queue_size=100, max_export_batch_size=100).max_export_batch_size == 100
+
+
+def test_project_name_or_id_is_required() -> None:
+    """An empty project_name is fine only when project_id is set."""
+    with pytest.raises(ConfigError, match=r"^project_name: "):
+        Config(project_name="")
+    assert Config(project_name="", project_id="p1").project_id == "p1"
+
+
+def test_unknown_keyword_is_rejected_by_name() -> None:
+    """from_env refuses an unknown field and names it."""
+    with pytest.raises(ConfigError, match=r"^max_queue_sise: ") as info:
+        Config.from_env({}, max_queue_sise=10)
+    assert info.value.field == "max_queue_sise"
+
+
+def test_valid_edge_values_are_accepted() -> None:
+    """Boundary values that are valid are accepted: 1, tiny floats, zero waits, base 1, http scheme."""
+    c = Config(
+        max_queue_size=1,
+        max_export_batch_size=1,
+        schedule_delay=1e-6,
+        retry_wait_initial=0,
+        retry_wait_max=0.0,
+        retry_wait_exp_base=1,
+        api_url="http://127.0.0.1:9",
+        otlp_endpoint="https://collector.example/v1/traces",
+    )
+    assert c.traces_url == "https://collector.example/v1/traces"
+
+
+def test_traces_url_default_derives_from_api_url() -> None:
+    """Without otlp_endpoint, traces go to {api_url}/otel/v1/traces."""
+    assert Config(api_url="http://h:1/").traces_url == "http://h:1/otel/v1/traces"
+
+
+def test_retry_policy_mirrors_config() -> None:
+    """Config.retry_policy carries the retry knobs and uses export_timeout as the deadline."""
+    p = Config(retry_attempts=7, export_timeout=12.0, retry_wait_initial=0.1, retry_testing=True).retry_policy
+    assert (p.attempts, p.timeout, p.wait_initial, p.testing) == (7, 12.0, 0.1, True)
+
+
+def test_url_credentials_are_not_echoed_in_errors() -> None:
+    """A URL rejected for its scheme never echoes the password it embeds."""
+    with pytest.raises(ConfigError) as info:
+        Config(api_url="ftp://user:hunter2@example.com")
+    assert "hunter2" not in str(info.value)
+
+
+# ------------------------------------------------------------------ environment degradation
+@pytest.mark.parametrize(
+    ("var", "raw", "field"),
+    [
+        ("JUDGMENT_MAX_QUEUE_SIZE", "lots", "max_queue_size"),
+        ("JUDGMENT_MAX_QUEUE_SIZE", "-5", "max_queue_size"),
+        ("JUDGMENT_MAX_QUEUE_SIZE", "1e3", "max_queue_size"),
+        ("JUDGMENT_SCHEDULE_DELAY", "nan", "schedule_delay"),
+        ("JUDGMENT_SCHEDULE_DELAY", "inf", "schedule_delay"),
+        ("JUDGMENT_EXPORT_TIMEOUT", "0", "export_timeout"),
+        ("JUDGMENT_GZIP", "maybe", "gzip"),
+        ("JUDGMENT_SPAN_OVERFLOW", "block", "span_overflow"),
+        ("JUDGMENT_API_URL", "ftp://example.com", "api_url"),
+        ("JUDGMENT_MAX_EXPORT_BATCH_SIZE", "100000", "max_export_batch_size"),
+    ],
+)
+def test_bad_env_value_warns_once_and_uses_default(
+    caplog: pytest.LogCaptureFixture, var: str, raw: str, field: str
+) -> None:
+    """A bad environment value logs one warning naming the variable and falls back to the default."""
+    with caplog.at_level(logging.WARNING):
+        c = Config.from_env({var: raw, "JUDGMENT_PROJECT_NAME": "still-read"})
+    assert getattr(c, field) == getattr(Config(), field)
+    assert c.project_name == "still-read"  # one bad variable does not discard the others
+    warnings = _config_warnings(caplog)
+    assert len(warnings) == 1
+    assert var in warnings[0].getMessage()
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        again = Config.from_env({var: raw})
+    assert getattr(again, field) == getattr(Config(), field)
+    assert not _config_warnings(caplog)
+
+
+def test_keyword_overrides_a_bad_env_value_without_warning(caplog: pytest.LogCaptureFixture) -> None:
+    """A bad env value shadowed by a keyword is never parsed, so nothing is logged."""
+    with caplog.at_level(logging.WARNING):
+        c = Config.from_env({"JUDGMENT_MAX_QUEUE_SIZE": "lots"}, max_queue_size=1024)
+    assert c.max_queue_size == 1024
+    assert not _config_warnings(caplog)
+
+
+def test_secret_never_echoed_in_env_warnings(caplog: pytest.LogCaptureFixture) -> None:
+    """The API key value appears in no log record, even when other variables are bad."""
+    env = {"JUDGMENT_API_KEY": SECRET, "JUDGMENT_MAX_QUEUE_SIZE": "x", "JUDGMENT_GZIP": "x"}
+    with caplog.at_level(logging.DEBUG):
+        c = Config.from_env(env)
+    assert c.api_key == SECRET
+    assert len(_config_warnings(caplog)) == 2
+    assert SECRET not in caplog.text
+
+
+def test_non_string_api_key_error_does_not_echo_it() -> None:
+    """A wrongly typed api_key raises without echoing the value."""
+    with pytest.raises(ConfigError, match=r"^api_key: ") as info:
+        Config(api_key=123456789)  # type: ignore[arg-type]
+    assert "123456789" not in str(info.value)
+
+
+def test_url_credentials_not_echoed_in_env_warning(caplog: pytest.LogCaptureFixture) -> None:
+    """A bad JUDGMENT_API_URL carrying credentials is refused without logging the password."""
+    with caplog.at_level(logging.WARNING):
+        c = Config.from_env({"JUDGMENT_API_URL": "https://user:hunter2@example.com"})
+    assert c.api_url == Config().api_url
+    assert len(_config_warnings(caplog)) == 1
+    assert "hunter2" not in caplog.text
+
+
+def test_consistent_env_pair_is_accepted(caplog: pytest.LogCaptureFixture) -> None:
+    """A smaller queue with a matching smaller batch, both from the environment, is accepted without warning."""
+    with caplog.at_level(logging.WARNING):
+        c = Config.from_env({"JUDGMENT_MAX_QUEUE_SIZE": "256", "JUDGMENT_MAX_EXPORT_BATCH_SIZE": "128"})
+    assert (c.max_queue_size, c.max_export_batch_size) == (256, 128)
+    assert not _config_warnings(caplog)
+
+
+def test_env_value_conflicting_with_keyword_degrades(caplog: pytest.LogCaptureFixture) -> None:
+    """An env batch size larger than a keyword queue size falls back with a warning instead of raising."""
+    with caplog.at_level(logging.WARNING):
+        c = Config.from_env({"JUDGMENT_MAX_EXPORT_BATCH_SIZE": "1000"}, max_queue_size=500)
+    assert c.max_queue_size == 500
+    assert c.max_export_batch_size <= 500
+
+
+# ------------------------------------------------------------------ repr and immutability
+def test_repr_hides_the_api_key() -> None:
+    """repr(Config) masks the key but still shows other fields."""
+    text = repr(Config(api_key="sk-SECRET", organization_id="org1"))
+    assert "sk-SECRET" not in text
+    assert "api_key='***'" in text or "api_key=***" in text
+    assert "org1" in text
+
+
+def test_str_and_format_hide_the_api_key() -> None:
+    """str() and f-string formatting go through the same masked repr."""
+    c = Config(api_key="sk-SECRET")
+    assert "sk-SECRET" not in str(c)
+    assert "sk-SECRET" not in f"{c}"
+    assert "sk-SECRET" not in f"{c!r}"
+
+
+def test_config_is_frozen() -> None:
+    """Assigning to a field raises FrozenInstanceError."""
+    c = Config()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        c.max_queue_size = 1  # type: ignore[misc]
+
+
+def test_config_has_slots() -> None:
+    """Config uses __slots__ (no per-instance __dict__)."""
+    assert not hasattr(Config(), "__dict__")
+
+
+def test_replace_revalidates() -> None:
+    """dataclasses.replace goes through the same validation."""
+    with pytest.raises(ConfigError, match=r"^max_queue_size: "):
+        dataclasses.replace(Config(), max_queue_size=0)

@@ -1,0 +1,239 @@
+"""Unit tests for judgeval_async._metrics: the loss ledger, its snapshots, the histogram and the drop reasons."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+
+import pytest
+
+import judgeval_async
+from judgeval_async._handoff import Handoff
+from judgeval_async._metrics import DEFAULT_BUCKETS, DROP_REASONS, Histogram, Metrics, SignalLedger
+
+
+def test_drop_reasons_are_the_documented_fixed_set() -> None:
+    """DROP_REASONS is exactly the documented set, in its documented order, and re-exported publicly."""
+    assert DROP_REASONS == (
+        "queue_full",
+        "buffer_full",
+        "retries_exhausted",
+        "non_retryable_status",
+        "auth_error",
+        "payload_too_large",
+        "serialization_error",
+        "shutdown_deadline",
+        "shutdown",
+        "fork_discard",
+    )
+    assert isinstance(DROP_REASONS, tuple)
+    assert judgeval_async.DROP_REASONS is DROP_REASONS
+
+
+def test_new_ledger_is_empty_and_balanced() -> None:
+    """A fresh ledger has every counter at zero, no drops reported, and balances."""
+    snap = SignalLedger("spans", capacity=8).snapshot()
+    assert (snap.created, snap.delivered, snap.queued, snap.in_flight, snap.capacity) == (0, 0, 0, 0, 8)
+    assert snap.dropped == {}
+    assert snap.dropped_total == 0
+    assert snap.oldest_queued_age == 0.0
+    assert snap.balanced
+
+
+def test_every_reason_has_a_zeroed_slot() -> None:
+    """The live ledger pre-creates a counter for every reason (so Prometheus exports zeros)."""
+    assert SignalLedger("tags").dropped == dict.fromkeys(DROP_REASONS, 0)
+
+
+def test_transitions_keep_the_invariant() -> None:
+    """created == delivered + dropped + queued + in_flight holds through every transition."""
+    ledger = SignalLedger("evaluations")
+    h: Handoff[int] = Handoff(ledger, capacity=4)
+    for i in range(6):  # 4 queued, 2 dropped queue_full
+        h.offer(i)
+    assert ledger.snapshot().balanced
+    batch = h.take_nowait(3)  # 3 in flight, 1 queued
+    snap = ledger.snapshot()
+    assert (snap.created, snap.queued, snap.in_flight, snap.dropped) == (6, 1, 3, {"queue_full": 2})
+    assert snap.balanced
+    ledger.settle_delivered(2)
+    ledger.settle_dropped("retries_exhausted", 1)
+    ledger.admit_in_flight(5)  # e.g. the halves of a split batch, straight to the loop
+    ledger.drop_untracked("serialization_error", 2)
+    snap = ledger.snapshot()
+    assert snap.balanced
+    assert (snap.created, snap.delivered, snap.in_flight, snap.queued) == (13, 2, 5, 1)
+    assert snap.dropped == {"queue_full": 2, "retries_exhausted": 1, "serialization_error": 2}
+    assert snap.dropped_total == 5
+    assert len(batch) == 3
+
+
+def test_zero_settles_are_noops() -> None:
+    """Settling zero items changes nothing."""
+    ledger = SignalLedger("spans")
+    ledger.settle_delivered(0)
+    ledger.settle_dropped("auth_error", 0)
+    snap = ledger.snapshot()
+    assert (snap.delivered, snap.dropped, snap.in_flight) == (0, {}, 0)
+
+
+def test_unbalanced_is_detected() -> None:
+    """A ledger mutated outside the rules reports balanced == False."""
+    ledger = SignalLedger("spans")
+    with ledger.lock:
+        ledger.created += 1
+    assert not ledger.snapshot().balanced
+
+
+def test_snapshot_is_a_frozen_copy() -> None:
+    """A snapshot does not change when the ledger does, and cannot be mutated."""
+    ledger = SignalLedger("spans")
+    ledger.drop_untracked("shutdown")
+    snap = ledger.snapshot()
+    ledger.drop_untracked("shutdown", 4)
+    assert snap.dropped == {"shutdown": 1}
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        snap.created = 0  # type: ignore[misc]
+
+
+def test_oldest_queued_age_tracks_the_head() -> None:
+    """oldest_queued_age is non-negative while items wait and returns to 0 when the queue empties."""
+    ledger = SignalLedger("spans")
+    h: Handoff[int] = Handoff(ledger, capacity=4)
+    h.offer(1)
+    assert ledger.snapshot().oldest_queued_age >= 0.0
+    h.take_nowait(1)
+    assert ledger.snapshot().oldest_queued_age == 0.0
+
+
+def test_snapshots_are_consistent_under_concurrency() -> None:
+    """Snapshots taken while producers and a settling consumer run always balance."""
+    ledger = SignalLedger("spans")
+    h: Handoff[int] = Handoff(ledger, capacity=256)
+    stop = threading.Event()
+    unbalanced: list[object] = []
+
+    def produce() -> None:
+        for i in range(20_000):
+            h.offer(i)
+
+    def consume() -> None:
+        while not stop.is_set() or len(h):
+            batch = h.take_nowait(64)
+            half = len(batch) // 2
+            ledger.settle_delivered(half)
+            ledger.settle_dropped("retries_exhausted", len(batch) - half)
+
+    def observe() -> None:
+        while not stop.is_set():
+            snap = ledger.snapshot()
+            if not snap.balanced:
+                unbalanced.append(snap)
+
+    producers = [threading.Thread(target=produce) for _ in range(3)]
+    others = [threading.Thread(target=consume), threading.Thread(target=observe)]
+    for t in producers + others:
+        t.start()
+    for t in producers:
+        t.join(30)
+    stop.set()
+    for t in others:
+        t.join(30)
+    assert not unbalanced
+    snap = ledger.snapshot()
+    assert snap.created == 60_000
+    assert (snap.queued, snap.in_flight) == (0, 0)
+    assert snap.balanced
+
+
+# ------------------------------------------------------------------ Histogram
+def test_histogram_cumulative_buckets() -> None:
+    """Buckets are cumulative, a value equal to a bound counts in that bucket (le), and +Inf equals count."""
+    h = Histogram(bounds=(1.0, 2.0, 5.0))
+    for v in (0.5, 1.0, 1.5, 2.0, 4.0, 100.0):
+        h.observe(v)
+    buckets, total, count = h.cumulative()
+    assert buckets == [("1.0", 2), ("2.0", 4), ("5.0", 5), ("+Inf", 6)]
+    assert total == pytest.approx(109.0)
+    assert count == 6
+
+
+def test_empty_histogram() -> None:
+    """An empty histogram has zero buckets, sum and count, and a 0.0 quantile."""
+    h = Histogram()
+    buckets, total, count = h.cumulative()
+    assert len(buckets) == len(DEFAULT_BUCKETS) + 1
+    assert all(c == 0 for _, c in buckets)
+    assert (total, count) == (0.0, 0)
+    assert h.quantile(0.99) == 0.0
+
+
+def test_default_buckets_are_sorted() -> None:
+    """Default bounds are strictly increasing, from microseconds to a minute."""
+    assert list(DEFAULT_BUCKETS) == sorted(set(DEFAULT_BUCKETS))
+    assert DEFAULT_BUCKETS[0] <= 1e-5
+    assert DEFAULT_BUCKETS[-1] >= 60.0
+
+
+def test_histogram_quantiles() -> None:
+    """Quantiles of the recent window pick the expected order statistic."""
+    h = Histogram()
+    for v in range(1, 101):
+        h.observe(float(v))
+    assert h.quantile(0.0) == 1.0
+    assert h.quantile(0.5) == 51.0
+    assert h.quantile(0.99) == 100.0
+    assert h.quantile(1.0) == 100.0
+
+
+def test_histogram_window_keeps_only_recent_samples() -> None:
+    """Quantiles use only the last ``window`` samples, while the buckets count everything."""
+    h = Histogram(bounds=(10.0,), window=10)
+    for _ in range(100):
+        h.observe(1000.0)
+    for _ in range(10):
+        h.observe(1.0)
+    assert h.quantile(0.99) == 1.0
+    buckets, _, count = h.cumulative()
+    assert count == 110
+    assert buckets == [("10.0", 10), ("+Inf", 110)]
+
+
+def test_histogram_concurrent_observe_counts_everything() -> None:
+    """Observations from several threads are all counted."""
+    h = Histogram()
+    threads = [threading.Thread(target=lambda: [h.observe(0.001) for _ in range(5000)]) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert h.cumulative()[2] == 20_000
+
+
+# ------------------------------------------------------------------ Metrics
+def test_metrics_endpoint_state_is_created_once() -> None:
+    """Metrics.endpoint and request_duration return the same object for the same name."""
+    m = Metrics()
+    assert m.endpoint("traces") is m.endpoint("traces")
+    assert m.endpoint("traces") is not m.endpoint("tags")
+    assert m.request_duration("traces") is m.request_duration("traces")
+    state = m.endpoint("evals")
+    assert (state.in_flight, state.paused_until, state.circuit_open) == (0, 0.0, False)
+
+
+def test_labelled_counters() -> None:
+    """Labelled counters add per label tuple and total across labels."""
+    m = Metrics()
+    m.api_errors.inc("traces", "503")
+    m.api_errors.inc("traces", "503", n=2)
+    m.api_errors.inc("tags", "network")
+    assert dict(m.api_errors.items()) == {("traces", "503"): 3, ("tags", "network"): 1}
+    assert m.api_errors.total() == 4
+
+
+def test_each_metrics_has_its_own_ledgers() -> None:
+    """Two Metrics objects share no ledger (one per tracer)."""
+    a, b = Metrics(), Metrics()
+    a.spans.drop_untracked("shutdown")
+    assert b.spans.snapshot().dropped == {}
+    assert (a.spans.name, a.evaluations.name, a.tags.name) == ("spans", "evaluations", "tags")

@@ -1,0 +1,366 @@
+"""Unit tests for judgeval_async._serialize: bounded, never-raising JSON conversion of user values."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import logging
+import time
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from judgeval_async._serialize import DEGRADE_REASONS, RateLimitedLog, SerializeLimits, safe_json
+
+LIMITS = SerializeLimits()
+ROOMY = SerializeLimits(max_length=10**9, max_items=10**9, max_depth=1000, budget=3600.0)
+
+
+def convert(value: Any, limits: SerializeLimits = LIMITS) -> tuple[str, Counter[str]]:
+    """safe_json plus the reasons it reported (as a Counter, so "reported once" is checkable)."""
+    reasons: Counter[str] = Counter()
+    text = safe_json(value, limits, lambda r: reasons.update([r]))
+    assert isinstance(text, str)
+    text.encode("utf-8")  # the output is always valid UTF-8
+    return text, reasons
+
+
+# ------------------------------------------------------------------ plain values
+@pytest.mark.parametrize(
+    "value",
+    [None, True, False, 0, -1, 2**63 - 1, -(2**63), 1.5, "hi", [], {}, [1, "a", None], {"a": {"b": [1, 2]}}],
+)
+def test_plain_json_values_round_trip(value: Any) -> None:
+    """JSON-native values come back unchanged and report nothing."""
+    text, reasons = convert(value)
+    assert json.loads(text) == value
+    assert not reasons
+
+
+def test_tuples_and_sets_become_lists() -> None:
+    """Tuples, sets and frozensets serialize as JSON arrays."""
+    text, reasons = convert({"t": (1, 2), "s": {3}, "f": frozenset({4})})
+    assert json.loads(text) == {"t": [1, 2], "s": [3], "f": [4]}
+    assert not reasons
+
+
+def test_non_string_keys_are_stringified() -> None:
+    """Mapping keys that are not strings become their str()."""
+    assert json.loads(convert({1: "a", (2, 3): "b", None: "c"})[0]) == {"1": "a", "(2, 3)": "b", "None": "c"}
+
+
+@pytest.mark.parametrize(("value", "expected"), [(float("nan"), "nan"), (float("inf"), "inf"), (float("-inf"), "-inf")])
+def test_non_finite_floats_become_strings(value: float, expected: str) -> None:
+    """NaN and infinities are not valid JSON numbers, so they become strings."""
+    text, _ = convert([value])
+    assert json.loads(text) == [expected]
+    assert "NaN" not in text
+    assert "Infinity" not in text
+
+
+def test_huge_int_becomes_a_string() -> None:
+    """An int outside the 64-bit range is carried as (a prefix of) its decimal string."""
+    text, _ = convert({"n": 2**100})
+    assert json.loads(text) == {"n": str(2**100)}
+
+
+def test_enormous_int_degrades_only_itself() -> None:
+    """An int beyond Python's int->str digit limit degrades to a marker without losing its siblings."""
+    text, _ = convert({"ok": 1, "big": 10**5000})
+    assert json.loads(text)["ok"] == 1
+
+
+class Color(enum.Enum):
+    RED = "red"
+    ONE = 1
+
+
+class Flag(enum.IntEnum):
+    A = 7
+
+
+def test_enums_serialize_as_their_value() -> None:
+    """Enum members become their value."""
+    assert json.loads(convert([Color.RED, Color.ONE, Flag.A])[0]) == ["red", 1, 7]
+
+
+@dataclasses.dataclass
+class Point:
+    x: int
+    y: Any = None
+
+
+def test_dataclasses_become_objects() -> None:
+    """Dataclass instances become JSON objects of their fields."""
+    text, reasons = convert({"p": Point(1, Point(2))})
+    assert json.loads(text) == {"p": {"x": 1, "y": {"x": 2, "y": None}}}
+    assert not reasons
+
+
+def test_dataclass_class_degrades_only_itself() -> None:
+    """A dataclass type passed as an argument becomes "<type>" without losing its siblings."""
+    text, reasons = convert({"schema": Point, "q": "hello"})
+    assert json.loads(text) == {"schema": "<type>", "q": "hello"}
+    assert reasons == {"unserializable": 1}
+
+
+@pytest.mark.parametrize(("value", "n"), [(b"abc", 3), (bytearray(10), 10), (memoryview(b"12345"), 5), (b"", 0)])
+def test_bytes_become_a_length_marker(value: Any, n: int) -> None:
+    """Binary values are summarised, never decoded."""
+    assert json.loads(convert(value)[0]) == f"<bytes len={n}>"
+
+
+# ------------------------------------------------------------------ degradations
+class Opaque:
+    pass
+
+
+def test_unserializable_object_becomes_type_marker() -> None:
+    """An arbitrary object becomes "<TypeName>" and reports unserializable once."""
+    text, reasons = convert({"a": Opaque(), "b": [Opaque(), object()]})
+    assert json.loads(text) == {"a": "<Opaque>", "b": ["<Opaque>", "<object>"]}
+    assert reasons == {"unserializable": 1}
+
+
+def test_cyclic_list_and_dict() -> None:
+    """A container that contains itself becomes "<cycle>" at the repeat and reports cyclic once."""
+    lst: list[Any] = [1]
+    lst.append(lst)
+    d: dict[str, Any] = {"k": 1}
+    d["self"] = d
+    d["lst"] = lst
+    text, reasons = convert(d)
+    assert json.loads(text) == {"k": 1, "self": "<cycle>", "lst": [1, "<cycle>"]}
+    assert reasons == {"cyclic": 1}
+
+
+def test_shared_but_acyclic_references_are_not_cycles() -> None:
+    """The same list referenced twice (a DAG, not a cycle) is serialized twice."""
+    shared = [1, 2]
+    text, reasons = convert({"a": shared, "b": shared})
+    assert json.loads(text) == {"a": [1, 2], "b": [1, 2]}
+    assert not reasons
+
+
+def test_cyclic_dataclass() -> None:
+    """A dataclass that refers to itself is cut at the cycle."""
+    p = Point(1)
+    p.y = p
+    text, reasons = convert(p)
+    assert json.loads(text) == {"x": 1, "y": "<cycle>"}
+    assert reasons == {"cyclic": 1}
+
+
+def test_hundred_megabyte_string_is_truncated_fast() -> None:
+    """A 100 MB string is cut to at most max_length characters plus a marker, quickly, reporting truncated once."""
+    big = "x" * 100_000_000
+    t0 = time.perf_counter()
+    text, reasons = convert(big)
+    elapsed = time.perf_counter() - t0
+    assert elapsed < 2.0  # generous: the slice copies only what is kept
+    value = json.loads(text)
+    assert len(value) <= LIMITS.max_length + 64
+    assert value.startswith("x" * 1000)
+    kept = value.index("…")
+    assert value[kept:] == f"…[truncated {100_000_000 - kept} chars]"
+    assert reasons == {"truncated": 1}
+
+
+def test_many_long_strings_stay_bounded() -> None:
+    """Many long strings together stay within a small multiple of max_length."""
+    limits = SerializeLimits(max_length=1000)
+    text, reasons = convert(["y" * 5000 for _ in range(50)], limits)
+    assert len(text) < 4 * limits.max_length
+    assert reasons["truncated"] == 1
+
+
+def test_small_values_survive_next_to_a_huge_one() -> None:
+    """A huge argument does not hide the small ones next to it."""
+    text, _ = convert({"big": "x" * 1_000_000, "small": "keep me", "n": 5})
+    data = json.loads(text)
+    assert data["small"] == "keep me"
+    assert data["n"] == 5
+
+
+@pytest.mark.parametrize("s", ["\ud800", "a\udfffb", "ok \U0001f600 \ud83d"])
+def test_lone_surrogates_give_valid_utf8(s: str) -> None:
+    """Lone surrogates are replaced so the output encodes to UTF-8."""
+    text, _ = convert({s: [s]})
+    text.encode("utf-8")
+    assert "\ud800" not in text
+    assert "\udfff" not in text
+
+
+def test_valid_astral_characters_are_kept() -> None:
+    """Properly paired characters outside the BMP survive unchanged."""
+    assert json.loads(convert("smile \U0001f600")[0]) == "smile \U0001f600"
+
+
+def test_deep_nesting_is_cut() -> None:
+    """Nesting beyond max_depth becomes a type marker and reports too_deep."""
+    value: Any = "leaf"
+    for _ in range(50):
+        value = [value]
+    text, reasons = convert(value, SerializeLimits(max_depth=5))
+    data = json.loads(text)
+    for _ in range(5):
+        data = data[0]
+    assert data == "<list>"
+    assert reasons == {"too_deep": 1}
+
+
+def test_very_deep_nesting_never_recurses_out() -> None:
+    """Nesting far beyond Python's recursion limit still returns (cut by max_depth)."""
+    value: Any = []
+    for _ in range(100_000):
+        value = [value]
+    text, reasons = convert(value)
+    assert reasons == {"too_deep": 1}
+    assert text.startswith("[[")
+
+
+def test_many_items_are_truncated() -> None:
+    """More nodes than max_items are cut with a marker and report truncated."""
+    text, reasons = convert(list(range(10_000)), SerializeLimits(max_items=100))
+    data = json.loads(text)
+    assert len(data) <= 101
+    assert data[-1] == "…[truncated]"
+    assert data[:50] == list(range(50))
+    assert reasons == {"truncated": 1}
+
+
+def test_many_dict_items_are_truncated() -> None:
+    """Large mappings are cut with a marker key."""
+    data = json.loads(convert({str(i): i for i in range(5000)}, SerializeLimits(max_items=10))[0])
+    assert data["…"] == "[truncated]"
+    assert len(data) <= 12
+
+
+def test_time_budget_cuts_the_walk() -> None:
+    """A zero time budget stops a large walk early and reports time_budget."""
+    limits = SerializeLimits(max_length=10**9, max_items=10**9, budget=0.0)
+    text, reasons = convert([[i, str(i)] for i in range(100_000)], limits)
+    assert reasons["time_budget"] == 1
+    assert len(json.loads(text)) < 100_000
+
+
+def test_small_value_within_zero_budget_is_not_cut() -> None:
+    """A value of fewer nodes than the clock-check interval is never cut for time."""
+    text, reasons = convert([1, 2, 3], SerializeLimits(budget=0.0))
+    assert json.loads(text) == [1, 2, 3]
+    assert not reasons
+
+
+def test_roomy_limits_keep_everything() -> None:
+    """With generous limits a moderately large value is reproduced exactly."""
+    value = {"rows": [{"i": i, "s": "v" * 10} for i in range(2000)]}
+    text, reasons = convert(value, ROOMY)
+    assert json.loads(text) == value
+    assert not reasons
+
+
+def test_each_reason_is_reported_once_per_value() -> None:
+    """Several degradations in one value report each reason exactly once."""
+    cyc: list[Any] = []
+    cyc.append(cyc)
+    deep: Any = 1
+    for _ in range(20):
+        deep = [deep]
+    value = {"o1": Opaque(), "o2": Opaque(), "c1": cyc, "c2": cyc, "d": deep, "s": "z" * 100_000, "t": "z" * 100_000}
+    _, reasons = convert(value)
+    assert reasons == {"unserializable": 1, "cyclic": 1, "too_deep": 1, "truncated": 1}
+    assert set(reasons) <= set(DEGRADE_REASONS)
+
+
+# ------------------------------------------------------------------ hostile objects
+class RaisingIter(list):  # type: ignore[type-arg]
+    def __iter__(self) -> Any:
+        raise RuntimeError("iter exploded")
+
+
+class RaisingMapping(dict):  # type: ignore[type-arg]
+    def items(self) -> Any:
+        raise KeyError("items exploded")
+
+
+class RaisingEq:
+    def __eq__(self, other: object) -> bool:
+        raise RuntimeError("eq exploded")
+
+    def __hash__(self) -> int:
+        raise RuntimeError("hash exploded")
+
+
+class RaisingStrKey:
+    def __str__(self) -> str:
+        raise RuntimeError("str exploded")
+
+    def __hash__(self) -> int:
+        return 1
+
+
+class RaisingLenStr(str):
+    def __len__(self) -> int:
+        raise RuntimeError("len exploded")
+
+
+class RaisingField:
+    @property
+    def __dataclass_fields__(self) -> Any:
+        raise RuntimeError("fields exploded")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        RaisingIter([1, 2]),
+        {"nested": RaisingIter([1])},
+        RaisingMapping(a=1),
+        RaisingEq(),
+        [RaisingEq(), RaisingEq()],
+        {RaisingStrKey(): 1},
+        RaisingLenStr("abc"),
+        RaisingField(),
+    ],
+    ids=["iter", "nested-iter", "items", "eq-hash", "eq-list", "str-key", "len-str", "dataclass-fields"],
+)
+def test_hostile_objects_never_raise(value: Any) -> None:
+    """User objects whose dunder methods raise never make safe_json raise; they report unserializable."""
+    text, reasons = convert(value)
+    json.loads(text)
+    assert set(reasons) <= {"unserializable"}
+
+
+def test_on_degrade_not_called_for_clean_values() -> None:
+    """on_degrade is optional, and is not called when nothing degraded."""
+    calls: list[str] = []
+    assert safe_json({"a": 1}, LIMITS, calls.append) == '{"a":1}'
+    assert safe_json({"a": Opaque()}, LIMITS) == '{"a":"<Opaque>"}'
+    assert calls == []
+
+
+# ------------------------------------------------------------------ RateLimitedLog
+def _serialize_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "judgeval_async._serialize"]
+
+
+def test_rate_limited_log_once_per_key_per_interval(caplog: pytest.LogCaptureFixture) -> None:
+    """Within the interval each key logs once; a different key logs independently."""
+    limiter = RateLimitedLog(interval=3600.0)
+    with caplog.at_level(logging.WARNING, logger="judgeval_async._serialize"):
+        for i in range(100):
+            limiter.warning("a", "problem a %d", i)
+        limiter.warning("b", "problem b %s", "x")
+        limiter.warning("b", "problem b %s", "y")
+    assert _serialize_warnings(caplog) == ["problem a 0", "problem b x"]
+
+
+def test_rate_limited_log_zero_interval_logs_every_time(caplog: pytest.LogCaptureFixture) -> None:
+    """With a zero interval nothing is suppressed."""
+    limiter = RateLimitedLog(interval=0.0)
+    with caplog.at_level(logging.WARNING, logger="judgeval_async._serialize"):
+        limiter.warning("k", "one")
+        limiter.warning("k", "two")
+    assert _serialize_warnings(caplog) == ["one", "two"]
