@@ -44,7 +44,7 @@ def main() -> int:
         failed += status != "ok"
         rows.append([script.name, status, time.perf_counter() - t0])
     print("\n" + markdown_table(["script", "status", "seconds"], rows, digits=1))
-    print(f"\nResults: {RESULTS_DIR}")
+    print(f"\nResults: {args.results_dir or RESULTS_DIR}")
     return 1 if failed else 0
 
 

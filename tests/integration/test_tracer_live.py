@@ -9,6 +9,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
@@ -341,8 +342,6 @@ def test_isolated_by_default_global_on_request(make_tracer: Callable[..., Tracer
 
 def test_sdk_loop_suppresses_instrumentation(make_tracer: Callable[..., Tracer]) -> None:
     """Code running on the SDK loop sees OpenTelemetry's suppress-instrumentation flags, so our sends are not traced."""
-    from opentelemetry import context as otel_context
-
     tracer = make_tracer()
 
     async def flags() -> tuple[object, object]:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import threading
 from collections import Counter
 
-import pytest
-
 from judgeval_async._metadata import SpanMetadataStore
 
 
