@@ -74,17 +74,31 @@ class SpanMetadataStore:
             if ttl:
                 self._on_evict("ttl", ttl)
 
-    def set(self, key: SpanKey, name: str, value: Any) -> bool:
-        """Set one internal attribute; False if the span has no entry (ended or evicted)."""
+    def set(self, key: SpanKey, name: str, value: Any, *, create: bool = True) -> bool:
+        """Set one internal attribute, creating the span's entry on first use (unless ``create=False``).
+
+        Entries are created lazily, so the common span — one with no internal attributes — costs nothing here.
+        Returns False if there is no entry and none was created.
+        """
         with self._lock:
             entry = self._entries.get(key)
-            if entry is None:
+            if entry is not None:
+                entry[1][name] = value
+                return True
+        if not create:
+            return False
+        self.open(key)
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:  # pragma: no cover - evicted between the two locks by a flood of newer spans
                 return False
             entry[1][name] = value
             return True
 
     def pop(self, key: SpanKey) -> dict[str, Any] | None:
         """Remove and return the span's attributes when it ends (None if it had none or was evicted)."""
+        if not self._entries:  # the common case, checked without the lock: no span has internal attributes
+            return None
         with self._lock:
             entry = self._entries.pop(key, None)
         if entry is None or not entry[1]:

@@ -139,12 +139,64 @@ def _clean_surrogates(s: str) -> str:
     return s
 
 
+# One encoder for every call: json.dumps with non-default options builds a new JSONEncoder each time.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+_FAST_MAX_ITEMS = 16
+_INT_MIN, _INT_MAX = -(2**63), 2**63
+
+
+def _fast_json(value: Any, limit: int) -> str | None:
+    """The common case — a primitive, or a small flat dict/list of primitives and short ASCII strings — encoded
+    directly in C. None means "take the bounded walk" (anything that might need a cap or a replacement)."""
+    kind = type(value)
+    if kind is str:
+        return _ENCODER.encode(value) if len(value) <= limit // 2 and value.isascii() else None
+    if value is None or kind is bool:
+        return _ENCODER.encode(value)
+    if kind is int:
+        return str(value) if _INT_MIN <= value < _INT_MAX else None
+    if kind is float:
+        return repr(value) if math.isfinite(value) else None
+    if kind is dict:
+        items = value.values()
+        if len(value) > _FAST_MAX_ITEMS or not all(type(k) is str and k.isascii() for k in value):
+            return None
+    elif kind is list or kind is tuple:
+        items = value
+        if len(value) > _FAST_MAX_ITEMS:
+            return None
+    else:
+        return None
+    budget = limit
+    for v in items:
+        vk = type(v)
+        if vk is str:
+            budget -= len(v)
+            if budget < 0 or not v.isascii():
+                return None
+        elif vk is int:
+            if not _INT_MIN <= v < _INT_MAX:
+                return None
+        elif vk is float:
+            if not math.isfinite(v):
+                return None
+        elif v is not None and vk is not bool:
+            return None
+    return _ENCODER.encode(value)
+
+
 def safe_json(value: Any, limits: SerializeLimits, on_degrade: Callable[[str], None] | None = None) -> str:
     """``value`` as a bounded JSON string. Never raises; reports each degradation reason once."""
+    try:
+        fast = _fast_json(value, limits.max_length)
+    except Exception:  # a misbehaving subclass: the bounded walk handles it
+        fast = None
+    if fast is not None:
+        return fast
     walk = _Walk(limits)
     try:
         data = walk.convert(value, 0)
-        text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+        text = _ENCODER.encode(data)
     except Exception as exc:  # a user __eq__/__iter__/__len__ can raise anything; never let it reach the caller
         walk.reasons.add("unserializable")
         text = json.dumps(f"<{type(value).__name__}: {type(exc).__name__}>")

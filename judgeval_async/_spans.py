@@ -222,11 +222,8 @@ class JudgmentSpanProcessor(SpanProcessor):
         self._ensure_started = ensure_started
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        try:
-            ctx = span.get_span_context()
-            self._metadata.open((ctx.trace_id, ctx.span_id))
-        except Exception:  # pragma: no cover - never break the caller
-            logger.debug("judgeval_async on_start failed", exc_info=True)
+        # Nothing to do: metadata entries are created lazily by set_internal_attribute().
+        return None
 
     def on_end(self, span: ReadableSpan) -> None:
         try:
@@ -240,9 +237,18 @@ class JudgmentSpanProcessor(SpanProcessor):
             logger.debug("judgeval_async on_end failed", exc_info=True)
 
     def set_internal_attribute(self, span: Span, key: str, value: Any) -> bool:
-        """Attach an internal attribute to a live span, exported with it (bounded: see ``_metadata``)."""
-        ctx = span.get_span_context()
-        return self._metadata.set((ctx.trace_id, ctx.span_id), key, value)
+        """Attach an internal attribute to a live span, exported with it (bounded: see ``_metadata``).
+
+        False (and nothing stored) if the span has already ended: its entry would never be collected by on_end.
+        """
+        try:
+            if not span.is_recording():
+                return False
+            ctx = span.get_span_context()
+            return self._metadata.set((ctx.trace_id, ctx.span_id), key, value)
+        except Exception:  # pragma: no cover - never break the caller
+            logger.debug("judgeval_async set_internal_attribute failed", exc_info=True)
+            return False
 
     def shutdown(self) -> None:
         self._shutdown(5.0)

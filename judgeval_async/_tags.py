@@ -77,10 +77,11 @@ class TagBatcher(QueueService[TagItem]):
                 if not len(h):
                     # Only now has everything offered before the flush request reached the buffer.
                     self._flush_now = False
-                await self._flush()
+                await self._flush(wait_for_slot=done)
                 next_flush = loop.time() + interval
             self._notify()
             if done and not self._buffer:
+                await self._join_spawned()
                 return
 
     def _on_flush_requested(self) -> None:
@@ -109,14 +110,26 @@ class TagBatcher(QueueService[TagItem]):
             led.settle_dropped("buffer_full", dropped)
             self._log.warning("full", "judgeval_async: tag buffer full; dropped %d tag() calls", dropped)
 
-    async def _flush(self) -> None:
-        while self._buffer:
+    async def _flush(self, *, wait_for_slot: bool) -> None:
+        """Send the buffer in chunks of ``tag_flush_traces`` traces, each as a background send.
+
+        Unless draining at shutdown, only as many chunks as there are free send slots go out; the rest stay
+        buffered, and the consumer goes on merging (deduplication keeps the buffer bounded by traces) instead of
+        letting raw tag() calls pile up in the queue behind a slow backend.
+        """
+        limit = self._config.max_concurrent_requests
+        while self._buffer and (wait_for_slot or len(self._running) < limit):
             size = self._config.tag_flush_traces
             chunk = dict(list(self._buffer.items())[:size])
             for trace_id in chunk:
                 del self._buffer[trace_id]
-            await self._send_chunk(chunk)
-            self._notify()
+            await self._spawn(self._send_chunk(chunk), limit)
+
+    def _spawned_done(self, task: asyncio.Task[None]) -> None:
+        super()._spawned_done(task)
+        # A slot came free: if a flush is owed, wake the consumer now rather than at the next interval.
+        if self._buffer and (self._flush_now or len(self._buffer) >= self._config.tag_flush_traces):
+            self.handoff.request_flush()
 
     async def _send_chunk(self, chunk: dict[str, _TraceTags]) -> None:
         led = self.ledger

@@ -319,6 +319,7 @@ class LocalJudgmentServer:
             loop.run_until_complete(self._main(ready))
         finally:
             loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())
             loop.close()
             ready.set()  # in case _main died before its handshake
 

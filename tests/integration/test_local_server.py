@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import ast
 import gzip
 import json
+import pathlib
 import threading
 
 import httpx
 import pytest
 
+import judgeval_async.testing
 from judgeval_async.testing import ENDPOINTS, LocalJudgmentServer, fixtures, project_id_for
 
 pytestmark = pytest.mark.timeout(30)
@@ -363,6 +366,40 @@ def test_port_before_start_raises():
     """The port of an unstarted port-0 server is unknown."""
     with pytest.raises(RuntimeError):
         _ = LocalJudgmentServer().url
+
+
+def test_testing_exports_are_pinned():
+    """The testing package's public surface is exactly this (ruff-sorted) list."""
+    assert judgeval_async.testing.__all__ == [
+        "ENDPOINTS",
+        "FAULT_KINDS",
+        "EvalRecord",
+        "Fault",
+        "FaultKind",
+        "LocalJudgmentServer",
+        "RatioMode",
+        "SpanRecord",
+        "TagCall",
+        "project_id_for",
+    ]
+
+
+def test_testing_package_imports_nothing_else_from_judgeval_async():
+    """The test double stays standalone: its modules import only judgeval_async.testing."""
+    root = pathlib.Path(judgeval_async.testing.__file__).parent
+    for path in root.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            for name in names:
+                if name.split(".")[0] == "judgeval_async":
+                    assert name.startswith("judgeval_async.testing"), (path.name, name)
+            if path.name != "fixtures.py":
+                assert "pytest" not in names, path.name
 
 
 def test_endpoint_names_are_the_metric_labels():

@@ -263,10 +263,10 @@ def test_single_span_too_large_becomes_a_marker(
 
 
 def test_spans_that_never_end_leave_bounded_metadata(make_tracer: Callable[..., Tracer]) -> None:
-    """20 000 spans that never end leave at most 10 000 metadata entries; evictions are counted."""
+    """20 000 spans that never end, each with internal metadata, leave at most 10 000 entries; evictions counted."""
     tracer = make_tracer()
-    for _ in range(20_000):
-        tracer.otel_tracer.start_span("hung")
+    for i in range(20_000):
+        assert tracer.processor.set_internal_attribute(tracer.otel_tracer.start_span("hung"), "judgment.step", i)
     health = tracer.get_health_metrics()
     assert health["metadata_entries"] <= 10_000
     assert health["metadata_evictions"] == {"lru": 10_000}
@@ -352,3 +352,17 @@ def test_sdk_loop_suppresses_instrumentation(make_tracer: Callable[..., Tracer])
 
     assert tracer._runtime.ensure_started(wait=10.0)
     assert tracer._runtime.run(flags(), timeout=10.0) == (True, True)
+
+
+def test_internal_attributes_are_exported_with_their_span(
+    local_server: LocalJudgmentServer, make_tracer: Callable[..., Tracer]
+) -> None:
+    """An internal attribute set on a live span arrives with it; one set after the span ended is refused."""
+    tracer = make_tracer()
+    with tracer.span("with-meta") as span:
+        assert tracer.processor.set_internal_attribute(span, "judgment.update_id", 7)
+    assert not tracer.processor.set_internal_attribute(span, "judgment.late", 1)
+    assert tracer.force_flush(timeout=10.0)
+    (rec,) = local_server.spans.values()
+    assert rec.attributes["judgment.update_id"] == 7 and "judgment.late" not in rec.attributes
+    assert tracer.get_health_metrics()["metadata_entries"] == 0

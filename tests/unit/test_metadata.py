@@ -45,10 +45,10 @@ def test_open_set_pop_round_trip() -> None:
 def test_set_on_unknown_span_is_refused() -> None:
     """set() on a span that was never opened, or already popped, returns False."""
     store = SpanMetadataStore(max_entries=10, ttl=60.0, clock=FakeClock())
-    assert store.set((9, 9), "k", "v") is False
+    assert store.set((9, 9), "k", "v", create=False) is False
     store.open((1, 2))
     store.pop((1, 2))
-    assert store.set((1, 2), "k", "v") is False
+    assert store.set((1, 2), "k", "v", create=False) is False
 
 
 def test_pop_of_span_without_attributes_is_none() -> None:
@@ -94,7 +94,7 @@ def test_lru_eviction_is_by_insertion_order() -> None:
     store.open((2, 2))
     store.set((1, 1), "touched", True)
     store.open((3, 3))
-    assert store.set((1, 1), "k", 1) is False
+    assert store.set((1, 1), "k", 1, create=False) is False
     assert store.set((2, 2), "k", 2)
     assert evictions.counts == {"lru": 1}
 
@@ -114,7 +114,7 @@ def test_ttl_evicts_old_entries_on_insert() -> None:
     assert evictions.counts == {"ttl": 5}
     assert len(store) == 2
     assert store.set((100, 0), "k", 1)
-    assert not store.set((0, 0), "k", 1)
+    assert not store.set((0, 0), "k", 1, create=False)
 
 
 def test_ttl_boundary_is_exclusive() -> None:
@@ -205,7 +205,7 @@ def test_thread_safety_smoke() -> None:
         for i in range(5000):
             key = (t, i)
             store.open(key)
-            store.set(key, "i", i)
+            store.set(key, "i", i, create=False)
             if i % 2 == 0:
                 local["popped" if store.pop(key) == {"i": i} else "lost"] += 1
         with lock:
