@@ -74,10 +74,10 @@ class TagBatcher(QueueService[TagItem]):
                 or loop.time() >= next_flush
                 or len(self._buffer) >= self._config.tag_flush_traces
             ):
-                if not len(h):
-                    # Only now has everything offered before the flush request reached the buffer.
-                    self._flush_now = False
                 await self._flush(wait_for_slot=done)
+                if not len(h) and not self._buffer:
+                    # Everything offered before the flush request has reached a send: the request is served.
+                    self._flush_now = False
                 next_flush = loop.time() + interval
             self._notify()
             if done and not self._buffer:

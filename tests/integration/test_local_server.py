@@ -12,13 +12,9 @@ import httpx
 import pytest
 
 import judgeval_async.testing
-from judgeval_async.testing import ENDPOINTS, LocalJudgmentServer, fixtures, project_id_for
+from judgeval_async.testing import ENDPOINTS, LocalJudgmentServer, project_id_for
 
 pytestmark = pytest.mark.timeout(30)
-
-# Bound here too (not only in conftest) so these modules run on their own.
-local_server = fixtures.local_server
-local_server_factory = fixtures.local_server_factory
 
 TRACE_A = "0af7651916cd43dd8448eb211c80319c"
 TRACE_B = "4bf92f3577b34da6a3ce929d0e0e4736"

@@ -10,13 +10,9 @@ import time
 import httpx
 import pytest
 
-from judgeval_async.testing import Fault, LocalJudgmentServer, fixtures
+from judgeval_async.testing import Fault, LocalJudgmentServer
 
 pytestmark = pytest.mark.timeout(60)
-
-# Bound here too (not only in conftest) so these modules run on their own.
-local_server = fixtures.local_server
-local_server_factory = fixtures.local_server_factory
 
 RESOLVE = "/v1/projects/resolve/"
 BODY = {"project_name": "demo"}

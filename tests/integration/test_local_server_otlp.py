@@ -19,13 +19,9 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import Status, StatusCode
 
-from judgeval_async.testing import LocalJudgmentServer, fixtures
+from judgeval_async.testing import LocalJudgmentServer
 
 pytestmark = pytest.mark.timeout(60)
-
-# Bound here too (not only in conftest) so these modules run on their own.
-local_server = fixtures.local_server
-local_server_factory = fixtures.local_server_factory
 
 TRACES = "/otel/v1/traces"
 PROJECT = "proj-123"
