@@ -133,6 +133,10 @@ class LoopServer:
             await self._serve(connection)
         except (ConnectionError, h11.RemoteProtocolError):
             pass  # the client went away or spoke garbage; nobody is left to answer
+        except asyncio.CancelledError:
+            # The server is stopping. Ending normally matters: on Python < 3.12, asyncio's stream callback calls
+            # task.exception() on this task and logs a CancelledError traceback if the task ends cancelled.
+            pass
         except Exception:
             logger.exception("local server: unexpected error on a connection")
         finally:
