@@ -1,10 +1,11 @@
 """Spans: the OpenTelemetry processor (caller side: one offer) and the OTLP export service (loop side).
 
 Caller side, in ``on_end``: pop the span's internal metadata and offer the span to the bounded handoff. That is all.
-Loop side: take batches (512 spans or 5 s, whichever first; at once on flush), encode to OTLP protobuf in chunks
-(yielding to the loop between chunks so the GIL is shared), gzip, and send with retry. A 413 splits the batch in
-half and resends each half; a single span still too large is replaced by a small marker span and counted
-``payload_too_large``. A span that fails to encode is dropped alone (``serialization_error``), never its batch.
+Loop side: take batches (512 spans or 5 s, whichever first; at once on flush), encode them to OTLP protobuf with
+the lean encoder of ``_otlp`` (yielding to the loop between chunks so the GIL is shared), gzip, and send with
+retry. A 413 splits the batch in half and resends each half; a single span still too large is replaced by a small
+marker span and counted ``payload_too_large``. A span that fails to encode is dropped alone
+(``serialization_error``), never its batch.
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ from typing import Any
 
 import aiometer
 from opentelemetry.context import Context
-from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from ._config import Config
 from ._metadata import SpanMetadataStore
 from ._metrics import Metrics
+from ._otlp import ScopeCache, encode_request, encode_spans_each
 from ._pipeline import QueueService
 from ._project import ProjectResolver
 from ._serialize import RateLimitedLog
@@ -59,6 +60,7 @@ class SpanExportService(QueueService[SpanItem]):
         self._resolver = resolver
         self._url = config.traces_url
         self._log = RateLimitedLog(logger)
+        self._scopes = ScopeCache()
 
     async def _consume(self) -> None:
         h = self.handoff
@@ -81,14 +83,13 @@ class SpanExportService(QueueService[SpanItem]):
             self._log.warning("resolve", "judgeval_async: dropping %d spans: project id unresolved", len(batch))
             self._notify()
             return
-        spans, body = await self._encode_batch(batch)
+        spans, bodies = await self._encode_batch(batch)
         if spans:
-            await self._send(spans, project_id, body)
+            await self._send(spans, bodies, project_id)
         self._notify()
 
-    async def _send(self, spans: list[ReadableSpan], project_id: str, body: bytes | None = None) -> None:
-        if body is None:
-            body = await self._encode_ok(spans)
+    async def _send(self, spans: list[ReadableSpan], bodies: list[bytes], project_id: str) -> None:
+        body = encode_request(spans, bodies, self._scopes)
         t0 = time.perf_counter()
         result = await self._transport.send(
             "traces",
@@ -108,9 +109,10 @@ class SpanExportService(QueueService[SpanItem]):
                 await self._send_marker(spans[0], project_id)
                 led.settle_dropped("payload_too_large", 1)
             else:
+                # Spans are encoded one by one, so halving a batch re-groups bytes; nothing is encoded again.
                 mid = len(spans) // 2
-                halves = [spans[:mid], spans[mid:]]
-                await aiometer.run_on_each(lambda part: self._send(part, project_id), halves, max_at_once=2)
+                halves = [(spans[:mid], bodies[:mid]), (spans[mid:], bodies[mid:])]
+                await aiometer.run_on_each(lambda half: self._send(half[0], half[1], project_id), halves, max_at_once=2)
         else:
             led.settle_dropped(result.status.value, len(spans))
             self._log.warning(
@@ -136,48 +138,43 @@ class SpanExportService(QueueService[SpanItem]):
             end_time=span.end_time,
             instrumentation_scope=span.instrumentation_scope,
         )
-        body = await self._encode_ok([marker])
+        (encoded,) = encode_spans_each([marker])
+        if isinstance(encoded, Exception):  # pragma: no cover - a marker has only safe fields
+            return
         await self._transport.send(
             "traces",
             self._url,
-            body,
+            encode_request([marker], [encoded], self._scopes),
             content_type=_PROTOBUF,
             headers={"x-project-id": project_id},
             retry=False,
         )
 
-    async def _encode_batch(self, batch: Sequence[SpanItem]) -> tuple[list[ReadableSpan], bytes]:
-        """Encode in chunks, yielding between them; drop (and count) alone each span that cannot be encoded."""
-        out: list[ReadableSpan] = []
-        parts: list[bytes] = []
+    async def _encode_batch(self, batch: Sequence[SpanItem]) -> tuple[list[ReadableSpan], list[bytes]]:
+        """Encode span by span, yielding to the loop between chunks; a span that cannot be encoded is dropped
+        alone (and counted), never its batch."""
+        spans: list[ReadableSpan] = []
+        bodies: list[bytes] = []
         for i in range(0, len(batch), _ENCODE_CHUNK):
-            chunk = [_materialise(item) for item in batch[i : i + _ENCODE_CHUNK]]
-            try:
-                parts.append(encode_spans(chunk).SerializeToString())
-                out.extend(chunk)
-            except Exception:
-                for span in chunk:
-                    try:
-                        parts.append(encode_spans([span]).SerializeToString())
-                        out.append(span)
-                    except Exception as exc:
-                        self.ledger.settle_dropped("serialization_error", 1)
-                        self._log.warning(
-                            "encode",
-                            "judgeval_async: dropped a span that cannot be encoded: %r",
-                            exc,
-                        )
-            await asyncio.sleep(0)
-        # Concatenated serialized ExportTraceServiceRequests are one valid request (repeated fields merge).
-        return out, b"".join(parts)
-
-    async def _encode_ok(self, spans: list[ReadableSpan]) -> bytes:
-        parts = []
-        for i in range(0, len(spans), _ENCODE_CHUNK):
-            parts.append(encode_spans(spans[i : i + _ENCODE_CHUNK]).SerializeToString())
-            if i + _ENCODE_CHUNK < len(spans):
+            chunk = []
+            for item in batch[i : i + _ENCODE_CHUNK]:
+                try:
+                    chunk.append(_materialise(item))
+                except Exception as exc:
+                    self._drop_unencodable(exc)
+            for span, encoded in zip(chunk, encode_spans_each(chunk), strict=True):
+                if isinstance(encoded, Exception):
+                    self._drop_unencodable(encoded)
+                else:
+                    spans.append(span)
+                    bodies.append(encoded)
+            if i + _ENCODE_CHUNK < len(batch):
                 await asyncio.sleep(0)
-        return b"".join(parts)
+        return spans, bodies
+
+    def _drop_unencodable(self, exc: Exception) -> None:
+        self.ledger.settle_dropped("serialization_error", 1)
+        self._log.warning("encode", "judgeval_async: dropped a span that cannot be encoded: %r", exc)
 
 
 def _materialise(item: SpanItem) -> ReadableSpan:

@@ -14,7 +14,7 @@ ROWS: list[set[str]] = [
     {"_errors"},
     {"_retry"},
     {"_config"},
-    {"_metrics", "_serialize", "_metadata"},
+    {"_metrics", "_serialize", "_metadata", "_otlp"},
     {"_handoff", "_health"},
     {"_runtime", "_transport"},
     {"_pipeline", "_project", "_multiprocess"},
@@ -26,7 +26,7 @@ ROWS: list[set[str]] = [
 HOMES = {
     "httpx": {"_transport", "_tracer"},
     "prometheus_client": {"_prometheus", "_multiprocess"},
-    "opentelemetry": {"_spans", "_tracer", "_observe"},
+    "opentelemetry": {"_spans", "_tracer", "_observe", "_otlp"},
     "aiometer": {"_spans", "_tags", "_evals"},
 }
 
