@@ -32,7 +32,7 @@ from ._transport import AsyncTransport, SendStatus
 __all__ = ["JudgmentSpanProcessor", "SpanExportService"]
 
 logger = logging.getLogger(__name__)
-_ENCODE_CHUNK = 128  # spans encoded between two yields to the loop
+_ENCODE_CHUNK = 32  # spans encoded between two yields: each yield polls the selector, which releases the GIL
 _PROTOBUF = "application/x-protobuf"
 
 
