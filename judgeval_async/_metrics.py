@@ -72,6 +72,7 @@ class SignalLedger:
     """Exact accounting for one signal. Mutate only while holding ``lock``; the handoff holds it for you."""
 
     __slots__ = (
+        "abandoned",
         "capacity",
         "created",
         "delivered",
@@ -89,6 +90,7 @@ class SignalLedger:
         self.created = 0
         self.delivered = 0
         self.in_flight = 0
+        self.abandoned = False  # set at the shutdown deadline: in-flight items were counted, later settles ignored
         self.dropped: dict[str, int] = dict.fromkeys(DROP_REASONS, 0)
         # Set by the handoff: a callable giving (queued count, monotonic time of the oldest queued item or None).
         self.oldest: QueueView | None = None
@@ -97,26 +99,32 @@ class SignalLedger:
     def settle_delivered(self, n: int) -> None:
         if n:
             with self.lock:
-                self.in_flight -= n
-                self.delivered += n
+                if not self.abandoned:
+                    self.in_flight -= n
+                    self.delivered += n
 
     def settle_dropped(self, reason: str, n: int) -> None:
         if n:
             with self.lock:
-                self.in_flight -= n
-                self.dropped[reason] += n
+                if not self.abandoned:
+                    self.in_flight -= n
+                    self.dropped[reason] += n
+
+    def abandon_in_flight(self, reason: str) -> int:
+        """Count every in-flight item as dropped for ``reason`` and ignore later settles of them (a send that was
+        cut off at shutdown may still finish on the loop; it must not be counted twice). Any thread."""
+        with self.lock:
+            n = self.in_flight
+            self.in_flight = 0
+            self.dropped[reason] += n
+            self.abandoned = True
+            return n
 
     def drop_untracked(self, reason: str, n: int = 1) -> None:
         """Count an item that was refused before it entered the ledger (created and dropped at once)."""
         with self.lock:
             self.created += n
             self.dropped[reason] += n
-
-    def admit_in_flight(self, n: int) -> None:
-        """Count items that skip the queue and go straight to the loop (created and in flight at once)."""
-        with self.lock:
-            self.created += n
-            self.in_flight += n
 
     def snapshot(self) -> LedgerSnapshot:
         with self.lock:

@@ -398,6 +398,9 @@ class SnapshotWriter:
     async def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
+    def abandon(self) -> None:
+        return None
+
     def close_intake(self) -> None:
         return None
 

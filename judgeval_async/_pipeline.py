@@ -67,13 +67,13 @@ class QueueService(Generic[T]):
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
         await self._on_close()
-        # Whatever is left never reached the backend before the deadline.
-        self.handoff.discard_all("shutdown_deadline")
-        with self.ledger.lock:
-            left = self.ledger.in_flight
-            self.ledger.in_flight = 0
-            self.ledger.dropped["shutdown_deadline"] += left
+        self.abandon()
         self._notify()
+
+    def abandon(self) -> None:
+        """Count whatever is still queued or in flight as ``shutdown_deadline``. Any thread; idempotent."""
+        self.handoff.discard_all("shutdown_deadline")
+        self.ledger.abandon_in_flight("shutdown_deadline")
 
     def after_fork_in_child(self) -> None:
         led = self.ledger
@@ -86,6 +86,7 @@ class QueueService(Generic[T]):
         led.created = inherited
         led.delivered = 0
         led.in_flight = 0
+        led.abandoned = False
         led.dropped = dict.fromkeys(led.dropped, 0)
         led.dropped["fork_discard"] = inherited
         self.handoff.reset_after_fork()

@@ -68,6 +68,11 @@ class Service(Protocol):
         """Discard inherited items (counted ``fork_discard``) and forget the parent's loop objects."""
         ...
 
+    def abandon(self) -> None:
+        """Count everything still held as dropped (``shutdown_deadline``). Called from the stopping thread when
+        the loop could not finish closing the service in time. Any thread; idempotent."""
+        ...
+
 
 class _State(enum.Enum):
     NEW = "new"
@@ -264,37 +269,46 @@ class LoopRuntime:
             self._state = _State.STOPPED
             return False
         drained = False
-        fut = asyncio.run_coroutine_threadsafe(self._shutdown(deadline), loop)
+        # Draining gets the budget less a small reserve for cancelling and closing, so the whole stop keeps it.
+        drain_deadline = deadline - min(0.25, max(0.0, timeout) * 0.25)
+        fut = asyncio.run_coroutine_threadsafe(self._shutdown(drain_deadline, deadline), loop)
         try:
-            drained = fut.result(max(0.0, deadline - time.monotonic()) + 0.5)
+            drained = fut.result(max(0.0, deadline - time.monotonic()) + 0.05)
         except (concurrent.futures.TimeoutError, concurrent.futures.CancelledError, RuntimeError):
             fut.cancel()
         except Exception:
             logger.exception("judgeval_async shutdown failed")
+        # Whatever the loop did not get to close in time is counted here, from this thread: nothing goes uncounted.
+        for service in self._services:
+            try:
+                service.abandon()
+            except Exception:  # pragma: no cover - accounting must not break shutdown
+                logger.exception("judgeval_async could not count what shutdown abandoned")
         thread = self._thread
         if thread is not None:
-            thread.join(max(0.05, deadline - time.monotonic() + 0.5))
+            thread.join(max(0.01, deadline - time.monotonic() + 0.05))
         return drained
 
-    async def _shutdown(self, deadline: float) -> bool:
-        remaining = deadline - time.monotonic()
+    async def _shutdown(self, drain_deadline: float, deadline: float) -> bool:
         drained = True
         drains = [asyncio.ensure_future(s.drain()) for s in self._services]
         if drains:
-            done, pending = await asyncio.wait(drains, timeout=max(0.0, remaining))
+            done, pending = await asyncio.wait(drains, timeout=max(0.0, drain_deadline - time.monotonic()))
             for task in pending:
                 task.cancel()
             if pending:
                 drained = False
-                await asyncio.wait(pending, timeout=0.5)
+                await asyncio.wait(pending, timeout=max(0.01, deadline - time.monotonic()))
             for task in done:
                 if not task.cancelled() and task.exception() is not None:
                     logger.error("judgeval_async drain failed", exc_info=task.exception())
-        for service in self._services:
-            try:
-                await asyncio.wait_for(service.aclose(), timeout=0.5)
-            except Exception:
-                logger.exception("judgeval_async service close failed")
+        closes = [asyncio.ensure_future(s.aclose()) for s in self._services]
+        _, late = await asyncio.wait(closes, timeout=max(0.01, deadline - time.monotonic()))
+        for task in late:
+            task.cancel()
+        for task in closes:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                logger.error("judgeval_async service close failed", exc_info=task.exception())
         # Let the loop go: _main returns, then the thread closes the loop.
         assert self._stop_requested is not None
         self._stop_requested.set()

@@ -67,6 +67,9 @@ class _TransportCloser:
         self._transport.forget_after_fork()
         self._resolver.forget_after_fork()
 
+    def abandon(self) -> None:
+        return None
+
 
 class Tracer:
     """Traces an application without ever blocking it. See the README for the full API.

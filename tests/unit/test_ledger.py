@@ -58,11 +58,10 @@ def test_transitions_keep_the_invariant() -> None:
     assert snap.balanced
     ledger.settle_delivered(2)
     ledger.settle_dropped("retries_exhausted", 1)
-    ledger.admit_in_flight(5)  # e.g. the halves of a split batch, straight to the loop
     ledger.drop_untracked("serialization_error", 2)
     snap = ledger.snapshot()
     assert snap.balanced
-    assert (snap.created, snap.delivered, snap.in_flight, snap.queued) == (13, 2, 5, 1)
+    assert (snap.created, snap.delivered, snap.in_flight, snap.queued) == (8, 2, 0, 1)
     assert snap.dropped == {"queue_full": 2, "retries_exhausted": 1, "serialization_error": 2}
     assert snap.dropped_total == 5
     assert len(batch) == 3
@@ -237,3 +236,18 @@ def test_each_metrics_has_its_own_ledgers() -> None:
     a.spans.drop_untracked("shutdown")
     assert b.spans.snapshot().dropped == {}
     assert (a.spans.name, a.evaluations.name, a.tags.name) == ("spans", "evaluations", "tags")
+
+
+def test_abandoned_in_flight_items_are_counted_once() -> None:
+    """Items cut off at the shutdown deadline are counted once, even if their send finishes afterwards."""
+    ledger = SignalLedger("spans")
+    h: Handoff[int] = Handoff(ledger, capacity=8)
+    for i in range(5):
+        h.offer(i)
+    h.take_nowait(3)
+    assert ledger.abandon_in_flight("shutdown_deadline") == 3
+    ledger.settle_delivered(3)  # the cut-off send completed late on the loop
+    h.discard_all("shutdown_deadline")
+    snap = ledger.snapshot()
+    assert snap.balanced
+    assert (snap.delivered, snap.dropped) == (0, {"shutdown_deadline": 5})
