@@ -25,6 +25,9 @@ class EndpointHealth:
     in_flight_requests: int
     retries: int
     errors: int
+    bytes_sent: int
+    last_error: str
+    last_error_age_seconds: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +130,9 @@ def take_snapshot(metrics: Metrics, *, metadata_entries: int, tag_buffer_size: i
             in_flight_requests=st.in_flight,
             retries=retries.get(name, 0),
             errors=sum(api_errors.get(name, {}).values()),
+            bytes_sent=st.bytes_sent,
+            last_error=st.last_error,
+            last_error_age_seconds=max(0.0, time.time() - st.last_error_unix) if st.last_error_unix else None,
         )
         for name, st in list(metrics.endpoints.items())
     }

@@ -236,6 +236,9 @@ class EndpointState:
     in_flight: int = 0
     paused_until: float = 0.0  # monotonic
     circuit_open: bool = False
+    bytes_sent: int = 0  # request bodies as sent on the wire (after gzip), retries included
+    last_error: str = ""  # "HTTP 503", "ConnectError", "ReadTimeout", ...: never a message (it may hold a URL)
+    last_error_unix: float = 0.0
 
 
 @dataclass

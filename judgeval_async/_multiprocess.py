@@ -102,6 +102,11 @@ CATALOGUE: tuple[MetricSpec, ...] = (
     _c("judgeval_spans_dropped_total", "Spans lost, by reason.", "reason"),
     _c("judgeval_api_errors_total", "Failed Judgment API requests, by endpoint and status.", "endpoint", "status_code"),
     _c("judgeval_api_retries_total", "Judgment API requests retried, by endpoint.", "endpoint"),
+    _c(
+        "judgeval_api_bytes_sent_total",
+        "Request body bytes sent to the Judgment API (after gzip), by endpoint.",
+        "endpoint",
+    ),
     _c("judgeval_evaluations_enqueued_total", "Evaluation runs accepted into the evaluation queue."),
     _c("judgeval_evaluations_delivered_total", "Evaluation runs accepted by the backend."),
     _c("judgeval_evaluations_dropped_total", "Evaluation runs lost, by reason.", "reason"),
@@ -225,6 +230,7 @@ def collect_values(source: MetricsSource) -> Values:
             errors[(endpoint, status)] = float(n)
     c["judgeval_api_errors_total"] = errors
     c["judgeval_api_retries_total"] = _seeded(ENDPOINTS, {k[0]: n for k, n in m.retries.items()})
+    c["judgeval_api_bytes_sent_total"] = _seeded(ENDPOINTS, {k: st.bytes_sent for k, st in list(m.endpoints.items())})
     c["judgeval_evaluations_enqueued_total"] = {(): float(e.created)}
     c["judgeval_evaluations_delivered_total"] = {(): float(e.delivered)}
     c["judgeval_evaluations_dropped_total"] = _seeded(DROP_REASONS, e.dropped)

@@ -17,6 +17,7 @@ import logging
 import random
 import threading
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -155,7 +156,8 @@ class AsyncTransport:
                 return SendResult(SendStatus.AUTH)
             # Cool-down over: this request is the one probe; others keep failing fast until it answers.
             self._probe_at[endpoint] = time.monotonic() + self._config.circuit_cooldown
-        request_headers = {"Content-Type": content_type}
+        # One key per logical send, reused by its retries, so a backend can drop a redelivery of the same batch.
+        request_headers = {"Content-Type": content_type, "Idempotency-Key": uuid.uuid4().hex}
         body = content
         if compress and len(content) >= _GZIP_MIN_BYTES:
             body = gzip_module.compress(content, compresslevel=6)
@@ -221,32 +223,36 @@ class AsyncTransport:
         state = self._metrics.endpoint(endpoint)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            self._metrics.api_errors.inc(endpoint, "timeout")
-            return None, None, b""
+            return None, None, b""  # no time left for a request: none is sent, none is counted
         state.in_flight += 1
+        state.bytes_sent += len(body)
         t0 = time.perf_counter()
         try:
             # The hard deadline covers what httpx's per-phase timeouts cannot: a server trickling its body.
             with anyio.fail_after(remaining):
                 response = await client.post(url, content=body, headers=headers)
                 resp_body = response.content
-        except (TimeoutError, httpx.TimeoutException):
-            self._metrics.api_errors.inc(endpoint, "timeout")
+        except (TimeoutError, httpx.TimeoutException) as exc:
+            self._record_error(endpoint, "timeout", type(exc).__name__)
             return None, None, b""
-        except httpx.TransportError as exc:
-            self._metrics.api_errors.inc(endpoint, "network")
-            logger.debug("judgeval_async %s request failed: %s", endpoint, type(exc).__name__)
-            return None, None, b""
-        except httpx.HTTPError:
-            self._metrics.api_errors.inc(endpoint, "network")
+        except httpx.HTTPError as exc:
+            self._record_error(endpoint, "network", type(exc).__name__)
             return None, None, b""
         finally:
             state.in_flight -= 1
             self._metrics.request_duration(endpoint).observe(time.perf_counter() - t0)
         status = response.status_code
         if not 200 <= status < 300:
-            self._metrics.api_errors.inc(endpoint, str(status))
+            self._record_error(endpoint, str(status), f"HTTP {status}")
         return status, response.headers.get("Retry-After"), resp_body
+
+    def _record_error(self, endpoint: str, label: str, detail: str) -> None:
+        # ``detail`` is an exception *type* name or a status: never a message, which could carry a URL or header.
+        self._metrics.api_errors.inc(endpoint, label)
+        state = self._metrics.endpoint(endpoint)
+        state.last_error = detail
+        state.last_error_unix = time.time()
+        logger.debug("judgeval_async %s request failed: %s", endpoint, detail)
 
     def _open_circuit(self, endpoint: str, status: int | None) -> None:
         state = self._metrics.endpoint(endpoint)

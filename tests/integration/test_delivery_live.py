@@ -28,6 +28,13 @@ def test_503_503_200_is_delivered_once(local_server: LocalJudgmentServer, make_t
     assert health["evaluations_delivered"] == 1
     assert health["endpoints"]["evals"]["retries"] == 2
     assert health["api_errors_by_endpoint"]["evals"] == {"503": 2}
+    assert health["endpoints"]["evals"]["last_error"] == "HTTP 503"
+    assert health["endpoints"]["evals"]["bytes_sent"] > 0
+    # The three attempts are one logical send: they carry the same idempotency key.
+    seen = local_server.headers_seen("evals")
+    assert len(seen) == 3
+    keys = {h.get("idempotency-key") for h in seen}
+    assert len(keys) == 1 and None not in keys
 
 
 def test_429_retry_after_is_honoured(local_server: LocalJudgmentServer, make_tracer: Callable[..., Tracer]) -> None:
