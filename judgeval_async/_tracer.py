@@ -226,27 +226,34 @@ class Tracer:
         return span
 
     def set_attribute(self, key: str, value: Any) -> None:
-        """Set an attribute on the current span (non-primitive values are serialized, bounded)."""
+        """Set an attribute on the current span. Primitives are kept as they are (a long string is cut); anything
+        else is stored as bounded JSON."""
         try:
             span = self._current_span("set_attribute")
             if span is None:
                 return
-            if isinstance(value, _PRIMITIVES):
-                if isinstance(value, str) and len(value) > self._limits.max_length:
-                    value = self.serialize(value)
-                span.set_attribute(key, value)
-            else:
-                span.set_attribute(key, self.serialize(value))
+            keep = isinstance(value, _PRIMITIVES) and not (
+                isinstance(value, str) and len(value) > self._limits.max_length
+            )
+            span.set_attribute(key, value if keep else self.serialize(value))
         except Exception:
             logger.debug("judgeval_async set_attribute failed", exc_info=True)
 
     def set_input(self, value: Any) -> None:
-        """Record the current span's input (bounded serialization)."""
-        self.set_attribute(ATTR_INPUT, value if not isinstance(value, _PRIMITIVES) else self.serialize(value))
+        """Record the current span's input, as bounded JSON like ``observe`` records arguments."""
+        self._set_json("set_input", ATTR_INPUT, value)
 
     def set_output(self, value: Any) -> None:
-        """Record the current span's output (bounded serialization)."""
-        self.set_attribute(ATTR_OUTPUT, value if not isinstance(value, _PRIMITIVES) else self.serialize(value))
+        """Record the current span's output, as bounded JSON like ``observe`` records return values."""
+        self._set_json("set_output", ATTR_OUTPUT, value)
+
+    def _set_json(self, call: str, key: str, value: Any) -> None:
+        try:
+            span = self._current_span(call)
+            if span is not None:
+                span.set_attribute(key, self.serialize(value))
+        except Exception:
+            logger.debug("judgeval_async %s failed", call, exc_info=True)
 
     def tag(self, tags: str | list[str] | tuple[str, ...]) -> None:
         """Tag the current trace. Returns immediately: tags are batched and sent from the SDK loop."""

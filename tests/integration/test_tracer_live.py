@@ -366,3 +366,20 @@ def test_internal_attributes_are_exported_with_their_span(
     (rec,) = local_server.spans.values()
     assert rec.attributes["judgment.update_id"] == 7 and "judgment.late" not in rec.attributes
     assert tracer.get_health_metrics()["metadata_entries"] == 0
+
+
+def test_set_attribute_input_and_output(local_server: LocalJudgmentServer, make_tracer: Callable[..., Tracer]) -> None:
+    """Primitives stay primitives, other values and inputs/outputs become bounded JSON, once (never re-encoded)."""
+    tracer = make_tracer(max_value_length=100)
+    with tracer.span("s"):
+        tracer.set_attribute("n", 3)
+        tracer.set_attribute("d", {"a": [1, 2]})
+        tracer.set_attribute("long", "y" * 500)
+        tracer.set_input({"q": "x" * 500})
+        tracer.set_output("done")
+    assert tracer.force_flush(timeout=10.0)
+    (rec,) = local_server.spans.values()
+    a = rec.attributes
+    assert a["n"] == 3 and a["d"] == '{"a":[1,2]}' and a["judgment.output"] == '"done"'
+    assert a["long"].startswith('"yyy') and "truncated" in a["long"] and len(a["long"]) < 200
+    assert a["judgment.input"].startswith('{"q":"xxx') and "truncated" in a["judgment.input"]
