@@ -376,7 +376,16 @@ class Tracer:
                 return await self._aflush_all(timeout)
             if self._runtime.stopped:
                 return False
+            if not self._runtime.running and not self._has_items():
+                return True
             self._runtime.ensure_started(wait=None)
+            # Wait for the loop thread's handshake without blocking the caller's event loop.
+            loop = asyncio.get_running_loop()
+            ready_by = loop.time() + timeout
+            while not self._runtime.running:
+                if self._runtime.stopped or loop.time() > ready_by:
+                    return False
+                await asyncio.sleep(0.005)
             fut = self._runtime.submit(self._aflush_all(timeout))
             return await asyncio.wait_for(asyncio.wrap_future(fut), timeout + 0.25)
         except (TimeoutError, asyncio.TimeoutError, RuntimeClosedError):

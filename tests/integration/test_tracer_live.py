@@ -383,3 +383,19 @@ def test_set_attribute_input_and_output(local_server: LocalJudgmentServer, make_
     assert a["n"] == 3 and a["d"] == '{"a":[1,2]}' and a["judgment.output"] == '"done"'
     assert a["long"].startswith('"yyy') and "truncated" in a["long"] and len(a["long"]) < 200
     assert a["judgment.input"].startswith('{"q":"xxx') and "truncated" in a["judgment.input"]
+
+
+def test_aflush_from_the_application_loop(local_server: LocalJudgmentServer, make_tracer: Callable[..., Tracer]) -> None:
+    """await tracer.aflush() delivers what the application's own event loop produced."""
+    tracer = make_tracer(schedule_delay=30.0)
+
+    @tracer.observe
+    async def handler(i: int) -> int:
+        return i
+
+    async def main() -> bool:
+        await asyncio.gather(*(handler(i) for i in range(50)))
+        return await tracer.aflush(timeout=10.0)
+
+    assert asyncio.run(main())
+    assert len(local_server.spans) == 50
