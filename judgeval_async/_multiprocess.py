@@ -125,13 +125,21 @@ CATALOGUE: tuple[MetricSpec, ...] = (
     _g("judgeval_metadata_entries", "Entries in the span metadata store."),
     _g("judgeval_spans_in_flight", "Spans taken by the SDK loop and not settled yet."),
     _g("judgeval_oldest_queued_age_seconds", "Age of the oldest item waiting in a queue.", "queue", merge="max"),
-    _g("judgeval_last_export_timestamp_seconds", "Unix time of the last span export attempt.", merge="max"),
+    _g(
+        "judgeval_last_export_timestamp_seconds",
+        "Unix time of the last successful span export (0 before the first).",
+        merge="max",
+    ),
     _g("judgeval_circuit_open", "1 while the auth circuit for an endpoint is open, else 0.", "endpoint", merge="max"),
     _g("judgeval_endpoint_paused", "1 while an endpoint is paused by a 429 Retry-After.", "endpoint", merge="max"),
     _g("judgeval_in_flight_requests", "Judgment API requests currently in flight, by endpoint.", "endpoint"),
     _g("judgeval_loop_lag_seconds", "How late the SDK loop runs a timer (max over processes).", merge="max"),
     _g("judgeval_info", "Always 1; the version label says which judgeval_async is running.", "version", merge="max"),
-    _h("judgeval_export_duration_seconds", "Time to export one batch of spans, retries included.", _EXPORT_BUCKETS),
+    _h(
+        "judgeval_export_duration_seconds",
+        "Time to export one batch of spans the backend accepted, retries included.",
+        _EXPORT_BUCKETS,
+    ),
     _h("judgeval_observe_overhead_seconds", "Time @observe adds to the caller's thread (sampled).", _OVERHEAD_BUCKETS),
     _h(
         "judgeval_api_request_duration_seconds",

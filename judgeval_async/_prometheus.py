@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import logging
 import os
+import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -129,10 +130,21 @@ class MetricsServer:
                 return
             self._closed = True
         if self._thread.is_alive():
-            # Returns once serve_forever notices, within its 0.5 s poll interval.
-            self._httpd.shutdown()
+            # socketserver's shutdown() sets this flag and then waits, unbounded, for serve_forever to notice it at
+            # its next 0.5 s poll. We set the flag, wake the poll at once with a throw-away connection, and wait
+            # only as long as our caller's deadline allows.
+            self._httpd._BaseServer__shutdown_request = True  # type: ignore[attr-defined]
+            self._wake()
+            self._thread.join(timeout)
         self._httpd.server_close()
-        self._thread.join(timeout)
+
+    def _wake(self) -> None:
+        host = "127.0.0.1" if self.addr in ("", "0.0.0.0") else ("::1" if self.addr == "::" else self.addr)
+        try:
+            with socket.create_connection((host, self.port), timeout=0.2):
+                pass
+        except OSError:
+            pass  # the poll ends within 0.5 s anyway
 
     def __enter__(self) -> MetricsServer:
         return self

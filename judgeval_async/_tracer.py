@@ -10,6 +10,7 @@ import asyncio
 import datetime as _dt
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
@@ -410,6 +411,7 @@ class Tracer:
         Returns True if everything was delivered or accounted for before the deadline. Idempotent.
         """
         self._runtime.check_not_loop_thread("shutdown")
+        deadline = time.monotonic() + timeout
         try:
             drained = self._runtime.stop(timeout)
         except LoopThreadError:
@@ -420,7 +422,7 @@ class Tracer:
         server, self._metrics_server = self._metrics_server, None
         if server is not None:
             try:
-                server.close()
+                server.close(timeout=max(0.05, deadline - time.monotonic()))
             except Exception:  # pragma: no cover
                 logger.debug("metrics server close failed", exc_info=True)
         return drained

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -232,3 +233,18 @@ async def test_asgi_mount_serves_metrics(make_tracer):
         response = await client.get("/metrics")
     assert response.status_code == 200
     assert value(families(response.text), "judgeval_spans_created_total") == 0
+
+
+def test_shutdown_closes_the_metrics_server_within_its_deadline(make_tracer):
+    """tracer.shutdown() stops /metrics too, within the shutdown's own deadline (no 0.5 s poll wait)."""
+
+    tracer = make_tracer()
+    server = tracer.start_metrics_server(port=0)
+    assert httpx.get(server.url, timeout=5.0).status_code == 200
+    started = time.monotonic()
+    tracer.shutdown(timeout=2.0)
+    assert time.monotonic() - started < 2.5
+    assert server.closed
+    with socket.socket() as s, pytest.raises(OSError):
+        s.settimeout(2.0)
+        s.connect(("127.0.0.1", server.port))

@@ -385,7 +385,9 @@ def test_set_attribute_input_and_output(local_server: LocalJudgmentServer, make_
     assert a["judgment.input"].startswith('{"q":"xxx') and "truncated" in a["judgment.input"]
 
 
-def test_aflush_from_the_application_loop(local_server: LocalJudgmentServer, make_tracer: Callable[..., Tracer]) -> None:
+def test_aflush_from_the_application_loop(
+    local_server: LocalJudgmentServer, make_tracer: Callable[..., Tracer]
+) -> None:
     """await tracer.aflush() delivers what the application's own event loop produced."""
     tracer = make_tracer(schedule_delay=30.0)
 
