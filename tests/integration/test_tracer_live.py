@@ -401,3 +401,30 @@ def test_aflush_from_the_application_loop(
 
     assert asyncio.run(main())
     assert len(local_server.spans) == 50
+
+
+def test_global_provider_when_asked(local_server: LocalJudgmentServer) -> None:
+    """set_global=True installs our provider globally: plain OpenTelemetry code is then exported by us.
+
+    Runs in a subprocess: OpenTelemetry lets a process set its global provider only once.
+    """
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(
+        f"""
+        from opentelemetry import trace
+        from judgeval_async import Tracer
+        t = Tracer(project_name="p", api_key="{local_server.api_key}", organization_id="{local_server.org_id}",
+                   api_url="{local_server.url}", set_global=True)
+        assert trace.get_tracer_provider() is t.provider
+        with trace.get_tracer("plain-otel").start_as_current_span("via-global"):
+            pass
+        assert t.force_flush(timeout=10.0)
+        t.shutdown(timeout=2.0)
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert [r.name for r in local_server.spans.values()] == ["via-global"]
