@@ -1,0 +1,67 @@
+"""Memory stays bounded while the backend is down: queues, the tag buffer and span metadata all have limits."""
+
+from __future__ import annotations
+
+import gc
+import tracemalloc
+from collections.abc import Callable
+
+import pytest
+
+from judgeval_async import Tracer
+from judgeval_async.testing import LocalJudgmentServer
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_memory_is_bounded_during_an_outage(
+    local_server: LocalJudgmentServer, make_tracer: Callable[..., Tracer]
+) -> None:
+    """30 000 traced requests against a refusing backend hold memory for the bounded queues only, not for all."""
+    local_server.set_fault(None, kind="refuse")
+    tracer = make_tracer(
+        project_id="p",
+        max_queue_size=1024,
+        max_export_batch_size=256,
+        eval_queue_size=200,
+        tag_buffer_max_traces=500,
+        metadata_max_entries=1000,
+        retry_testing=False,
+        retry_wait_initial=0.5,
+        retry_wait_max=1.0,
+        retry_attempts=1000,
+        export_timeout=600.0,
+    )
+    payload = "x" * 2000  # ~2 KB per span input, so an unbounded pipeline would need ~60 MB+ for 30 000 spans
+
+    @tracer.observe
+    def handle(i: int, body: str) -> int:
+        tracer.tag([f"t{i}"])
+        tracer.async_evaluate("faithfulness", {"input": body})
+        return i
+
+    def run(n: int) -> None:
+        for i in range(n):
+            with tracer.span("hung") as span:
+                tracer.processor.set_internal_attribute(span, "judgment.i", i)
+                handle(i, payload)
+
+    run(2000)  # warm-up: the loop thread, the client and the caches exist before we measure
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        run(30_000)
+        gc.collect()
+        after, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    health = tracer.get_health_metrics()
+    grown_mb = (after - before) / 1e6
+    # Bounded: two span queues' worth (queued + one batch per send slot) plus buffers; unbounded would be 60 MB+.
+    assert grown_mb < 25, f"memory grew by {grown_mb:.1f} MB (peak {peak / 1e6:.1f} MB)"
+    assert health["spans_dropped_by_reason"].get("queue_full", 0) > 0
+    assert health["evaluations_dropped_by_reason"].get("queue_full", 0) > 0
+    assert health["metadata_entries"] <= 1000
+    assert health["ledger_balanced"]
+    tracer.shutdown(timeout=1.0)
