@@ -82,11 +82,13 @@ class Handoff(Generic[T]):
             led.created += 1
             if self._closed:
                 led.dropped["shutdown"] += 1
+                led.refused += 1
                 return False
             items = self._items
             if len(items) >= self._capacity:
                 led.dropped["queue_full"] += 1
                 if not self._drop_oldest:
+                    led.refused += 1
                     return False
                 evicted = items.popleft()
                 self._times.popleft()

@@ -81,6 +81,7 @@ class SignalLedger:
         "lock",
         "name",
         "oldest",
+        "refused",
     )
 
     def __init__(self, name: str, capacity: int = 0) -> None:
@@ -91,6 +92,7 @@ class SignalLedger:
         self.delivered = 0
         self.in_flight = 0
         self.abandoned = False  # set at the shutdown deadline: in-flight items were counted, later settles ignored
+        self.refused = 0  # created and dropped in the same offer (queue full under drop_newest, or closed)
         self.dropped: dict[str, int] = dict.fromkeys(DROP_REASONS, 0)
         # Set by the handoff: a callable giving (queued count, monotonic time of the oldest queued item or None).
         self.oldest: QueueView | None = None
@@ -125,6 +127,14 @@ class SignalLedger:
         with self.lock:
             self.created += n
             self.dropped[reason] += n
+            self.refused += n
+
+    def accepted_and_settled(self) -> tuple[int, int]:
+        """(items that entered the queue, how many of those are settled). ``flush`` compares the two; items
+        refused at the door are left out of both, so a refusal after a flush began cannot end it early."""
+        with self.lock:
+            settled = self.delivered + sum(self.dropped.values()) - self.refused
+            return self.created - self.refused, settled
 
     def snapshot(self) -> LedgerSnapshot:
         with self.lock:

@@ -86,6 +86,7 @@ class QueueService(Generic[T]):
         led.created = inherited
         led.delivered = 0
         led.in_flight = 0
+        led.refused = 0
         led.abandoned = False
         led.dropped = dict.fromkeys(led.dropped, 0)
         led.dropped["fork_discard"] = inherited
@@ -98,16 +99,13 @@ class QueueService(Generic[T]):
     # ------------------------------------------------------------------ flush
     async def flush(self, timeout: float | None = None) -> bool:
         """Deliver (or drop, with a reason) everything created before this call. Runs on the loop."""
-        with self.ledger.lock:
-            target = self.ledger.created
+        target, _ = self.ledger.accepted_and_settled()
         self.handoff.request_flush()
         self._on_flush_requested()
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         while True:
-            with self.ledger.lock:
-                led = self.ledger
-                settled = led.delivered + sum(led.dropped.values())
+            _, settled = self.ledger.accepted_and_settled()
             if settled >= target:
                 return True
             progress = self._progress

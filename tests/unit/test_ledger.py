@@ -251,3 +251,18 @@ def test_abandoned_in_flight_items_are_counted_once() -> None:
     snap = ledger.snapshot()
     assert snap.balanced
     assert (snap.delivered, snap.dropped) == (0, {"shutdown_deadline": 5})
+
+
+def test_refusals_after_a_flush_began_do_not_end_it_early() -> None:
+    """An item refused at a full queue after a flush started is not mistaken for an earlier item settling."""
+    ledger = SignalLedger("spans")
+    h: Handoff[int] = Handoff(ledger, capacity=1)  # drop_newest
+    h.offer(1)
+    h.take_nowait(1)  # item 1 in flight
+    target, settled = ledger.accepted_and_settled()
+    assert (target, settled) == (1, 0)
+    h.offer(2)  # enters the queue (capacity 1)
+    h.offer(3)  # refused: queue full
+    assert ledger.accepted_and_settled()[1] == 0  # item 1 is still in flight: the flush must keep waiting
+    ledger.settle_delivered(1)
+    assert ledger.accepted_and_settled()[1] >= target
