@@ -188,7 +188,9 @@ def make_subject(variant: str, srv: ServerProcess) -> Subject:
         with otel_tracer.start_as_current_span(name):
             return work(x)
 
-    return Subject(otel_work, flush=lambda: provider.force_flush(int(FLUSH_TIMEOUT_S * 1000)), shutdown=provider.shutdown)
+    return Subject(
+        otel_work, flush=lambda: provider.force_flush(int(FLUSH_TIMEOUT_S * 1000)), shutdown=provider.shutdown
+    )
 
 
 def bounded(call: Callable[[], object], timeout: float) -> tuple[bool, float]:
