@@ -67,8 +67,17 @@ def _any_value(value: Any) -> bytes:
     raise TypeError(f"attribute value of unsupported type {type(value).__name__}")
 
 
+_KEYS: dict[str, bytes] = {}  # attribute keys repeat endlessly ("judgment.input", ...): encode each once
+_KEYS_MAX = 4096
+
+
 def _key_value(key: str, value: Any) -> bytes:
-    return _ld(b"\x0a", key.encode("utf-8")) + _ld(b"\x12", _any_value(value))
+    enc = _KEYS.get(key)
+    if enc is None:
+        enc = _ld(b"\x0a", key.encode("utf-8"))
+        if len(_KEYS) < _KEYS_MAX:
+            _KEYS[key] = enc
+    return enc + _ld(b"\x12", _any_value(value))
 
 
 def _attributes(tag: bytes, attributes: Mapping[str, Any] | None) -> bytes:
@@ -149,21 +158,25 @@ class ScopeCache:
     """
 
     def __init__(self) -> None:
-        self._resources: dict[Any, tuple[bytes, bytes]] = {}
-        self._scopes: dict[Any, tuple[bytes, bytes]] = {}
+        # Keyed by identity, holding the object so its id cannot be reused: hashing a Resource or a scope
+        # serializes its attributes to JSON, which would cost more than encoding the span.
+        self._resources: dict[int, tuple[Any, tuple[bytes, bytes]]] = {}
+        self._scopes: dict[int, tuple[Any, tuple[bytes, bytes]]] = {}
 
     def resource(self, resource: Any) -> tuple[bytes, bytes]:
-        enc = self._resources.get(resource)
+        hit = self._resources.get(id(resource))
+        enc = hit[1] if hit is not None and hit[0] is resource else None
         if enc is None:
             attrs = _attributes(b"\x0a", resource.attributes) if resource is not None else b""
             url = resource.schema_url if resource is not None else ""
             enc = (_ld(b"\x0a", attrs), _ld(b"\x1a", url.encode("utf-8")) if url else b"")
             if len(self._resources) < 64:
-                self._resources[resource] = enc
+                self._resources[id(resource)] = (resource, enc)
         return enc
 
     def scope(self, scope: Any) -> tuple[bytes, bytes]:
-        enc = self._scopes.get(scope)
+        hit = self._scopes.get(id(scope))
+        enc = hit[1] if hit is not None and hit[0] is scope else None
         if enc is None:
             body = b""
             url = ""
@@ -176,20 +189,24 @@ class ScopeCache:
                 url = scope.schema_url or ""
             enc = (_ld(b"\x0a", body), _ld(b"\x1a", url.encode("utf-8")) if url else b"")
             if len(self._scopes) < 256:
-                self._scopes[scope] = enc
+                self._scopes[id(scope)] = (scope, enc)
         return enc
 
 
 def encode_request(spans: Sequence[ReadableSpan], encoded: Sequence[bytes], cache: ScopeCache) -> bytes:
     """An ``ExportTraceServiceRequest`` of already-encoded spans, grouped by resource, then scope (like OTel)."""
-    groups: dict[Any, dict[Any, list[bytes]]] = {}
+    # Grouped by identity, not equality (see ScopeCache): spans of one provider share these objects. Two equal
+    # but distinct objects make two groups, which is still a valid request.
+    groups: dict[int, tuple[Any, dict[int, tuple[Any, list[bytes]]]]] = {}
     for span, body in zip(spans, encoded, strict=True):
-        groups.setdefault(span.resource, {}).setdefault(span.instrumentation_scope, []).append(body)
+        resource, scope = span.resource, span.instrumentation_scope
+        by_scope = groups.setdefault(id(resource), (resource, {}))[1]
+        by_scope.setdefault(id(scope), (scope, []))[1].append(body)
     out = []
-    for resource, scopes in groups.items():
+    for resource, scopes in groups.values():
         res_head, res_url = cache.resource(resource)
         scope_parts = []
-        for scope, bodies in scopes.items():
+        for scope, bodies in scopes.values():
             head, url = cache.scope(scope)
             spans_enc = b"".join([_ld(b"\x12", b) for b in bodies])
             scope_parts.append(_ld(b"\x12", head + spans_enc + url))
