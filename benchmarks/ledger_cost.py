@@ -13,22 +13,18 @@ prints a Markdown table.
 
 from __future__ import annotations
 
-import json
-import platform
 import statistics
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
+from _common import machine_info, markdown_table, parse_args, write_results
 
 from judgeval_async import Tracer
 
 CALLS_PER_ROUND = 15_000
 ROUNDS = 8
 WARMUP_CALLS = 2_000
-RESULTS = Path(__file__).resolve().parent / "results" / "ledger_cost.json"
 
 
 def backend(request: httpx.Request) -> httpx.Response:
@@ -37,7 +33,7 @@ def backend(request: httpx.Request) -> httpx.Response:
     return httpx.Response(200, json={})
 
 
-def make_tracer(metrics_enabled: bool) -> Tracer:
+def make_tracer(metrics_enabled: bool, calls: int) -> Tracer:
     return Tracer(
         "ledger-cost",
         api_key="bench",
@@ -45,7 +41,7 @@ def make_tracer(metrics_enabled: bool) -> Tracer:
         api_url="http://judgment.test",
         http_transport=httpx.MockTransport(backend),
         metrics_enabled=metrics_enabled,
-        max_queue_size=4 * CALLS_PER_ROUND,
+        max_queue_size=4 * calls,
         schedule_delay=0.05,
     )
 
@@ -65,19 +61,21 @@ def one_round(tracer: Tracer, calls: int) -> float:
     return calls / elapsed
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args("spans/s through observe with health metrics on vs off", argv)
+    rounds, calls, warmup = (2, 2_000, 200) if args.quick else (ROUNDS, CALLS_PER_ROUND, WARMUP_CALLS)
     rates: dict[str, list[float]] = {"on": [], "off": []}
     health: dict[str, dict[str, Any]] = {}
-    for r in range(ROUNDS):
+    for r in range(rounds):
         # Fresh tracers each round, created and timed in alternating order: a long-lived tracer (or simply the
         # first one created) turned out slower in an A/A run, which would bias a comparison of two fixed tracers.
         order = ("on", "off") if r % 2 == 0 else ("off", "on")
-        tracers = {mode: make_tracer(mode == "on") for mode in order}
+        tracers = {mode: make_tracer(mode == "on", calls) for mode in order}
         try:
             for t in tracers.values():
-                one_round(t, WARMUP_CALLS)
+                one_round(t, warmup)
             for mode in order:
-                rates[mode].append(one_round(tracers[mode], CALLS_PER_ROUND))
+                rates[mode].append(one_round(tracers[mode], calls))
             health = {mode: t.get_health_metrics() for mode, t in tracers.items()}
         finally:
             for t in tracers.values():
@@ -87,25 +85,27 @@ def main() -> int:
     ratio = median["on"] / median["off"]
     result = {
         "benchmark": "ledger_cost",
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "calls_per_round": CALLS_PER_ROUND,
-        "rounds": ROUNDS,
+        "machine": machine_info(),
+        "quick": args.quick,
+        "calls_per_round": calls,
+        "rounds": rounds,
         "spans_per_second": {mode: {"median": median[mode], "rounds": rates[mode]} for mode in rates},
         "ratio_on_over_off": ratio,
         "spans_dropped": {mode: h["spans_dropped"] for mode, h in health.items()},
         "ledger_balanced": {mode: h["ledger_balanced"] for mode, h in health.items()},
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-
-    print("| metrics_enabled | median spans/s | min | max |")
-    print("|---|---:|---:|---:|")
-    for mode, label in (("on", "True"), ("off", "False")):
-        v = rates[mode]
-        print(f"| {label} | {median[mode]:,.0f} | {min(v):,.0f} | {max(v):,.0f} |")
-    print(f"\nratio on/off: **{ratio:.3f}** ({(1 - ratio) * 100:+.1f}% cost)  ·  drops: {result['spans_dropped']}")
-    print(f"wrote {RESULTS}")
+    rows = [
+        [label, f"{median[mode]:,.0f}", f"{min(rates[mode]):,.0f}", f"{max(rates[mode]):,.0f}"]
+        for mode, label in (("on", "True"), ("off", "False"))
+    ]
+    markdown = (
+        "# ledger_cost\n\n"
+        + markdown_table(["metrics_enabled", "median spans/s", "min", "max"], rows)
+        + f"\n\nratio on/off: **{ratio:.3f}** ({(1 - ratio) * 100:+.1f}% cost) · drops: {result['spans_dropped']}\n"
+    )
+    print(markdown)
+    json_path, _ = write_results("ledger_cost", result, markdown, args.results_dir)
+    print(f"wrote {json_path}")
     return 0
 
 
