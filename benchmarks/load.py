@@ -22,7 +22,8 @@ process's GIL):
   ledger (``spans_created/exported/dropped_by_reason``, ``ledger_balanced``).
 
 Rounds are (backend state, producer threads); within a round the four variants run back to back in a rotating
-order. Targets: loss 0 % with a healthy backend (ours), our loss ≤ stock OTel's, host p99 / baseline ≤ 1.5 (ours).
+order. Targets: loss 0 % with a healthy backend at ≥ 95 % of the rate (ours), our loss ≤ stock OTel's, host p99 /
+baseline ≤ 1.5 (ours).
 The machine has 2 cores shared by the producers, the service, the SDK's background thread and the server process:
 results are noisy, and single runs are one sample each.
 
@@ -59,6 +60,7 @@ MAX_BURST = 100  # spans per burst at most (catching up), so the end of the run 
 SERVICE_PERIOD_S = 0.002  # one synthetic host request every 2 ms
 SERVICE_WORK_US = 50.0  # CPU per request
 P99_RATIO_BUDGET = 1.5
+MIN_RATE_FRACTION = 0.95  # the loss target needs the producers to have made at least this share of TOTAL_RATE
 FLUSH_TIMEOUT_S = 30.0
 SHUTDOWN_TIMEOUT_S = 10.0
 VARIANTS = ("baseline", "observe", "observe (no I/O)", "otel")
@@ -122,14 +124,18 @@ def run_service(t0: float, duration: float, work_n: int, out: list[float]) -> No
 
 
 # ---------------------------------------------------------------------------------------------------- producers
-def producer(fn: Callable[[int], Any], rate: float, t0: float, end: float, counts: list[int], idx: int) -> None:
-    """Emit ``rate`` spans/s from ``t0`` to ``end`` in bursts every tick; ``counts[idx]`` = spans emitted."""
+def producer(
+    fn: Callable[[int], Any], rate: float, t0: float, end: float, counts: list[int], cpu: list[float], idx: int
+) -> None:
+    """Emit ``rate`` spans/s from ``t0`` to ``end`` in bursts every tick; ``counts[idx]`` = spans emitted,
+    ``cpu[idx]`` = this thread's CPU seconds while producing."""
     clock = time.perf_counter
     sleep = time.sleep
     n = 0
     delay = t0 - clock()
     if delay > 0:
         sleep(delay)
+    cpu0 = time.thread_time()
     while True:
         now = clock()
         if now >= end:
@@ -144,6 +150,7 @@ def producer(fn: Callable[[int], Any], rate: float, t0: float, end: float, count
         now = clock()
         sleep(TICK_S - ((now - t0) % TICK_S))
     counts[idx] = n
+    cpu[idx] = time.thread_time() - cpu0
 
 
 # ---------------------------------------------------------------------------------------------------- subjects
@@ -253,12 +260,13 @@ def one_run(
     gcw.take()
 
     counts = [0] * threads
+    caller_cpu = [0.0] * threads
     t0 = time.perf_counter() + 0.05
     end = t0 + duration
     workers = [
         threading.Thread(
             target=producer,
-            args=(subject.fn, TOTAL_RATE / threads, t0 + i * TICK_S / threads, end, counts, i),
+            args=(subject.fn, TOTAL_RATE / threads, t0 + i * TICK_S / threads, end, counts, caller_cpu, i),
             name=f"bench-producer-{i}",
             daemon=True,
         )
@@ -280,6 +288,7 @@ def one_run(
     flushed = bool(subject.flush())
     flush_s = time.perf_counter() - f0
     received = produced if variant == "baseline" else settled_span_count(srv, produced)
+    server_requests = srv.stats()["requests"]
     after = subject.health() if subject.health else None
     shut_ok, shut_s = bounded(subject.shutdown, SHUTDOWN_TIMEOUT_S)
 
@@ -295,11 +304,13 @@ def one_run(
         "host_latency_us": summarize(latencies, 1e6),
         "host_requests_expected": round(duration / SERVICE_PERIOD_S),
         "process_cpu_cores": cpu / wall,
+        "caller_cpu_us_per_span": sum(caller_cpu) / produced * 1e6 if produced else float("nan"),
         "gc": gc_info,
         "flush_ok": flushed,
         "flush_s": flush_s,
         "shutdown_finished": shut_ok,
         "shutdown_s": shut_s,
+        "server_requests": server_requests,
     }
     if before is not None and after is not None:
         run["spans_created"] = after["spans_created"] - before["spans_created"]
@@ -311,6 +322,8 @@ def one_run(
             if v - before["spans_dropped_by_reason"].get(k, 0)
         }
         run["ledger_balanced"] = after.get("ledger_balanced")
+        run["retries"] = after["retries"] - before["retries"]
+        run["api_errors"] = after["api_errors"] - before["api_errors"]
         run["loop_lag_max_s"] = after.get("loop_lag_max_seconds")
     return run
 
@@ -366,6 +379,7 @@ def report(
         for threads in THREADS:
             base_p99 = by_key[state, threads, "baseline"]["host_latency_us"]["p99"]
             otel_loss = by_key[state, threads, "otel"]["loss"]
+            otel_p99 = by_key[state, threads, "otel"]["host_latency_us"]["p99"]
             for variant in VARIANTS:
                 run = by_key[state, threads, variant]
                 h = run["host_latency_us"]
@@ -377,6 +391,8 @@ def report(
                     "host_p99_us": h["p99"],
                     "host_max_us": h["max"],
                     "host_p99_ratio": p99_ratio,
+                    "host_p99_vs_otel": ratio(h["p99"], otel_p99),
+                    "caller_cpu_us_per_span": run["caller_cpu_us_per_span"],
                     "loss_vs_otel": run["loss"] - otel_loss,
                 }
                 reasons = ", ".join(f"{k}: {n:,}" for k, n in run.get("dropped_by_reason", {}).items())
@@ -394,9 +410,10 @@ def report(
                         h["p99"],
                         h["max"],
                         p99_ratio,
+                        float("nan") if variant == "baseline" else ratio(h["p99"], otel_p99),
+                        run["caller_cpu_us_per_span"],
                         run["process_cpu_cores"],
                         run["gc"]["max_ms"],
-                        "-" if variant == "baseline" else run["flush_s"],
                     ]
                 )
     table = markdown_table(
@@ -413,9 +430,10 @@ def report(
             "host p99 µs",
             "host max µs",
             "p99 / baseline",
+            "p99 / otel",
+            "caller CPU µs/span",
             "CPU cores",
             "max GC ms",
-            "flush s",
         ],
         rows,
         digits=1,
@@ -425,12 +443,14 @@ def report(
     trows = []
     for variant in OURS:
         losses = {th: by_key["healthy", th, variant]["loss"] for th in THREADS}
-        ok = all(v == 0 for v in losses.values())
-        targets[f"healthy_loss_zero|{variant}"] = {"loss": losses, "pass": ok}
+        rates = {th: by_key["healthy", th, variant]["achieved_rate"] for th in THREADS}
+        # Losing nothing only counts if the producers actually reached the rate.
+        ok = all(v == 0 for v in losses.values()) and all(r >= MIN_RATE_FRACTION * TOTAL_RATE for r in rates.values())
+        targets[f"healthy_loss_zero|{variant}"] = {"loss": losses, "achieved_rate": rates, "pass": ok}
         trows.append(
             [
-                f"loss 0 % at 10 k/s, healthy backend ({variant})",
-                ", ".join(f"{th}t {v * 100:.1f} %" for th, v in losses.items()),
+                f"loss 0 % at 10 k/s (≥ {MIN_RATE_FRACTION * TOTAL_RATE:,.0f}/s made), healthy backend ({variant})",
+                ", ".join(f"{th}t {losses[th] * 100:.1f} % at {rates[th]:,.0f}/s" for th in THREADS),
                 verdict(ok),
             ]
         )
@@ -458,7 +478,8 @@ def report(
             )
     ledger = [
         f"{r['state']} {r['threads']}t {r['variant']}: created {r['spans_created']:,}, exported"
-        f" {r['spans_exported']:,}, dropped {r['spans_dropped']:,}, balanced {r['ledger_balanced']}"
+        f" {r['spans_exported']:,}, dropped {r['spans_dropped']:,}, balanced {r['ledger_balanced']},"
+        f" retries {r['retries']}, API errors {r['api_errors']}"
         for r in runs
         if r["variant"] in OURS
     ]
@@ -470,10 +491,11 @@ def report(
         + "\n\nOne run per cell"
         f" ({params['duration_s']:.0f} s of paced production; a host request every {SERVICE_PERIOD_S * 1e3:.0f} ms,"
         f" {params['service_work_us']:.0f} µs of CPU each). Host latency = done - scheduled, open loop."
-        " p99 / baseline compares with the untraced run of the same round. CPU cores = this process's CPU time /"
-        " wall time during production (the server is another process). **Noisy:** 2 shared cores carry the"
-        " producers, the host loop, the SDK's background thread and the server process; compare cells of the same"
-        " round, and treat single tails (max) as GC or scheduler events.\n\n"
+        " p99 / baseline compares with the untraced run of the same round. Caller CPU = the producer threads'"
+        " CPU time per span made; CPU cores = this process's CPU time / wall time while producing (1.0 = the GIL is"
+        " saturated; the server is another process). max GC ms = the longest collection (CPU) during the run."
+        " **Noisy:** 2 shared cores carry the producers, the host loop, the SDK's background thread and the server"
+        " process; compare cells of the same round, and treat single tails (max) as GC or scheduler events.\n\n"
         "Our health ledger per run (after the flush):\n\n"
         + "\n".join(f"- {line}" for line in ledger)
         + f"\n\n{elapsed:.1f} s in total.\n"

@@ -50,3 +50,19 @@ def test_overhead_benchmark_quick_run_writes_results(tmp_path):
     assert {"observe", "observe (no I/O)", "otel"} <= doc["load_summary"].keys()
     assert {"healthy", "slow (10 s latency)", "down (black-hole)", "down (refusing)"} <= doc["caller_latency_us"].keys()
     assert {"sync_observe_p95_under_1ms", "tag_p99_under_50us_all_states"} <= doc["targets"].keys()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(SCRIPT_TIMEOUT + 30)
+def test_load_benchmark_quick_run_writes_results(tmp_path):
+    """benchmarks/load.py --quick exits 0 and writes JSON with every variant, backend state and producer count."""
+    doc = run_quick("load", tmp_path)
+    assert {"params", "runs", "summary", "targets"} <= doc.keys()
+    assert doc["quick"] is True
+    for variant in ("baseline", "observe", "observe (no I/O)", "otel"):
+        for state in ("healthy", "slow (200 ms)"):
+            for threads in (1, 4):
+                row = doc["summary"][f"{variant}|{state}|{threads}"]
+                assert {"achieved_rate", "loss", "host_p50_us", "host_p99_us", "host_p99_ratio"} <= row.keys()
+    assert {"healthy_loss_zero|observe", "loss_le_otel|observe|healthy"} <= doc["targets"].keys()
+    assert "host_p99_ratio_le_1.5|observe|healthy" in doc["targets"]
