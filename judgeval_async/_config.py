@@ -55,7 +55,7 @@ class Config:
     schedule_delay: float = 5.0
     export_timeout: float = 30.0
     span_overflow: OverflowPolicy = "drop_newest"
-    max_concurrent_exports: int = 4
+    max_concurrent_exports: int = 8
     gzip: bool = True
     project_resolve_wait: float = 30.0
     # --- evaluations (seed Problem 1)

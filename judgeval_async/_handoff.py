@@ -163,6 +163,10 @@ class Handoff(Generic[T]):
         with self._lock:
             return self._take_locked(max_items)
 
+    def wake_consumer(self) -> None:
+        """Wake a parked consumer now, e.g. because a send slot came free. Call on the loop thread."""
+        self._wake()
+
     def discard_all(self, reason: str) -> int:
         """Drop every queued item, counted under ``reason``. Any thread. Returns how many were dropped."""
         with self._lock:

@@ -81,6 +81,7 @@ class SignalLedger:
         "lock",
         "name",
         "oldest",
+        "parked",
         "refused",
     )
 
@@ -93,6 +94,9 @@ class SignalLedger:
         self.in_flight = 0
         self.abandoned = False  # set at the shutdown deadline: in-flight items were counted, later settles ignored
         self.refused = 0  # created and dropped in the same offer (queue full under drop_newest, or closed)
+        # Taken off the handoff by the loop but waiting again (spans encoded to bytes, waiting for a send slot):
+        # reported as queued, because that is what they are from the user's point of view.
+        self.parked = 0
         self.dropped: dict[str, int] = dict.fromkeys(DROP_REASONS, 0)
         # Set by the handoff: a callable giving (queued count, monotonic time of the oldest queued item or None).
         self.oldest: QueueView | None = None
@@ -112,12 +116,31 @@ class SignalLedger:
                     self.in_flight -= n
                     self.dropped[reason] += n
 
-    def abandon_in_flight(self, reason: str) -> int:
-        """Count every in-flight item as dropped for ``reason`` and ignore later settles of them (a send that was
-        cut off at shutdown may still finish on the loop; it must not be counted twice). Any thread."""
+    def park(self, n: int) -> None:
+        """In-flight items go back to waiting (queued) on the loop's side."""
         with self.lock:
-            n = self.in_flight
+            self.in_flight -= n
+            self.parked += n
+
+    def unpark(self, n: int) -> None:
+        """Parked items are being sent."""
+        with self.lock:
+            self.parked -= n
+            self.in_flight += n
+
+    def drop_parked(self, reason: str, n: int) -> None:
+        if n:
+            with self.lock:
+                self.parked -= n
+                self.dropped[reason] += n
+
+    def abandon_in_flight(self, reason: str) -> int:
+        """Count every in-flight (and parked) item as dropped for ``reason`` and ignore later settles of them (a send
+        that was cut off at shutdown may still finish on the loop; it must not be counted twice). Any thread."""
+        with self.lock:
+            n = self.in_flight + self.parked
             self.in_flight = 0
+            self.parked = 0
             self.dropped[reason] += n
             self.abandoned = True
             return n
@@ -139,6 +162,7 @@ class SignalLedger:
     def snapshot(self) -> LedgerSnapshot:
         with self.lock:
             queued, oldest = self.oldest() if self.oldest is not None else (0, None)
+            queued += self.parked
             return LedgerSnapshot(
                 created=self.created,
                 delivered=self.delivered,

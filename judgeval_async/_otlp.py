@@ -19,7 +19,7 @@ from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
 
-__all__ = ["ScopeCache", "encode_request", "encode_spans_each"]
+__all__ = ["ScopeCache", "encode_grouped", "encode_request", "encode_spans_each"]
 
 _pack_q = struct.Struct("<Q").pack
 _pack_d = struct.Struct("<d").pack
@@ -210,5 +210,19 @@ def encode_request(spans: Sequence[ReadableSpan], encoded: Sequence[bytes], cach
             head, url = cache.scope(scope)
             spans_enc = b"".join([_ld(b"\x12", b) for b in bodies])
             scope_parts.append(_ld(b"\x12", head + spans_enc + url))
+        out.append(_ld(b"\x0a", res_head + b"".join(scope_parts) + res_url))
+    return b"".join(out)
+
+
+def encode_grouped(groups: Sequence[tuple[Any, Any, Sequence[bytes]]], cache: ScopeCache) -> bytes:
+    """An ``ExportTraceServiceRequest`` from (resource, scope, encoded spans) groups, in the order given."""
+    by_resource: dict[int, tuple[Any, list[bytes]]] = {}
+    for resource, scope, bodies in groups:
+        head, url = cache.scope(scope)
+        spans_enc = b"".join([_ld(b"\x12", b) for b in bodies])
+        by_resource.setdefault(id(resource), (resource, []))[1].append(_ld(b"\x12", head + spans_enc + url))
+    out = []
+    for resource, scope_parts in by_resource.values():
+        res_head, res_url = cache.resource(resource)
         out.append(_ld(b"\x0a", res_head + b"".join(scope_parts) + res_url))
     return b"".join(out)

@@ -77,7 +77,7 @@ class QueueService(Generic[T]):
 
     def after_fork_in_child(self) -> None:
         led = self.ledger
-        inherited = len(self.handoff) + led.in_flight
+        inherited = len(self.handoff) + led.in_flight + led.parked
         self.handoff.discard_all("fork_discard")
         # A fresh ledger for the child: it records only what it discarded, so per-process metrics are not the
         # parent's counts twice and the invariant still balances.
@@ -86,6 +86,7 @@ class QueueService(Generic[T]):
         led.created = inherited
         led.delivered = 0
         led.in_flight = 0
+        led.parked = 0
         led.refused = 0
         led.abandoned = False
         led.dropped = dict.fromkeys(led.dropped, 0)

@@ -13,17 +13,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import aiometer
 from opentelemetry.context import Context
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span as PbSpan
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from ._config import Config
 from ._metadata import SpanMetadataStore
 from ._metrics import Metrics
-from ._otlp import ScopeCache, encode_request, encode_spans_each
+from ._otlp import ScopeCache, encode_grouped, encode_spans_each
 from ._pipeline import QueueService
 from ._project import ProjectResolver
 from ._serialize import RateLimitedLog
@@ -32,6 +35,8 @@ from ._transport import AsyncTransport, SendStatus
 __all__ = ["JudgmentSpanProcessor", "SpanExportService"]
 
 logger = logging.getLogger(__name__)
+_TAKE = 64  # spans taken off the handoff per wake-up: finished spans turn into bytes soon
+_TAKE_WAIT = 0.1  # at most this long between looks at the handoff (fewer than _TAKE spans wake nobody)
 _ENCODE_CHUNK = 32  # spans encoded between two yields: each yield polls the selector, which releases the GIL
 _PROTOBUF = "application/x-protobuf"
 
@@ -50,7 +55,14 @@ SpanItem = ReadableSpan | _WithExtras
 
 
 class SpanExportService(QueueService[SpanItem]):
-    """Batches, encodes and sends spans on the loop; settles each one in the ``spans`` ledger exactly once."""
+    """Encodes finished spans as soon as they arrive, batches the bytes, and sends them; settles each span in the
+    ``spans`` ledger exactly once.
+
+    Spans leave the handoff in small slices (``_TAKE``) and are encoded right away, so what waits for the network
+    is compact bytes, not live span objects: a backlog behind a slow backend then costs the application's garbage
+    collector nothing (bytes are not GC-tracked), where thousands of queued spans would be walked by every full
+    collection. The encoded backlog is bounded by ``max_queue_size`` and its overflow follows ``span_overflow``.
+    """
 
     def __init__(self, config: Config, metrics: Metrics, transport: AsyncTransport, resolver: ProjectResolver) -> None:
         super().__init__(metrics.spans, config.max_queue_size, config.span_overflow)
@@ -61,21 +73,118 @@ class SpanExportService(QueueService[SpanItem]):
         self._url = config.traces_url
         self._log = RateLimitedLog(logger)
         self._scopes = ScopeCache()
+        # Encoded spans waiting for a send: (group id, Span message bytes, monotonic time taken). Tuples of atoms,
+        # so the collector untracks them.
+        self._pending: deque[tuple[int, bytes, float]] = deque()
+        self._groups = _Groups()
+        self._flush_wanted = False
+        ledger = metrics.spans
+        handoff_view = ledger.oldest
 
+        def view() -> tuple[int, float | None]:
+            # The handoff's depth and oldest item, extended by the encoded backlog's oldest (lock held by caller).
+            depth, oldest = handoff_view() if handoff_view is not None else (0, None)
+            pending = self._pending
+            if pending:
+                first = pending[0][2]
+                oldest = first if oldest is None else min(oldest, first)
+            return depth, oldest
+
+        ledger.oldest = view
+
+    # ------------------------------------------------------------------ the consumer
     async def _consume(self) -> None:
         h = self.handoff
-        size = self._config.max_export_batch_size
-        fan_out = self._config.max_concurrent_exports
+        cfg = self._config
+        size, fan_out, delay = cfg.max_export_batch_size, cfg.max_concurrent_exports, cfg.schedule_delay
         while True:
-            batch = await h.take_batch(size, self._config.schedule_delay)
-            if batch:
-                # Up to max_concurrent_exports batches in flight: encoding one overlaps the network wait of another.
-                await self._spawn(self._export(batch), fan_out)
-            elif h.closed and not len(h):
-                await self._join_spawned()
-                return
+            # 1. Send what is due (a full batch, the oldest waited schedule_delay, a flush, shutdown) while slots last.
+            while self._pending and len(self._running) < fan_out and self._send_due(size, delay):
+                await self._spawn(self._export(self._cut(size)), fan_out)
+            if h.closed and not len(h):
+                if not self._pending:
+                    await self._join_spawned()
+                    return
+                # Draining at shutdown with every slot busy: wait for a send to finish.
+                await asyncio.wait(set(self._running), return_when=asyncio.FIRST_COMPLETED)
+                continue
+            if not self._pending and not len(h):
+                self._flush_wanted = False
+            # 2. Wait for spans. A finished send wakes us too (_spawned_done) when a due batch waits for a slot.
+            if not self._pending:
+                wait = _TAKE_WAIT
+            elif self._send_due(size, delay):
+                wait = delay
+            else:
+                wait = min(_TAKE_WAIT, max(0.0, self._pending[0][2] + delay - time.monotonic()))
+            items = await h.take_batch(_TAKE, wait)
+            if items:
+                await self._encode_into_pending(items)
 
-    async def _export(self, batch: Sequence[SpanItem]) -> None:
+    def _send_due(self, size: int, delay: float) -> bool:
+        pending = self._pending
+        return (
+            len(pending) >= size
+            or pending[0][2] + delay <= time.monotonic()
+            or self._flush_wanted
+            or self.handoff.closed
+        )
+
+    def _on_flush_requested(self) -> None:
+        self._flush_wanted = True
+
+    def _spawned_done(self, task: asyncio.Task[None]) -> None:
+        super()._spawned_done(task)
+        if self._pending:
+            self.handoff.wake_consumer()  # a slot is free and a batch is waiting for one
+
+    async def _encode_into_pending(self, items: Sequence[SpanItem]) -> None:
+        """Encode span by span (yielding to the loop between chunks); park the bytes; drop (counted) what cannot be
+        encoded, and what overflows the backlog."""
+        led = self.ledger
+        now = time.monotonic()
+        for i in range(0, len(items), _ENCODE_CHUNK):
+            chunk: list[ReadableSpan] = []
+            for item in items[i : i + _ENCODE_CHUNK]:
+                try:
+                    chunk.append(_materialise(item))
+                except Exception as exc:
+                    self._drop_unencodable(exc)
+            encoded = []
+            for span, body in zip(chunk, encode_spans_each(chunk), strict=True):
+                if isinstance(body, Exception):
+                    self._drop_unencodable(body)
+                else:
+                    encoded.append((self._groups.id_of(span), body, now))
+            with led.lock:
+                led.in_flight -= len(encoded)
+                led.parked += len(encoded)
+                self._pending.extend(encoded)
+                overflow = len(self._pending) - self.handoff.capacity
+                if overflow > 0:
+                    # The backlog's bound and overflow policy are the queue's: drop_newest keeps what waited longest.
+                    for _ in range(overflow):
+                        if self._drop_oldest:
+                            self._pending.popleft()
+                        else:
+                            self._pending.pop()
+                    led.parked -= overflow
+                    led.dropped["queue_full"] += overflow
+            if i + _ENCODE_CHUNK < len(items):
+                await asyncio.sleep(0)
+        self._notify()
+
+    def _cut(self, size: int) -> list[tuple[int, bytes, float]]:
+        led = self.ledger
+        with led.lock:
+            n = min(size, len(self._pending))
+            batch = [self._pending.popleft() for _ in range(n)]
+            led.parked -= n
+            led.in_flight += n
+        return batch
+
+    # ------------------------------------------------------------------ sending
+    async def _export(self, batch: list[tuple[int, bytes, float]]) -> None:
         led = self.ledger
         project_id = await self._resolver.get(self._config.project_resolve_wait)
         if project_id is None:
@@ -83,13 +192,11 @@ class SpanExportService(QueueService[SpanItem]):
             self._log.warning("resolve", "judgeval_async: dropping %d spans: project id unresolved", len(batch))
             self._notify()
             return
-        spans, bodies = await self._encode_batch(batch)
-        if spans:
-            await self._send(spans, bodies, project_id)
+        await self._send(batch, project_id)
         self._notify()
 
-    async def _send(self, spans: list[ReadableSpan], bodies: list[bytes], project_id: str) -> None:
-        body = encode_request(spans, bodies, self._scopes)
+    async def _send(self, batch: list[tuple[int, bytes, float]], project_id: str) -> None:
+        body = encode_grouped(self._groups.group(batch), self._scopes)
         t0 = time.perf_counter()
         result = await self._transport.send(
             "traces",
@@ -103,78 +210,113 @@ class SpanExportService(QueueService[SpanItem]):
         if result.ok:
             self._metrics.export_duration.observe(time.perf_counter() - t0)
             self._metrics.last_export_unix = time.time()
-            led.settle_delivered(len(spans))
+            led.settle_delivered(len(batch))
         elif result.status is SendStatus.TOO_LARGE:
-            if len(spans) == 1:
-                await self._send_marker(spans[0], project_id)
+            if len(batch) == 1:
+                await self._send_marker(batch[0], project_id)
                 led.settle_dropped("payload_too_large", 1)
             else:
                 # Spans are encoded one by one, so halving a batch re-groups bytes; nothing is encoded again.
-                mid = len(spans) // 2
-                halves = [(spans[:mid], bodies[:mid]), (spans[mid:], bodies[mid:])]
-                await aiometer.run_on_each(lambda half: self._send(half[0], half[1], project_id), halves, max_at_once=2)
+                mid = len(batch) // 2
+                halves = [batch[:mid], batch[mid:]]
+                await aiometer.run_on_each(lambda half: self._send(half, project_id), halves, max_at_once=2)
         else:
-            led.settle_dropped(result.status.value, len(spans))
+            led.settle_dropped(result.status.value, len(batch))
             self._log.warning(
                 "send:" + result.status.value,
                 "judgeval_async: dropped %d spans (%s, HTTP %s)",
-                len(spans),
+                len(batch),
                 result.status.value,
                 result.http_status,
             )
 
-    async def _send_marker(self, span: ReadableSpan, project_id: str) -> None:
-        # Keep the trace's shape visible in the UI: same ids and timing, no payload. Best effort, not counted as
-        # delivered: the span's content is lost and the ledger says so (payload_too_large).
-        marker = ReadableSpan(
-            name=span.name[:256],
-            context=span.get_span_context(),
-            parent=span.parent,
-            resource=span.resource,
-            attributes={"judgeval.dropped": "payload_too_large"},
-            kind=span.kind,
-            status=span.status,
-            start_time=span.start_time,
-            end_time=span.end_time,
-            instrumentation_scope=span.instrumentation_scope,
-        )
-        (encoded,) = encode_spans_each([marker])
-        if isinstance(encoded, Exception):  # pragma: no cover - a marker has only safe fields
+    async def _send_marker(self, item: tuple[int, bytes, float], project_id: str) -> None:
+        # Keep the trace's shape visible in the UI: same ids, name and timing, no payload. Best effort, not counted
+        # as delivered: the span's content is lost and the ledger says so (payload_too_large).
+        gid, body, taken = item
+        try:
+            marker = _marker(body)
+        except Exception:  # pragma: no cover - our own bytes always decode
             return
         await self._transport.send(
             "traces",
             self._url,
-            encode_request([marker], [encoded], self._scopes),
+            encode_grouped(self._groups.group([(gid, marker, taken)]), self._scopes),
             content_type=_PROTOBUF,
             headers={"x-project-id": project_id},
             retry=False,
         )
 
-    async def _encode_batch(self, batch: Sequence[SpanItem]) -> tuple[list[ReadableSpan], list[bytes]]:
-        """Encode span by span, yielding to the loop between chunks; a span that cannot be encoded is dropped
-        alone (and counted), never its batch."""
-        spans: list[ReadableSpan] = []
-        bodies: list[bytes] = []
-        for i in range(0, len(batch), _ENCODE_CHUNK):
-            chunk = []
-            for item in batch[i : i + _ENCODE_CHUNK]:
-                try:
-                    chunk.append(_materialise(item))
-                except Exception as exc:
-                    self._drop_unencodable(exc)
-            for span, encoded in zip(chunk, encode_spans_each(chunk), strict=True):
-                if isinstance(encoded, Exception):
-                    self._drop_unencodable(encoded)
-                else:
-                    spans.append(span)
-                    bodies.append(encoded)
-            if i + _ENCODE_CHUNK < len(batch):
-                await asyncio.sleep(0)
-        return spans, bodies
-
     def _drop_unencodable(self, exc: Exception) -> None:
         self.ledger.settle_dropped("serialization_error", 1)
         self._log.warning("encode", "judgeval_async: dropped a span that cannot be encoded: %r", exc)
+
+    # ------------------------------------------------------------------ shutdown and fork
+    def abandon(self) -> None:
+        with self.ledger.lock:
+            self._pending.clear()  # counted below with everything else still held (parked)
+        super().abandon()
+
+    def _forget_after_fork(self) -> None:
+        self._pending = deque()  # counted as fork_discard by the base class (parked)
+        self._flush_wanted = False
+
+    @property
+    def _drop_oldest(self) -> bool:
+        return self._config.span_overflow == "drop_oldest"
+
+
+class _Groups:
+    """Small ids for (resource, scope) pairs, so a queued span is (int, bytes) rather than a tuple of objects.
+
+    Looked up by identity first (free), by equality on a miss (hashing a Resource serializes its attributes, so it
+    is done once per new object); the equality table grows only with distinct pairs, which a process has few of.
+    """
+
+    def __init__(self) -> None:
+        self._by_identity: dict[tuple[int, int], tuple[Any, Any, int]] = {}
+        self._by_value: dict[tuple[Any, Any], int] = {}
+        self._pairs: list[tuple[Any, Any]] = []
+
+    def id_of(self, span: ReadableSpan) -> int:
+        resource, scope = span.resource, span.instrumentation_scope
+        key = (id(resource), id(scope))
+        hit = self._by_identity.get(key)
+        if hit is not None and hit[0] is resource and hit[1] is scope:
+            return hit[2]
+        gid = self._by_value.get((resource, scope))
+        if gid is None:
+            gid = len(self._pairs)
+            self._pairs.append((resource, scope))
+            self._by_value[(resource, scope)] = gid
+        if len(self._by_identity) >= 1024:  # a tracer per request would create a scope object per request
+            self._by_identity.clear()
+        self._by_identity[key] = (resource, scope, gid)
+        return gid
+
+    def group(self, batch: Sequence[tuple[int, bytes, float]]) -> list[tuple[Any, Any, list[bytes]]]:
+        by_gid: dict[int, list[bytes]] = {}
+        for gid, body, _ in batch:
+            by_gid.setdefault(gid, []).append(body)
+        return [(*self._pairs[gid], bodies) for gid, bodies in by_gid.items()]
+
+
+def _marker(body: bytes) -> bytes:
+    """The same span with its payload replaced by ``judgeval.dropped = payload_too_large``."""
+    span = PbSpan.FromString(body)
+    marker = PbSpan(
+        trace_id=span.trace_id,
+        span_id=span.span_id,
+        parent_span_id=span.parent_span_id,
+        name=span.name[:256],
+        kind=span.kind,
+        start_time_unix_nano=span.start_time_unix_nano,
+        end_time_unix_nano=span.end_time_unix_nano,
+        status=span.status,
+        flags=span.flags,
+        attributes=[KeyValue(key="judgeval.dropped", value=AnyValue(string_value="payload_too_large"))],
+    )
+    return marker.SerializeToString()
 
 
 def _materialise(item: SpanItem) -> ReadableSpan:
