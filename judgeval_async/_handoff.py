@@ -132,22 +132,24 @@ class Handoff(Generic[T]):
         return len(self._items)
 
     # ------------------------------------------------------------------ consumer side (the SDK loop only)
-    async def take_batch(self, max_items: int, timeout: float) -> list[T]:
-        """Wait until ``max_items`` are queued, ``timeout`` seconds pass, a flush is requested or the handoff is
-        closed; then take up to ``max_items`` (possibly none). Taken items move to the ledger's ``in_flight``."""
+    async def take_batch(self, max_items: int, timeout: float, *, wake_at: int | None = None) -> list[T]:
+        """Wait until ``wake_at`` items (default ``max_items``) are queued, ``timeout`` seconds pass, a flush is
+        requested or the handoff is closed; then take up to ``max_items`` (possibly none). Taken items move to the
+        ledger's ``in_flight``."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        threshold = max_items if wake_at is None else max(1, min(wake_at, max_items))
         while True:
             with self._lock:
                 self._loop = loop
                 n = len(self._items)
                 expired = loop.time() >= deadline
-                if n >= max_items or self._closed or self._flush_requested or expired:
+                if n >= threshold or self._closed or self._flush_requested or expired:
                     self._flush_requested = self._flush_requested and n > max_items
                     return self._take_locked(max_items)
                 fut: asyncio.Future[None] = loop.create_future()
                 self._waiter = fut
-                self._threshold = max_items
+                self._threshold = threshold
                 self._wake_pending = False
             timer = loop.call_at(deadline, _resolve, fut)
             try:

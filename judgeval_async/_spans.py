@@ -117,7 +117,8 @@ class SpanExportService(QueueService[SpanItem]):
                 wait = delay
             else:
                 wait = min(_TAKE_WAIT, max(0.0, self._pending[0][2] + delay - time.monotonic()))
-            items = await h.take_batch(_TAKE, wait)
+            # Wake at _TAKE spans, but take everything there (up to a batch): a consumer behind must catch up.
+            items = await h.take_batch(size, wait, wake_at=_TAKE)
             if items:
                 await self._encode_into_pending(items)
 
