@@ -36,6 +36,7 @@ class Handoff(Generic[T]):
         "_drop_oldest",
         "_flush_requested",
         "_items",
+        "_kicked",
         "_ledger",
         "_lock",
         "_loop",
@@ -65,6 +66,7 @@ class Handoff(Generic[T]):
         self._threshold = 0  # > 0 only while the consumer is parked waiting for that many items
         self._wake_pending = False
         self._flush_requested = False
+        self._kicked = False  # set by wake_consumer(): the next take returns at once (loop thread only)
         self.wakeups = 0  # how many cross-thread wake-ups offer() scheduled (tests check coalescing)
         ledger.capacity = capacity
         ledger.oldest = self._view
@@ -144,8 +146,9 @@ class Handoff(Generic[T]):
                 self._loop = loop
                 n = len(self._items)
                 expired = loop.time() >= deadline
-                if n >= threshold or self._closed or self._flush_requested or expired:
+                if n >= threshold or self._closed or self._flush_requested or self._kicked or expired:
                     self._flush_requested = self._flush_requested and n > max_items
+                    self._kicked = False
                     return self._take_locked(max_items)
                 fut: asyncio.Future[None] = loop.create_future()
                 self._waiter = fut
@@ -166,7 +169,9 @@ class Handoff(Generic[T]):
             return self._take_locked(max_items)
 
     def wake_consumer(self) -> None:
-        """Wake a parked consumer now, e.g. because a send slot came free. Call on the loop thread."""
+        """Make the consumer's current (or next) ``take_batch`` return now with what is there, e.g. because a send
+        slot came free. Call on the loop thread."""
+        self._kicked = True
         self._wake()
 
     def discard_all(self, reason: str) -> int:
@@ -187,6 +192,7 @@ class Handoff(Generic[T]):
         self._threshold = 0
         self._wake_pending = False
         self._flush_requested = False
+        self._kicked = False
         self._closed = False
 
     # ------------------------------------------------------------------ internals

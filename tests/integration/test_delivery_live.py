@@ -112,3 +112,20 @@ def test_refused_connection_is_retried_then_delivered(
     assert tracer.force_flush(timeout=30.0)
     assert len(local_server.spans) == 1
     assert tracer.get_health_metrics()["api_errors_by_endpoint"]["resolve"].get("network", 0) >= 1
+
+
+def test_flush_sends_queued_batches_back_to_back(
+    local_server: LocalJudgmentServer, make_tracer: Callable[..., Tracer]
+) -> None:
+    """With one send slot and a slow backend, a flush sends batch after batch as each send finishes, without
+    waiting out schedule_delay between them."""
+    local_server.set_fault("traces", kind="latency", seconds=0.2)
+    tracer = make_tracer(schedule_delay=30.0, max_concurrent_exports=1, project_id="p")
+    for i in range(1500):  # three batches of 512
+        with tracer.span(f"s{i}"):
+            pass
+    started = time.monotonic()
+    assert tracer.force_flush(timeout=25.0)
+    assert time.monotonic() - started < 15.0  # one schedule_delay of waiting would already be 30 s
+    assert len(local_server.spans) == 1500
+    assert local_server.request_count("traces") == 3

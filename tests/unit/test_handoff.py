@@ -446,3 +446,28 @@ def test_many_producers_large_capacity_take_everything() -> None:
     snap = ledger.snapshot()
     assert (snap.created, snap.delivered, snap.dropped_total) == (total, total, 0)
     assert snap.balanced
+
+
+@pytest.mark.asyncio
+async def test_wake_at_wakes_early_but_takes_up_to_max() -> None:
+    """With wake_at, the consumer wakes at that many items and takes everything there, up to max_items."""
+    h, ledger = make(capacity=1000)
+    task = asyncio.ensure_future(h.take_batch(500, 60.0, wake_at=10))
+    await asyncio.sleep(0)
+    assert not task.done()
+    offer_from_thread(h, range(9))
+    assert h.wakeups == 0  # below the wake threshold: no cross-thread wake-up
+    offer_from_thread(h, range(9, 300))  # crosses it: one wake-up, and the consumer takes all 300
+    batch = await asyncio.wait_for(task, WAIT)
+    assert batch == list(range(300)) and h.wakeups == 1
+    ledger.settle_delivered(len(batch))
+    assert_balanced(ledger)
+
+
+@pytest.mark.asyncio
+async def test_wake_consumer_resolves_a_parked_take() -> None:
+    """wake_consumer() (on the loop) ends a parked take_batch early, with whatever is there."""
+    h, _ = make()
+    task = await park(h, 50)
+    h.wake_consumer()
+    assert await asyncio.wait_for(task, WAIT) == []
