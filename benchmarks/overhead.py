@@ -23,6 +23,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import gc
+import inspect
+import json
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -41,7 +43,7 @@ from judgeval_async.testing import project_id_for
 PROJECT = "bench"
 P95_BUDGET_US = 1000.0  # seed KPI: observe overhead p95 < 1 ms
 CALLER_P99_BUDGET_US = 50.0  # tag() / async_evaluate() caller latency p99 in every backend state
-VARIANTS = ("bare", "observe", "observe (no I/O)", "otel")
+VARIANTS = ("bare", "observe", "observe (no I/O)", "otel", "otel (+ I/O)")
 
 
 # ---------------------------------------------------------------------------------------------------- the subjects
@@ -84,6 +86,38 @@ def otel_decorator(otel_tracer: Any) -> Callable[[Callable[..., Any]], Callable[
     return decorate
 
 
+def otel_io_decorator(otel_tracer: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Stock OTel doing what ``observe`` does: the span plus the arguments and the result as JSON attributes, the way
+    a user of plain OpenTelemetry would record them (``json.dumps``, ``set_attribute``). The like-for-like baseline."""
+
+    def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
+        name = f.__qualname__
+        params = list(inspect.signature(f).parameters)
+        if asyncio.iscoroutinefunction(f):
+
+            @functools.wraps(f)
+            async def awrapper(*args: Any, **kwargs: Any) -> Any:
+                with otel_tracer.start_as_current_span(name) as span:
+                    span.set_attribute("input", json.dumps({**dict(zip(params, args)), **kwargs}))
+                    out = await f(*args, **kwargs)
+                    span.set_attribute("output", json.dumps(out))
+                    return out
+
+            return awrapper
+
+        @functools.wraps(f)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with otel_tracer.start_as_current_span(name) as span:
+                span.set_attribute("input", json.dumps({**dict(zip(params, args)), **kwargs}))
+                out = f(*args, **kwargs)
+                span.set_attribute("output", json.dumps(out))
+                return out
+
+        return wrapper
+
+    return decorate
+
+
 def make_functions(tracer: Tracer, otel_tracer: Any) -> tuple[dict[str, Callable[[int], Any]], dict[str, Any]]:
     """Fresh trivial functions, one per variant, so each decorator wraps its own."""
     decorators: dict[str, Callable[[Callable[..., Any]], Callable[..., Any]]] = {
@@ -91,6 +125,7 @@ def make_functions(tracer: Tracer, otel_tracer: Any) -> tuple[dict[str, Callable
         "observe": tracer.observe,
         "observe (no I/O)": tracer.observe(record_input=False, record_output=False),
         "otel": otel_decorator(otel_tracer),
+        "otel (+ I/O)": otel_io_decorator(otel_tracer),
     }
     sync_fns: dict[str, Callable[[int], Any]] = {}
     async_fns: dict[str, Any] = {}
@@ -402,6 +437,12 @@ def report(
             "otel_us": oo["p95"],
             "pass": obs["p95"] <= oo["p95"],
         }
+        io = overhead[kind]["otel (+ I/O)"]
+        targets[f"{kind}_observe_p50_le_otel_io"] = {
+            "observe_us": obs["p50"],
+            "otel_us": io["p50"],
+            "pass": obs["p50"] <= io["p50"],
+        }
     sections.append(
         "## 1. Per-call latency and overhead (µs)\n\n"
         + markdown_table(
@@ -421,7 +462,8 @@ def report(
         + f"\n\nLongest garbage collection (CPU) during these rounds: {overhead_gc['max_ms']:.1f} ms"
         f" ({overhead_gc['gen2']} gen-2 of {overhead_gc['collections']} collections)."
         " Overhead = traced - bare at the same percentile. `observe` records input and output (bounded JSON);"
-        " `observe (no I/O)` and `otel` record nothing but the span."
+        " `observe (no I/O)` and `otel` record nothing but the span; `otel (+ I/O)` is stock OpenTelemetry recording"
+        " the same input and output with json.dumps + set_attribute (the like-for-like baseline)."
     )
 
     # 2. sustained load
@@ -559,6 +601,14 @@ def report(
                     verdict(t["pass"]),
                 ]
             )
+        t = targets[f"{kind}_observe_p50_le_otel_io"]
+        trows.append(
+            [
+                f"observe overhead p50 ≤ stock OTel recording the same input/output ({kind})",
+                f"{t['observe_us']:.1f} vs {t['otel_us']:.1f} µs ({ratio(t['observe_us'], t['otel_us']):.2f}x)",
+                verdict(t["pass"]),
+            ]
+        )
     t = targets["load_observe_cpu_le_otel"]
     trows.append(
         [
