@@ -23,7 +23,6 @@ import contextlib
 import json
 import logging
 import os
-import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from typing import Any, Literal, Protocol
 
 from ._health import HealthSnapshot
 from ._metrics import DROP_REASONS, Histogram, Metrics
+from ._runtime import BaseService
 from ._serialize import DEGRADE_REASONS
 from ._transport import ENDPOINTS
 
@@ -392,7 +392,7 @@ def aggregate(directory: str | os.PathLike[str], own: Values | None = None) -> V
     return merge(parts)
 
 
-class SnapshotWriter:
+class SnapshotWriter(BaseService):
     """A runtime service: writes this process's file every ``interval`` seconds from the SDK loop, and at close.
 
     The write is a few kilobytes of JSON (well under a millisecond), so it runs on the loop directly. Failures
@@ -406,20 +406,8 @@ class SnapshotWriter:
         self._task: asyncio.Task[None] | None = None
         self._warned = False
 
-    def locks(self) -> list[threading.Lock]:
-        return []
-
     async def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
-
-    def abandon(self) -> None:
-        return None
-
-    def close_intake(self) -> None:
-        return None
-
-    async def drain(self) -> None:
-        return None
 
     async def aclose(self) -> None:
         task, self._task = self._task, None

@@ -32,7 +32,7 @@ from typing import Any, Protocol, TypeVar
 from ._errors import LoopThreadError, RuntimeClosedError
 from ._metrics import Metrics
 
-__all__ = ["LoopRuntime", "Service"]
+__all__ = ["BaseService", "LoopRuntime", "Service"]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -72,6 +72,31 @@ class Service(Protocol):
         """Count everything still held as dropped (``shutdown_deadline``). Called from the stopping thread when
         the loop could not finish closing the service in time. Any thread; idempotent."""
         ...
+
+
+class BaseService:
+    """A :class:`Service` that does nothing at each step: subclass it and override only the steps you need."""
+
+    def locks(self) -> list[threading.Lock]:
+        return []
+
+    async def start(self) -> None:
+        return None
+
+    def close_intake(self) -> None:
+        return None
+
+    async def drain(self) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+    def after_fork_in_child(self) -> None:
+        return None
+
+    def abandon(self) -> None:
+        return None
 
 
 class _State(enum.Enum):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import datetime as _dt
 import logging
-import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar, overload
@@ -29,7 +28,7 @@ from ._metrics import Metrics
 from ._multiprocess import SnapshotWriter, metrics_dir
 from ._observe import ATTR_INPUT, ATTR_OUTPUT, SpanContextManager, wrap
 from ._project import ProjectResolver
-from ._runtime import LoopRuntime, set_exit_timeout
+from ._runtime import BaseService, LoopRuntime, set_exit_timeout
 from ._serialize import RateLimitedLog, SerializeLimits, safe_json
 from ._spans import JudgmentSpanProcessor, SpanExportService
 from ._tags import TagBatcher
@@ -42,24 +41,12 @@ F = TypeVar("F", bound=Callable[..., Any])
 _PRIMITIVES = (str, bool, int, float)
 
 
-class _TransportCloser:
+class _TransportCloser(BaseService):
     """The last service: closes the HTTP client once every pipeline has drained or been cancelled."""
 
     def __init__(self, transport: AsyncTransport, resolver: ProjectResolver) -> None:
         self._transport = transport
         self._resolver = resolver
-
-    def locks(self) -> list[threading.Lock]:
-        return []
-
-    async def start(self) -> None:
-        return None
-
-    def close_intake(self) -> None:
-        return None
-
-    async def drain(self) -> None:
-        return None
 
     async def aclose(self) -> None:
         await self._transport.aclose()
@@ -67,9 +54,6 @@ class _TransportCloser:
     def after_fork_in_child(self) -> None:
         self._transport.forget_after_fork()
         self._resolver.forget_after_fork()
-
-    def abandon(self) -> None:
-        return None
 
 
 class Tracer:
