@@ -98,7 +98,7 @@ def otel_io_decorator(otel_tracer: Any) -> Callable[[Callable[..., Any]], Callab
             @functools.wraps(f)
             async def awrapper(*args: Any, **kwargs: Any) -> Any:
                 with otel_tracer.start_as_current_span(name) as span:
-                    span.set_attribute("input", json.dumps({**dict(zip(params, args)), **kwargs}))
+                    span.set_attribute("input", json.dumps({**dict(zip(params, args, strict=False)), **kwargs}))
                     out = await f(*args, **kwargs)
                     span.set_attribute("output", json.dumps(out))
                     return out
@@ -108,7 +108,7 @@ def otel_io_decorator(otel_tracer: Any) -> Callable[[Callable[..., Any]], Callab
         @functools.wraps(f)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             with otel_tracer.start_as_current_span(name) as span:
-                span.set_attribute("input", json.dumps({**dict(zip(params, args)), **kwargs}))
+                span.set_attribute("input", json.dumps({**dict(zip(params, args, strict=False)), **kwargs}))
                 out = f(*args, **kwargs)
                 span.set_attribute("output", json.dumps(out))
                 return out
