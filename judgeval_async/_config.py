@@ -22,12 +22,15 @@ from typing import Any, Literal
 from ._errors import ConfigError
 from ._retry import RetryPolicy
 
-__all__ = ["OVERFLOW_POLICIES", "Config", "env_name"]
+__all__ = ["LOOP_THREAD_NAME", "OVERFLOW_POLICIES", "Config", "env_name"]
 
 logger = logging.getLogger(__name__)
 
 OverflowPolicy = Literal["drop_newest", "drop_oldest"]
 OVERFLOW_POLICIES: frozenset[str] = frozenset({"drop_newest", "drop_oldest"})
+
+# The SDK loop thread's name: _runtime names the thread, _transport recognises its log records.
+LOOP_THREAD_NAME = "judgeval-async-loop"
 
 _ENV_ALIASES = {"organization_id": "JUDGMENT_ORG_ID"}
 _SECRET_FIELDS = frozenset({"api_key"})

@@ -29,6 +29,7 @@ import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol, TypeVar
 
+from ._config import LOOP_THREAD_NAME
 from ._errors import LoopThreadError, RuntimeClosedError
 from ._metrics import Metrics
 
@@ -37,7 +38,6 @@ __all__ = ["BaseService", "LoopRuntime", "Service"]
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-THREAD_NAME = "judgeval-async-loop"
 _LAG_TICK = 0.25  # seconds between loop-lag samples
 
 
@@ -114,7 +114,7 @@ class LoopRuntime:
         self,
         metrics: Metrics | None = None,
         *,
-        name: str = THREAD_NAME,
+        name: str = LOOP_THREAD_NAME,
         on_loop_start: Callable[[], None] | None = None,
     ) -> None:
         self._name = name

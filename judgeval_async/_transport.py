@@ -25,7 +25,7 @@ from typing import Any
 import anyio
 import httpx
 
-from ._config import Config
+from ._config import LOOP_THREAD_NAME, Config
 from ._metrics import Metrics
 from ._retry import Outcome, classify_status, parse_retry_after
 
@@ -36,6 +36,29 @@ logger = logging.getLogger(__name__)
 ENDPOINTS = ("resolve", "traces", "tags", "tags_batch", "evals")
 _USER_AGENT = "judgeval-async/0.1"
 _GZIP_MIN_BYTES = 1024  # below this, compression costs more CPU than it saves bytes
+
+
+class _QuietOnOurThread(logging.Filter):
+    """Drops httpx/httpcore records emitted on the SDK's own loop thread.
+
+    httpx logs every request at INFO ("HTTP Request: POST ..."): for an exporter sending many batches a minute that
+    is log spam in the application's logs, and it is the application's log volume we promised not to touch. Records
+    from the application's own httpx use (any other thread) pass unchanged. Our failures are reported through the
+    health metrics and our own rate-limited warnings instead.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.threadName != LOOP_THREAD_NAME
+
+
+_quiet = _QuietOnOurThread()
+
+
+def _quiet_http_logs() -> None:
+    for name in ("httpx", "httpcore"):
+        log = logging.getLogger(name)
+        if _quiet not in log.filters:
+            log.addFilter(_quiet)
 
 
 class SendStatus(enum.Enum):
@@ -82,6 +105,7 @@ class AsyncTransport:
         self._transport = transport  # a test seam (httpx.MockTransport in unit tests); None = real network
         self._rng = rng or random.Random()
         self._client: httpx.AsyncClient | None = None
+        _quiet_http_logs()
         self._auth_logged: set[str] = set()
         self._probe_at: dict[str, float] = {}
 

@@ -428,3 +428,21 @@ def test_global_provider_when_asked(local_server: LocalJudgmentServer) -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
     assert [r.name for r in local_server.spans.values()] == ["via-global"]
+
+
+def test_sdk_requests_do_not_spam_the_application_logs(
+    local_server: LocalJudgmentServer, make_tracer: Callable[..., Tracer], caplog: pytest.LogCaptureFixture
+) -> None:
+    """httpx's per-request INFO lines from the SDK's own sends stay out of the application's logs; the
+    application's own httpx requests still log."""
+    import httpx
+
+    tracer = make_tracer()
+    with caplog.at_level("DEBUG", logger="httpx"):
+        with tracer.span("s"):
+            tracer.tag("t")
+        assert tracer.force_flush(timeout=10.0)
+        assert local_server.request_count("traces") >= 1
+        assert not [r for r in caplog.records if r.name.startswith(("httpx", "httpcore"))]
+        httpx.get(f"{local_server.url}/_control/stats", timeout=5.0)
+    assert [r for r in caplog.records if r.name == "httpx"]
