@@ -100,7 +100,9 @@ class SpanExportService(QueueService[SpanItem]):
         while True:
             # 1. Send what is due (a full batch, the oldest waited schedule_delay, a flush, shutdown) while slots last.
             while self._pending and len(self._running) < fan_out and self._send_due(size, delay):
-                await self._spawn(self._export(self._cut(size)), fan_out)
+                batch = self._cut(size)
+                if batch:
+                    await self._spawn(self._export(batch), fan_out)
             if h.closed and not len(h):
                 if not self._pending:
                     await self._join_spawned()
@@ -158,6 +160,8 @@ class SpanExportService(QueueService[SpanItem]):
                 else:
                     encoded.append((self._groups.id_of(span), body, now))
             with led.lock:
+                if led.abandoned:
+                    return  # shutdown's deadline passed and counted these already (shutdown_deadline)
                 led.in_flight -= len(encoded)
                 led.parked += len(encoded)
                 self._pending.extend(encoded)
@@ -178,6 +182,9 @@ class SpanExportService(QueueService[SpanItem]):
     def _cut(self, size: int) -> list[tuple[int, bytes, float]]:
         led = self.ledger
         with led.lock:
+            if led.abandoned:
+                self._pending.clear()
+                return []
             n = min(size, len(self._pending))
             batch = [self._pending.popleft() for _ in range(n)]
             led.parked -= n
