@@ -359,7 +359,7 @@ class JudgmentSpanProcessor(SpanProcessor):
         metadata: SpanMetadataStore,
         *,
         flush: Callable[[float], bool],
-        shutdown: Callable[[float], object],
+        shutdown: Callable[[], object],
         ensure_started: Callable[[], object],
     ) -> None:
         self._service = service
@@ -398,7 +398,7 @@ class JudgmentSpanProcessor(SpanProcessor):
             return False
 
     def shutdown(self) -> None:
-        self._shutdown(5.0)
+        self._shutdown()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return self._flush(timeout_millis / 1000.0)

@@ -112,10 +112,10 @@ class Tracer:
             self._spans,
             self._metadata,
             flush=lambda timeout: self.force_flush(timeout=timeout),
-            shutdown=lambda _timeout: self.shutdown(timeout=c.exit_timeout),
+            # OpenTelemetry's shutdown() takes no deadline; ours is exit_timeout, the one budget for going away.
+            shutdown=lambda: self.shutdown(timeout=c.exit_timeout),
             ensure_started=self._start_nowait,
         )
-        self._owns_provider = tracer_provider is None
         if tracer_provider is None:
             tracer_provider = TracerProvider(
                 resource=Resource.create({"service.name": c.project_name}),
