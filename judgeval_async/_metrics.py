@@ -116,24 +116,6 @@ class SignalLedger:
                     self.in_flight -= n
                     self.dropped[reason] += n
 
-    def park(self, n: int) -> None:
-        """In-flight items go back to waiting (queued) on the loop's side."""
-        with self.lock:
-            self.in_flight -= n
-            self.parked += n
-
-    def unpark(self, n: int) -> None:
-        """Parked items are being sent."""
-        with self.lock:
-            self.parked -= n
-            self.in_flight += n
-
-    def drop_parked(self, reason: str, n: int) -> None:
-        if n:
-            with self.lock:
-                self.parked -= n
-                self.dropped[reason] += n
-
     def abandon_in_flight(self, reason: str) -> int:
         """Count every in-flight (and parked) item as dropped for ``reason`` and ignore later settles of them (a send
         that was cut off at shutdown may still finish on the loop; it must not be counted twice). Any thread."""

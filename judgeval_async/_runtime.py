@@ -127,7 +127,6 @@ class LoopRuntime:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stop_requested: asyncio.Event | None = None
-        self._start_error: BaseException | None = None
         self._loop_context: contextvars.Context | None = None
         self.shutting_down = threading.Event()  # services read it to cut backoff sleeps short
         _live_runtimes.add(self)
@@ -182,8 +181,7 @@ class LoopRuntime:
         self._loop = loop
         try:
             loop.run_until_complete(self._main())
-        except BaseException as exc:  # the thread must not die silently
-            self._start_error = exc
+        except BaseException:  # the thread must not die silently
             logger.exception("judgeval_async loop thread crashed")
         finally:
             try:
