@@ -129,7 +129,7 @@ class TagBatcher(QueueService[TagItem]):
         super()._spawned_done(task)
         # A slot came free: if a flush is owed, wake the consumer now rather than at the next interval.
         if self._buffer and (self._flush_now or len(self._buffer) >= self._config.tag_flush_traces):
-            self.handoff.request_flush()
+            self.handoff.wake_consumer()
 
     async def _send_chunk(self, chunk: dict[str, _TraceTags]) -> None:
         led = self.ledger
