@@ -1,8 +1,9 @@
 """Configuration: one frozen object, every knob settable by keyword and by ``JUDGMENT_*`` environment variable.
 
-Precedence: keyword argument > environment variable > default. An invalid keyword raises ``ConfigError`` (a
-``ValueError``) naming the field, at construction. An invalid environment value is logged once and the default is
-used instead: a typo in a deployment's environment must not take the application down.
+Precedence: keyword argument > environment variable > default, for ``Config(...)``, ``Config.from_env(...)`` and
+``Tracer(...)`` alike. An invalid keyword raises ``ConfigError`` (a ``ValueError``) naming the field, at construction.
+An invalid environment value is logged once and the default is used instead: a typo in a deployment's environment
+must not take the application down.
 
 Environment variable for a field ``x_y`` is ``JUDGMENT_X_Y``, except the three the judgeval SDK already uses:
 ``JUDGMENT_API_KEY``, ``JUDGMENT_ORG_ID`` (field ``organization_id``) and ``JUDGMENT_API_URL``.
@@ -10,14 +11,13 @@ Environment variable for a field ``x_y`` is ``JUDGMENT_X_Y``, except the three t
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import os
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from ._errors import ConfigError
 from ._retry import RetryPolicy
@@ -41,8 +41,28 @@ def env_name(field_name: str) -> str:
     return _ENV_ALIASES.get(field_name, "JUDGMENT_" + field_name.upper())
 
 
+class _ReadsEnvironment(type):
+    """Makes ``Config(...)`` read ``JUDGMENT_*`` variables for the fields not given as keywords.
+
+    A metaclass rather than a hand-written ``__init__``: the dataclass keeps its generated, fully typed signature
+    (type checkers and IDEs see every knob), and ``dataclasses.replace`` still works (it passes every field, so the
+    environment is not consulted again).
+    """
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        if args:
+            names = [f.name for f in fields(cast("type[Config]", cls))]
+            if len(args) > len(names):
+                raise TypeError(f"Config() takes at most {len(names)} positional arguments")
+            for name, value in zip(names, args, strict=False):
+                if name in kwargs:
+                    raise TypeError(f"Config() got multiple values for argument {name!r}")
+                kwargs[name] = value
+        return _build(cast("type[Config]", cls), os.environ, kwargs)
+
+
 @dataclass(frozen=True, slots=True)
-class Config:
+class Config(metaclass=_ReadsEnvironment):
     """Every size, interval, timeout and retry knob. Times are seconds (float), sizes are counts or bytes."""
 
     # --- identity and endpoints
@@ -92,6 +112,7 @@ class Config:
     retry_wait_exp_base: float = 2.0
     retry_testing: bool = False
     circuit_cooldown: float = 60.0
+    max_retry_after: float = 60.0  # a server's Retry-After is honoured up to this many seconds
     # --- lifecycle
     exit_timeout: float = 2.0
     metrics_enabled: bool = True
@@ -109,51 +130,10 @@ class Config:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:
-        """Build a config from keyword ``overrides``, then ``JUDGMENT_*`` variables, then defaults."""
+        """Build a config from keyword ``overrides``, then ``JUDGMENT_*`` variables (of ``environ``, default
+        ``os.environ``), then defaults. A keyword given as None counts as not given."""
         env = os.environ if environ is None else environ
-        known = {f.name: f for f in fields(cls)}
-        unknown = set(overrides) - set(known)
-        if unknown:
-            name = sorted(unknown)[0]
-            raise ConfigError(name, "unknown configuration field")
-        defaults = cls()
-        given = {k: v for k, v in overrides.items() if v is not None}
-        from_env: dict[str, Any] = {}
-        for name in known:
-            raw = env.get(env_name(name))
-            if name in given or raw is None or raw == "":
-                continue
-            try:
-                from_env[name] = _parse_env(raw, type(getattr(defaults, name)))
-            except (ValueError, TypeError):
-                _log_bad_env_once(env_name(name), _shown(name, raw), getattr(defaults, name))
-        # Keywords must be valid (this raises, naming the field). Environment values are then added while the
-        # combination stays valid; one that does not fit is logged and left at its default: a deployment typo must
-        # not take the application down.
-        if "max_export_batch_size" not in given:
-            # A small queue with the default batch size is a request for small batches, not an error.
-            queue = given.get("max_queue_size", from_env.get("max_queue_size"))
-            if isinstance(queue, int) and not isinstance(queue, bool) and 0 < queue < defaults.max_export_batch_size:
-                given["max_export_batch_size"] = queue
-        config = cls(**given)
-        try:
-            return dataclasses.replace(config, **from_env)
-        except (ValueError, TypeError):
-            pass
-        # Some value does not fit: add them one at a time (two passes, so a pair that is only valid together,
-        # such as a smaller queue and a smaller batch, still gets in) and leave the misfits at their defaults.
-        pending = dict(from_env)
-        for _ in range(2):
-            for name, value in list(pending.items()):
-                trial: dict[str, Any] = {name: value}
-                try:
-                    config = dataclasses.replace(config, **trial)
-                except (ValueError, TypeError):
-                    continue
-                del pending[name]
-        for name in pending:
-            _log_bad_env_once(env_name(name), _shown(name, env.get(env_name(name), "")), getattr(defaults, name))
-        return config
+        return _build(cls, env, {k: v for k, v in overrides.items() if v is not None})
 
     @property
     def retry_policy(self) -> RetryPolicy:
@@ -174,6 +154,64 @@ class Config:
 
 
 _warned_env: set[str] = set()
+
+
+def _plain(cls: type[Config], values: Mapping[str, Any]) -> Config:
+    """The dataclass constructor itself: validation, no environment."""
+    return cast(Config, type.__call__(cls, **values))
+
+
+def _replace(config: Config, changes: Mapping[str, Any]) -> Config:
+    values = {f.name: getattr(config, f.name) for f in fields(config)}
+    values.update(changes)
+    return _plain(type(config), values)
+
+
+def _build(cls: type[Config], env: Mapping[str, str], given: dict[str, Any]) -> Config:
+    """Keywords ``given``, then ``JUDGMENT_*`` variables of ``env``, then defaults."""
+    known = {f.name: f for f in fields(cls)}
+    unknown = set(given) - set(known)
+    if unknown:
+        name = sorted(unknown)[0]
+        raise ConfigError(name, "unknown configuration field")
+    defaults = _plain(cls, {})
+    from_env: dict[str, Any] = {}
+    for name in known:
+        raw = env.get(env_name(name))
+        if name in given or raw is None or raw == "":
+            continue
+        try:
+            from_env[name] = _parse_env(raw, type(getattr(defaults, name)))
+        except (ValueError, TypeError):
+            _log_bad_env_once(env_name(name), _shown(name, raw), getattr(defaults, name))
+    # Keywords must be valid (this raises, naming the field). Environment values are then added while the
+    # combination stays valid; one that does not fit is logged and left at its default: a deployment typo must
+    # not take the application down.
+    if "max_export_batch_size" not in given:
+        # A small queue with the default batch size is a request for small batches, not an error.
+        queue = given.get("max_queue_size", from_env.get("max_queue_size"))
+        if isinstance(queue, int) and not isinstance(queue, bool) and 0 < queue < defaults.max_export_batch_size:
+            given = {**given, "max_export_batch_size": queue}
+    config = _plain(cls, given)
+    if not from_env:
+        return config
+    try:
+        return _replace(config, from_env)
+    except (ValueError, TypeError):
+        pass
+    # Some value does not fit: add them one at a time (two passes, so a pair that is only valid together,
+    # such as a smaller queue and a smaller batch, still gets in) and leave the misfits at their defaults.
+    pending = dict(from_env)
+    for _ in range(2):
+        for name, value in list(pending.items()):
+            try:
+                config = _replace(config, {name: value})
+            except (ValueError, TypeError):
+                continue
+            del pending[name]
+    for name in pending:
+        _log_bad_env_once(env_name(name), _shown(name, env.get(env_name(name), "")), getattr(defaults, name))
+    return config
 
 
 def _shown(name: str, raw: str) -> str:
@@ -235,11 +273,23 @@ _POSITIVE_FLOATS = (
     "write_timeout",
     "pool_timeout",
     "circuit_cooldown",
+    "max_retry_after",
     "exit_timeout",
 )
 _NON_NEGATIVE_FLOATS = ("retry_wait_initial", "retry_wait_max")
 _BOOLS = ("gzip", "verify_tls", "retry_testing", "metrics_enabled")
 _STRINGS = ("api_key", "organization_id", "api_url", "project_name", "project_id", "otlp_endpoint")
+# Sent as HTTP header values: a CR/LF would be header injection (httpx refuses it only at send time, on every
+# send), and httpx encodes headers as ASCII. Bearer tokens and ids never need anything else.
+_HEADER_VALUES = ("api_key", "organization_id", "project_id")
+
+
+def _is_header_safe(value: str) -> bool:
+    return all("!" <= ch <= "~" for ch in value)
+
+
+def _has_space_or_control(value: str) -> bool:
+    return any(ch <= " " or "\x7f" <= ch <= "\x9f" for ch in value)
 
 
 def _validate(c: Config) -> None:
@@ -264,6 +314,10 @@ def _validate(c: Config) -> None:
     for name in _STRINGS:
         if not isinstance(getattr(c, name), str):
             raise ConfigError(name, "must be a string")
+    for name in _HEADER_VALUES:
+        if not _is_header_safe(getattr(c, name)):
+            # The value is never echoed: it may be (part of) a secret.
+            raise ConfigError(name, "must contain only printable ASCII characters (no spaces or control characters)")
     for name in ("span_overflow", "eval_overflow"):
         if getattr(c, name) not in OVERFLOW_POLICIES:
             raise ConfigError(name, f"must be one of {sorted(OVERFLOW_POLICIES)}, got {getattr(c, name)!r}")
@@ -273,11 +327,20 @@ def _validate(c: Config) -> None:
         url = getattr(c, name)
         if name == "otlp_endpoint" and not url:
             continue
+        if _has_space_or_control(url):
+            # urlsplit silently strips some of these (tab, CR, LF): refuse them rather than guess what was meant.
+            raise ConfigError(name, "must not contain spaces or control characters")
         try:
             parts = urllib.parse.urlsplit(url)
             hostname = parts.hostname
         except ValueError:
             raise ConfigError(name, "must be an http(s) URL") from None
+        try:
+            port = parts.port
+        except ValueError:
+            raise ConfigError(name, "has an invalid port (expected a number in 1-65535)") from None
+        if port == 0:
+            raise ConfigError(name, "has an invalid port (expected a number in 1-65535)")
         if parts.username or parts.password:
             raise ConfigError(name, "must not embed credentials; use api_key")
         if parts.scheme not in ("http", "https") or not hostname:

@@ -61,7 +61,7 @@ class EvalDispatcher(QueueService[EvalRun]):
         try:
             project_id = await self._resolver.get(self._config.project_resolve_wait)
             if project_id is None:
-                led.settle_dropped("retries_exhausted", 1)
+                led.settle_dropped(self._resolver.failure_reason, 1)
                 return
             try:
                 body = self._encode(run, project_id)

@@ -15,7 +15,7 @@ from ._metrics import LedgerSnapshot, Metrics
 __all__ = ["HealthSnapshot", "take_snapshot"]
 
 # Drops caused by the backend or the network (the seed's "spans_failed"), as opposed to local limits.
-_FAILURE_REASONS = ("retries_exhausted", "non_retryable_status", "auth_error", "payload_too_large")
+_FAILURE_REASONS = ("retries_exhausted", "unacknowledged", "non_retryable_status", "auth_error", "payload_too_large")
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,6 +36,7 @@ DROP_REASONS: tuple[str, ...] = (
     "queue_full",  # the bounded handoff was full (per-queue overflow policy chose this item)
     "buffer_full",  # the tag buffer reached its trace or per-trace tag limit
     "retries_exhausted",  # retryable failures until attempts or the deadline ran out
+    "unacknowledged",  # the last attempt was fully sent but never answered (read timeout): maybe delivered
     "non_retryable_status",  # the backend refused the item with a 4xx other than 401/403/408/413/429
     "auth_error",  # 401/403, or dropped while that endpoint's auth circuit was open
     "payload_too_large",  # a single item still too large after splitting on 413

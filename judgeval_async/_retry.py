@@ -104,14 +104,32 @@ class RetryPolicy:
         """Wait before retry number ``retry_number`` (1 = the first retry)."""
         if self.testing:
             return 0.0
+        cap = self.backoff_cap(retry_number)
+        if not self.wait_jitter:
+            return cap
+        return (rng or random).uniform(0.0, cap)
+
+    def backoff_after_timeout(self, retry_number: int, rng: random.Random | None = None) -> float:
+        """Wait before retry ``retry_number`` when the previous attempt was sent but never answered.
+
+        A read timeout means the backend may still be busy with (or have already recorded) that request: resending
+        at once piles more work on a server that is already too slow. So the range is doubled (one exponential step
+        further) and the draw comes from its upper half ("equal jitter"), never near zero.
+        """
+        if self.testing:
+            return 0.0
+        cap = self.backoff_cap(retry_number + 1)
+        if not self.wait_jitter:
+            return cap
+        return (rng or random).uniform(cap / 2, cap)
+
+    def backoff_cap(self, retry_number: int) -> float:
+        """The upper bound of the jittered wait before retry ``retry_number``."""
         try:
             grown = self.wait_initial * self.wait_exp_base ** max(0, retry_number - 1)
         except OverflowError:  # a very late retry: the cap applies anyway
             grown = self.wait_max
-        cap = min(self.wait_max, grown)
-        if not self.wait_jitter:
-            return cap
-        return (rng or random).uniform(0.0, cap)
+        return min(self.wait_max, grown)
 
     def next_wait(
         self,
@@ -120,19 +138,26 @@ class RetryPolicy:
         elapsed: float,
         retry_after: float | None = None,
         rng: random.Random | None = None,
+        after_timeout: bool = False,
     ) -> float | None:
         """Seconds to wait before the next try after ``attempt`` tries took ``elapsed`` seconds; None = give up.
 
         A server's ``Retry-After`` replaces the computed backoff (it knows better than we do), but is clamped so
         the next try still starts before the deadline; if even that is impossible, give up now rather than sleep
-        into a certain failure.
+        into a certain failure. ``after_timeout``: the last attempt was sent and never answered, so back off
+        harder (see :meth:`backoff_after_timeout`).
         """
         if attempt >= self.attempts:
             return None
         remaining = self.timeout - elapsed
         if remaining <= 0:
             return None
-        wait = self.backoff(attempt, rng) if retry_after is None else retry_after
+        if retry_after is not None:
+            wait = retry_after
+        elif after_timeout:
+            wait = self.backoff_after_timeout(attempt, rng)
+        else:
+            wait = self.backoff(attempt, rng)
         if self.testing and retry_after is None:
             wait = 0.0
         if wait >= remaining:

@@ -196,7 +196,7 @@ class SpanExportService(QueueService[SpanItem]):
         led = self.ledger
         project_id = await self._resolver.get(self._config.project_resolve_wait)
         if project_id is None:
-            led.settle_dropped("retries_exhausted", len(batch))
+            led.settle_dropped(self._resolver.failure_reason, len(batch))
             self._log.warning("resolve", "judgeval_async: dropping %d spans: project id unresolved", len(batch))
             self._notify()
             return

@@ -154,7 +154,7 @@ class TagBatcher(QueueService[TagItem]):
             logger.info("judgeval_async: batch tag endpoint unavailable; sending tags per trace")
         project_id = await self._resolver.get(self._config.project_resolve_wait)
         if project_id is None:
-            led.settle_dropped("retries_exhausted", calls)
+            led.settle_dropped(self._resolver.failure_reason, calls)
             return
         base = self._config.api_url.rstrip("/")
 

@@ -12,11 +12,13 @@ import asyncio
 import dataclasses
 import enum
 import gzip as gzip_module
+import ipaddress
 import json
 import logging
 import random
 import threading
 import time
+import urllib.parse
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -41,10 +43,11 @@ _GZIP_MIN_BYTES = 1024  # below this, compression costs more CPU than it saves b
 class _QuietOnOurThread(logging.Filter):
     """Drops httpx/httpcore records emitted on the SDK's own loop thread.
 
-    httpx logs every request at INFO ("HTTP Request: POST ..."): for an exporter sending many batches a minute that
-    is log spam in the application's logs, and it is the application's log volume we promised not to touch. Records
-    from the application's own httpx use (any other thread) pass unchanged. Our failures are reported through the
-    health metrics and our own rate-limited warnings instead.
+    httpx logs every request at INFO ("HTTP Request: POST ..."), httpcore every connection and request phase at
+    DEBUG: for an exporter sending many batches a minute that is log spam in the application's logs, and it is the
+    application's log volume we promised not to touch. Records from the application's own httpx use (any other
+    thread) pass unchanged. Our failures are reported through the health metrics and our own rate-limited warnings
+    instead.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -54,11 +57,63 @@ class _QuietOnOurThread(logging.Filter):
 _quiet = _QuietOnOurThread()
 
 
+# A logger's filters see only the records created on that logger, not those propagated up from its children, so
+# every logger httpx and httpcore log through needs the filter: httpcore logs through "httpcore.http11",
+# "httpcore.connection", ... and never through "httpcore" itself. The known names are created here (a module
+# imported later, such as httpcore's HTTP/2 code, gets the same, already filtered, logger object); any other
+# child that already exists is covered too.
+_HTTP_LOGGERS = (
+    "httpx",
+    "httpcore",
+    "httpcore.connection",
+    "httpcore.http11",
+    "httpcore.http2",
+    "httpcore.proxy",
+    "httpcore.socks",
+)
+
+
 def _quiet_http_logs() -> None:
-    for name in ("httpx", "httpcore"):
+    existing = [n for n in list(logging.root.manager.loggerDict) if n.startswith(("httpx.", "httpcore."))]
+    for name in (*_HTTP_LOGGERS, *existing):
         log = logging.getLogger(name)
         if _quiet not in log.filters:
             log.addFilter(_quiet)
+
+
+_LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
+_warned_plain_http: set[str] = set()
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() in _LOOPBACK_NAMES or host.lower().endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _warn_plain_http(config: Config) -> None:
+    """Warn once per host when the API key would travel unencrypted over the network."""
+    if not config.api_key:
+        return
+    for url in (config.api_url, config.traces_url):
+        parts = urllib.parse.urlsplit(url)
+        host = parts.hostname or ""
+        if parts.scheme != "http" or _is_loopback(host) or host in _warned_plain_http:
+            continue
+        _warned_plain_http.add(host)
+        logger.warning(
+            "judgeval_async: the API key will be sent over plain http:// to %s, unencrypted; use https:// "
+            "(plain http is meant for a loopback test server)",
+            host,
+        )
+
+
+# A Retry-After above max_retry_after is capped: one "Retry-After: 3600" must not silence the tracer for an hour.
+# The cap is logged per endpoint at most once per this many seconds.
+_CAP_LOG_INTERVAL = 300.0
 
 
 class SendStatus(enum.Enum):
@@ -69,6 +124,7 @@ class SendStatus(enum.Enum):
     AUTH = "auth_error"
     TOO_LARGE = "payload_too_large"
     EXHAUSTED = "retries_exhausted"
+    UNACKNOWLEDGED = "unacknowledged"  # the last attempt was fully sent, then timed out: maybe delivered
     SHUTDOWN = "shutdown_deadline"
 
 
@@ -106,6 +162,8 @@ class AsyncTransport:
         self._rng = rng or random.Random()
         self._client: httpx.AsyncClient | None = None
         _quiet_http_logs()
+        _warn_plain_http(config)
+        self._cap_logged_at: dict[str, float] = {}
         self._auth_logged: set[str] = set()
         self._probe_at: dict[str, float] = {}
 
@@ -190,18 +248,23 @@ class AsyncTransport:
         if headers:
             request_headers.update(headers)
         attempt = 0
+        # The last attempt was fully sent and then timed out: the backend may have recorded it. Giving up after
+        # such an attempt is counted "unacknowledged", not "retries_exhausted" (docs/reliability.md).
+        unacknowledged = False
+        gave_up = SendStatus.EXHAUSTED
         while True:
             # A 429 pauses this endpoint (and only this one) until its Retry-After has passed.
             pause = state.paused_until - time.monotonic()
             if pause > 0:
                 if time.monotonic() + pause >= deadline:
-                    return SendResult(SendStatus.EXHAUSTED)
+                    return SendResult(gave_up)
                 if await self._sleep(pause):
                     return SendResult(SendStatus.SHUTDOWN)
             attempt += 1
-            status_code, retry_after_header, resp_body = await self._attempt(
+            status_code, retry_after_header, resp_body, unacknowledged = await self._attempt(
                 endpoint, url, body, request_headers, deadline
             )
+            gave_up = SendStatus.UNACKNOWLEDGED if unacknowledged else SendStatus.EXHAUSTED
             if status_code is not None and 200 <= status_code < 300:
                 if state.circuit_open:
                     state.circuit_open = False
@@ -220,8 +283,8 @@ class AsyncTransport:
             if outcome is Outcome.REJECTED:
                 return SendResult(SendStatus.REJECTED, status_code, resp_body)
             if not retry:
-                return SendResult(SendStatus.EXHAUSTED, status_code, resp_body)
-            retry_after = parse_retry_after(retry_after_header, now=time.time())
+                return SendResult(gave_up, status_code, resp_body)
+            retry_after = self._capped(endpoint, parse_retry_after(retry_after_header, now=time.time()))
             if status_code == 429:
                 # Default to a short pause when the server asks us to slow down without saying for how long.
                 pause_for = retry_after if retry_after is not None else 1.0
@@ -232,44 +295,76 @@ class AsyncTransport:
                 elapsed=time.monotonic() - started,
                 retry_after=retry_after,
                 rng=self._rng,
+                after_timeout=unacknowledged,
             )
             if wait is None:
-                return SendResult(SendStatus.EXHAUSTED, status_code, resp_body)
+                return SendResult(gave_up, status_code, resp_body)
             self._metrics.retries.inc(endpoint)
             # Shutdown cuts a backoff short, including a zero one (testing mode): no new attempt starts after it.
             if (await self._sleep(wait)) if wait > 0 else self._shutting_down.is_set():
                 return SendResult(SendStatus.SHUTDOWN, status_code, resp_body)
 
+    def _capped(self, endpoint: str, retry_after: float | None) -> float | None:
+        """``retry_after`` bounded by ``max_retry_after``; the cap is logged per endpoint, rate-limited."""
+        cap = self._config.max_retry_after
+        if retry_after is None or retry_after <= cap:
+            return retry_after
+        now = time.monotonic()
+        last = self._cap_logged_at.get(endpoint)
+        if last is None or now - last >= _CAP_LOG_INTERVAL:
+            self._cap_logged_at[endpoint] = now
+            logger.warning(
+                "judgeval_async: the Judgment API asked the %s endpoint to wait %.0fs (Retry-After); "
+                "waiting max_retry_after=%.0fs instead",
+                endpoint,
+                retry_after,
+                cap,
+            )
+        return cap
+
     async def _attempt(
         self, endpoint: str, url: str, body: bytes, headers: dict[str, str], deadline: float
-    ) -> tuple[int | None, str | None, bytes]:
-        """One request. Returns (status or None for a transport failure, Retry-After header, body)."""
+    ) -> tuple[int | None, str | None, bytes, bool]:
+        """One request. Returns (status or None for a transport failure, Retry-After header, body, unacknowledged).
+
+        ``unacknowledged``: the request was sent completely and then timed out waiting for the answer, so the
+        backend may have processed it (an ambiguous delivery, unlike a failed connect or a reset mid-upload).
+        """
         client = self._ensure_client()
         state = self._metrics.endpoint(endpoint)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            return None, None, b""  # no time left for a request: none is sent, none is counted
+            return None, None, b"", False  # no time left for a request: none is sent, none is counted
+        sent = False
+
+        async def trace(event: str, info: Mapping[str, Any]) -> None:
+            # httpcore's request trace extension: the one reliable signal that the whole body left this process.
+            nonlocal sent
+            if event.endswith("send_request_body.complete"):
+                sent = True
+
         state.in_flight += 1
         state.bytes_sent += len(body)
         t0 = time.perf_counter()
         try:
             # The hard deadline covers what httpx's per-phase timeouts cannot: a server trickling its body.
             with anyio.fail_after(remaining):
-                response = await client.post(url, content=body, headers=headers)
+                response = await client.post(url, content=body, headers=headers, extensions={"trace": trace})
                 resp_body = response.content
         except (TimeoutError, httpx.TimeoutException) as exc:
             self._record_error(endpoint, "timeout", type(exc).__name__)
-            return None, None, b""
+            # httpx raises ReadTimeout only while waiting for the answer, i.e. after the request was written.
+            return None, None, b"", sent or isinstance(exc, httpx.ReadTimeout)
         except httpx.HTTPError as exc:
             self._record_error(endpoint, "network", type(exc).__name__)
-            return None, None, b""
+            return None, None, b"", False
         finally:
             state.in_flight -= 1
             self._metrics.request_duration(endpoint).observe(time.perf_counter() - t0)
         status = response.status_code
         if not 200 <= status < 300:
             self._record_error(endpoint, str(status), f"HTTP {status}")
-        return status, response.headers.get("Retry-After"), resp_body
+        return status, response.headers.get("Retry-After"), resp_body, False
 
     def _record_error(self, endpoint: str, label: str, detail: str) -> None:
         # ``detail`` is an exception *type* name or a status: never a message, which could carry a URL or header.
@@ -286,11 +381,12 @@ class AsyncTransport:
         if endpoint not in self._auth_logged:
             self._auth_logged.add(endpoint)
             logger.error(
-                "judgeval_async: the Judgment API refused our credentials (HTTP %s) on the %s endpoint. "
+                "judgeval_async: the Judgment API refused our credentials (HTTP %s) on the %s endpoint%s. "
                 "Check JUDGMENT_API_KEY and JUDGMENT_ORG_ID. Items for this endpoint are dropped and counted "
                 "(reason auth_error); retrying in %.0fs.",
                 status,
                 endpoint,
+                "" if self._config.api_key else " (no API key is configured)",
                 self._config.circuit_cooldown,
             )
 

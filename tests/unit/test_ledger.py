@@ -18,6 +18,7 @@ def test_drop_reasons_are_the_documented_fixed_set() -> None:
         "queue_full",
         "buffer_full",
         "retries_exhausted",
+        "unacknowledged",
         "non_retryable_status",
         "auth_error",
         "payload_too_large",

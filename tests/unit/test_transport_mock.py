@@ -222,20 +222,21 @@ async def test_retry_false_sends_once() -> None:
 
 @pytest.mark.asyncio
 @pytest.mark.parametrize(
-    ("exc", "label"),
+    ("exc", "label", "final"),
     [
-        (httpx.ConnectError("connection refused"), "network"),
-        (httpx.RemoteProtocolError("peer closed"), "network"),
-        (httpx.ReadTimeout("read timed out"), "timeout"),
-        (httpx.ConnectTimeout("connect timed out"), "timeout"),
+        (httpx.ConnectError("connection refused"), "network", SendStatus.EXHAUSTED),
+        (httpx.RemoteProtocolError("peer closed"), "network", SendStatus.EXHAUSTED),
+        # A read timeout happens after the request was sent: the backend may have it, so it is "unacknowledged".
+        (httpx.ReadTimeout("read timed out"), "timeout", SendStatus.UNACKNOWLEDGED),
+        (httpx.ConnectTimeout("connect timed out"), "timeout", SendStatus.EXHAUSTED),
     ],
 )
-async def test_transport_exceptions_are_retried_then_exhausted(exc: Exception, label: str) -> None:
+async def test_transport_exceptions_are_retried_then_exhausted(exc: Exception, label: str, final: SendStatus) -> None:
     """Network errors and timeouts are retried up to the attempt limit and counted by kind, never raised."""
     server = Server(exc)
     async with transport(server, config(retry_attempts=3)) as (t, m):
         result = await t.send("tags", TAGS, b"x")
-    assert result.status is SendStatus.EXHAUSTED
+    assert result.status is final
     assert result.http_status is None
     assert server.total == 3
     assert dict(m.api_errors.items()) == {("tags", label): 3}
@@ -351,13 +352,13 @@ async def test_429_pauses_only_that_endpoint() -> None:
 
 @pytest.mark.asyncio
 async def test_429_retry_after_beyond_deadline_gives_up_and_pauses() -> None:
-    """A Retry-After past the deadline gives up at once; the pause still applies to the next send, which fails fast."""
+    """A Retry-After past the deadline gives up at once; the (capped) pause still applies to the next send."""
     server = Server((429, {"Retry-After": "3600"}))
     async with transport(server, config(export_timeout=30.0)) as (t, m):
         result = await asyncio.wait_for(t.send("traces", TRACES, b"x"), WAIT)
         assert result.status is SendStatus.EXHAUSTED
         assert result.http_status == 429
-        assert t.paused_for("traces") > 3000
+        assert 50 < t.paused_for("traces") <= 60  # Retry-After: 3600 capped at max_retry_after (default 60 s)
         again = await asyncio.wait_for(t.send("traces", TRACES, b"x"), WAIT)
         assert again.status is SendStatus.EXHAUSTED
         assert server.total == 1
@@ -444,6 +445,7 @@ def test_send_result_helpers() -> None:
         "auth_error",
         "payload_too_large",
         "retries_exhausted",
+        "unacknowledged",
         "shutdown_deadline",
     }
 
