@@ -120,11 +120,14 @@ class ApiSettings:
 class Api:
     """Answers the five endpoints, records what they accept, and counts every answer."""
 
-    def __init__(self, settings: ApiSettings, recorder: Recorder, *, batch_tags: bool) -> None:
+    def __init__(
+        self, settings: ApiSettings, recorder: Recorder, *, batch_tags: bool, idempotency: bool = True
+    ) -> None:
         self._settings = settings
         self._recorder = recorder
         self._lock = threading.Lock()
         self._batch_tags = batch_tags
+        self._idempotency = idempotency
 
     @property
     def batch_tags_enabled(self) -> bool:
@@ -148,10 +151,29 @@ class Api:
             self._authorize(request.headers)
             body = _decode_content(request.headers, request.body)
             decoded = len(body)
-            reply = self._dispatch(rt, request.headers, body)
+            reply = self._dispatch_once(rt, request.headers, body)
         except _Invalid as exc:
             reply = exc.reply
         self._recorder.count(rt.endpoint, reply.status, wire=len(request.body), decoded=decoded)
+        return reply
+
+    def _dispatch_once(self, rt: Route, headers: Mapping[str, str], body: bytes) -> Reply:
+        """Dispatch, unless this ``Idempotency-Key`` was already accepted: then answer the same again, record nothing.
+
+        That is what a backend must do for an at-least-once client (docs/reliability.md, "Delivery semantics"): a
+        request whose answer was lost (the client's read timed out) is sent again under the same key. Only accepted
+        (2xx) requests are remembered, so a redelivery of a refused one is judged afresh. Requests run one at a
+        time on the server's loop, so checking and remembering cannot race.
+        """
+        key = headers.get("idempotency-key", "").strip()
+        if not key or not self._idempotency:
+            return self._dispatch(rt, headers, body)
+        stored = self._recorder.answered(rt.endpoint, key)
+        if stored is not None:
+            return Reply(*stored)
+        reply = self._dispatch(rt, headers, body)
+        if 200 <= reply.status < 300:
+            self._recorder.remember(rt.endpoint, key, (reply.status, reply.body, reply.content_type, reply.headers))
         return reply
 
     def _authorize(self, headers: Mapping[str, str]) -> None:

@@ -1,4 +1,5 @@
-"""What the local server received: request counts, bytes, headers, spans, tags and eval runs.
+"""What the local server received: request counts, bytes, headers, spans, tags and eval runs, and the
+``Idempotency-Key`` of every accepted request, so a redelivery is acknowledged again but recorded once.
 
 Everything goes through one `threading.Condition`, so any thread can read a consistent copy while
 the server runs, and `wait_for` wakes on each new record instead of polling.
@@ -8,13 +9,19 @@ from __future__ import annotations
 
 import json
 import threading
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 # Header values that must never be kept: the API key travels in Authorization.
 _SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "x-api-key"})
+# Idempotency keys remembered (oldest forgotten first): a real backend keeps them for a day or so; a test server
+# needs only to outlive a client's retry loop, without growing without bound in a long benchmark.
+_KEYS_KEPT = 100_000
+
+# A remembered answer: (status, body, content type, extra headers).
+StoredReply = tuple[int, bytes, str, tuple[tuple[str, str], ...]]
 
 
 @dataclass(frozen=True)
@@ -88,6 +95,8 @@ class Recorder:
         self._tags: dict[str, set[str]] = {}
         self._raw_evals: list[EvalRecord] = []
         self._evals: dict[str, EvalRecord] = {}
+        self._answered: OrderedDict[tuple[str, str], StoredReply] = OrderedDict()
+        self._duplicates: Counter[str] = Counter()
 
     # -- writers (the server's loop thread) ---------------------------------------------------
 
@@ -134,8 +143,23 @@ class Recorder:
             self._evals.setdefault(key, record)
             self._cond.notify_all()
 
+    def answered(self, endpoint: str, key: str) -> StoredReply | None:
+        """The reply already given to `key` on `endpoint`, counting this request as a duplicate; else None."""
+        with self._cond:
+            reply = self._answered.get((endpoint, key))
+            if reply is not None:
+                self._duplicates[endpoint] += 1
+            return reply
+
+    def remember(self, endpoint: str, key: str, reply: StoredReply) -> None:
+        """Keep the reply to an accepted request, so a redelivery of `key` gets it again without a new record."""
+        with self._cond:
+            self._answered[endpoint, key] = reply
+            if len(self._answered) > _KEYS_KEPT:
+                self._answered.popitem(last=False)
+
     def reset(self) -> None:
-        """Forget everything recorded so far."""
+        """Forget everything recorded so far (idempotency keys included)."""
         with self._cond:
             self._init()
             self._cond.notify_all()
@@ -188,6 +212,11 @@ class Recorder:
         with self._cond:
             return self._wire_bytes[endpoint], self._decoded_bytes[endpoint]
 
+    def duplicates(self, endpoint: str | None = None) -> int:
+        """Redeliveries (a repeated ``Idempotency-Key``) acknowledged without a new record, on one endpoint or all."""
+        with self._cond:
+            return self._duplicates[endpoint] if endpoint is not None else sum(self._duplicates.values())
+
     def request_count(self, endpoint: str, status: int | str | None = None) -> int:
         """Requests finished on `endpoint`, all of them or only those with one outcome."""
         with self._cond:
@@ -215,6 +244,7 @@ class Recorder:
                 "tag_calls": len(self._tag_calls),
                 "evals": len(self._evals),
                 "raw_evals": len(self._raw_evals),
+                "duplicates": dict(sorted(self._duplicates.items())),
             }
 
     def wait_for(

@@ -45,6 +45,10 @@ def _loopback_host(host: str) -> str:
 class LocalJudgmentServer:
     """The Judgment API on 127.0.0.1, with fault injection and full recording.
 
+    Like a real backend, it honours ``Idempotency-Key``: a request repeating the key of one it already accepted
+    is acknowledged with the same answer but not recorded again, and counted in `duplicates` (``idempotency=False``
+    records every delivery instead).
+
     `start()` returns once the socket listens; `stop()` closes everything and joins the thread; the
     object is a context manager doing both, and may be started again after a stop (same port).
     Every public method is thread-safe. The ones that touch the socket (`set_fault(kind="refuse")`,
@@ -63,6 +67,7 @@ class LocalJudgmentServer:
         seed: int | None = None,
         max_body_bytes: int = 64 * 1024 * 1024,
         headers_kept: int = 50,
+        idempotency: bool = True,
     ) -> None:
         if not 0 <= port <= 65535:
             raise ValueError(f"port: expected 0-65535, got {port!r}")
@@ -74,7 +79,7 @@ class LocalJudgmentServer:
         self._settings = ApiSettings(api_key, org_id, require_project_id)
         self._faults = FaultTable(seed)
         self._recorder = Recorder(headers_kept)
-        self._api = Api(self._settings, self._recorder, batch_tags=batch_tags_enabled)
+        self._api = Api(self._settings, self._recorder, batch_tags=batch_tags_enabled, idempotency=idempotency)
         self._control = Control(self._faults, self._recorder, self._api)
         self._state_lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -274,6 +279,10 @@ class LocalJudgmentServer:
     def bytes_received(self, endpoint: str) -> tuple[int, int]:
         """(wire, decoded) body bytes of requests the API answered on `endpoint`."""
         return self._recorder.bytes_received(endpoint)
+
+    def duplicates(self, endpoint: str | None = None) -> int:
+        """Redeliveries of an already accepted ``Idempotency-Key``: acknowledged, not recorded (one endpoint or all)."""
+        return self._recorder.duplicates(endpoint)
 
     def request_count(self, endpoint: str, status: int | str | None = None) -> int:
         """Finished requests on `endpoint`; `status` filters by code, "blackhole" or "reset"."""

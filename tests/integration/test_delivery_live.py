@@ -74,7 +74,8 @@ def test_black_holed_request_is_abandoned_at_its_deadline(
     assert tracer.force_flush(timeout=10.0)
     assert time.monotonic() - started < 8.0
     health = tracer.get_health_metrics()
-    assert health["spans_dropped_by_reason"] == {"retries_exhausted": 1}
+    # Sent in full, never answered: the backend may have it, so it is counted apart from retries_exhausted.
+    assert health["spans_dropped_by_reason"] == {"unacknowledged": 1}
     assert health["api_errors_by_endpoint"]["traces"].get("timeout", 0) >= 1
     assert health["ledger_balanced"]
 

@@ -26,6 +26,15 @@ def _fresh_warned_env() -> Iterator[None]:
     config_module._warned_env.update(saved)
 
 
+@pytest.fixture(autouse=True)
+def _no_judgment_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Config() reads JUDGMENT_* variables: tests start from an environment without any."""
+    import os
+
+    for var in [v for v in os.environ if v.startswith("JUDGMENT_")]:
+        monkeypatch.delenv(var)
+
+
 def _config_warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     return [r for r in caplog.records if r.name == "judgeval_async._config" and r.levelno == logging.WARNING]
 
@@ -142,6 +151,7 @@ _INVALID: list[tuple[str, Any]] = [
         for v in (0, -1, _NAN, _INF, "5", True)
     ],
     *[(f, v) for f in ("circuit_cooldown", "read_timeout", "serialize_budget") for v in (0.0, -0.5, _NAN, _INF)],
+    *[("max_retry_after", v) for v in (0, -1, _NAN, _INF, True, "60")],
     *[(f, v) for f in ("retry_wait_initial", "retry_wait_max") for v in (-1, _NAN, _INF, True, "0")],
     ("retry_wait_exp_base", 0.5),
     ("retry_wait_exp_base", "2"),
@@ -156,6 +166,22 @@ _INVALID: list[tuple[str, Any]] = [
     ("api_url", "https://user:pw@example.com"),
     ("otlp_endpoint", "file:///tmp/x"),
     ("otlp_endpoint", "http://user@example.com/v1/traces"),
+    ("api_url", "http://host:99999"),
+    ("api_url", "http://host:abc"),
+    ("api_url", "http://host:0"),
+    ("api_url", "http://ho st"),
+    ("api_url", "http://host\r\nX-Injected: 1"),
+    ("api_url", "http://host/\t"),
+    ("api_url", " http://host"),
+    ("otlp_endpoint", "http://host:65536/v1/traces"),
+    ("otlp_endpoint", "http://host/v1/traces\n"),
+    ("api_key", "sk-1\r\nX-Injected: 1"),
+    ("api_key", "sk 1"),
+    ("api_key", "sk-\x00"),
+    ("api_key", "sk-\u00e9"),
+    ("organization_id", "org\nX-Injected: 1"),
+    ("organization_id", "org\x7f"),
+    ("project_id", "p1\r\n"),
 ]
 
 
@@ -354,3 +380,94 @@ def test_replace_revalidates() -> None:
     """dataclasses.replace goes through the same validation."""
     with pytest.raises(ConfigError, match=r"^max_queue_size: "):
         dataclasses.replace(Config(), max_queue_size=0)
+
+
+# ------------------------------------------------------------------ Config(...) reads the environment
+def test_config_constructor_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Config(...) itself reads JUDGMENT_* for knobs not given as keywords, as the README promises."""
+    monkeypatch.setenv("JUDGMENT_MAX_QUEUE_SIZE", "4096")
+    monkeypatch.setenv("JUDGMENT_API_KEY", SECRET)
+    monkeypatch.setenv("JUDGMENT_MAX_RETRY_AFTER", "5")
+    c = Config(schedule_delay=1.5)
+    assert c.max_queue_size == 4096
+    assert c.api_key == SECRET
+    assert c.max_retry_after == 5.0
+    assert c.schedule_delay == 1.5
+
+
+def test_config_constructor_keyword_beats_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A keyword given to Config(...) wins over its environment variable, positionally too."""
+    monkeypatch.setenv("JUDGMENT_API_KEY", "from-env")
+    monkeypatch.setenv("JUDGMENT_ORG_ID", "org-env")
+    assert Config(api_key="kw").api_key == "kw"
+    c = Config("positional")
+    assert (c.api_key, c.organization_id) == ("positional", "org-env")
+    with pytest.raises(TypeError):
+        Config("a", api_key="b")
+
+
+def test_config_constructor_degrades_on_bad_env(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bad variable read by Config(...) is logged once and left at its default; it never raises."""
+    monkeypatch.setenv("JUDGMENT_MAX_QUEUE_SIZE", "lots")
+    monkeypatch.setenv("JUDGMENT_API_KEY", "bad\x01key")
+    with caplog.at_level(logging.WARNING):
+        c = Config()
+    assert c.max_queue_size == 8192
+    assert c.api_key == ""
+    assert len(_config_warnings(caplog)) == 2
+    assert "bad\x01key" not in caplog.text
+
+
+def test_config_constructor_agrees_with_from_env_and_replace(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Config(), Config.from_env() and from_env(os.environ) agree; replace() keeps every field it is given."""
+    monkeypatch.setenv("JUDGMENT_MAX_QUEUE_SIZE", "256")
+    c = Config()
+    assert c == Config.from_env() == Config.from_env(dict(__import__("os").environ))
+    assert c.max_export_batch_size == 256  # a small queue implies small batches, from the environment too
+    monkeypatch.setenv("JUDGMENT_MAX_QUEUE_SIZE", "128")
+    assert dataclasses.replace(c, gzip=False).max_queue_size == 256
+    assert Config.from_env({}).max_queue_size == 8192  # an explicit mapping is the only source
+
+
+def test_unknown_keyword_to_config_names_the_field() -> None:
+    """Config(...) refuses an unknown knob with a ConfigError naming it."""
+    with pytest.raises(ConfigError, match=r"^max_retry_afterr: "):
+        Config(max_retry_afterr=1)  # type: ignore[call-arg]
+
+
+# ------------------------------------------------------------------ max_retry_after, URLs and header values
+def test_max_retry_after_default_and_env() -> None:
+    """max_retry_after defaults to 60 s and is settable by JUDGMENT_MAX_RETRY_AFTER."""
+    assert Config().max_retry_after == 60.0
+    assert Config.from_env({"JUDGMENT_MAX_RETRY_AFTER": "2.5"}).max_retry_after == 2.5
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "secret"),
+    [
+        ("api_key", "sk-hunter2\r\nX-Injected: 1", "hunter2"),
+        ("organization_id", "org-hunter2\nX: 1", "hunter2"),
+        ("api_url", "http://host:hunter2", "hunter2"),
+        ("api_url", "http://hunter2 .example", "hunter2"),
+    ],
+)
+def test_bad_header_or_url_is_refused_without_echo(field: str, value: str, secret: str) -> None:
+    """Control characters, spaces and bad ports raise ConfigError naming the field, never echoing the value."""
+    with pytest.raises(ConfigError, match=rf"^{field}: ") as info:
+        Config(**{field: value})
+    assert secret not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:1", "https://h:65535/base", "http://[::1]:8080", "https://api.example.com/"]
+)
+def test_valid_ports_and_hosts_are_accepted(url: str) -> None:
+    """Ports 1-65535, IPv6 literals and no port at all are accepted."""
+    assert Config(api_url=url).api_url == url
+
+
+def test_env_value_with_surrounding_whitespace_is_trimmed() -> None:
+    """A key read from the environment with a trailing newline (a file's last line) is trimmed, not refused."""
+    assert Config.from_env({"JUDGMENT_API_KEY": SECRET + "\n"}).api_key == SECRET

@@ -198,3 +198,26 @@ def test_policy_is_frozen() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         policy.attempts = 3  # type: ignore[misc]
     assert math.isclose(policy.timeout, 30.0)
+
+
+# ------------------------------------------------------------------ after a read timeout
+@pytest.mark.parametrize("retry_number", [1, 2, 3, 6])
+def test_backoff_after_timeout_is_the_upper_half_of_a_doubled_range(retry_number: int) -> None:
+    """After a timeout the wait is drawn from [cap/2, cap] of the next step's cap: never near zero."""
+    policy = RetryPolicy(wait_initial=0.5, wait_max=10.0, wait_exp_base=2.0)
+    cap = min(10.0, 0.5 * 2.0**retry_number)
+    rng = random.Random(7)
+    waits = [policy.backoff_after_timeout(retry_number, rng) for _ in range(500)]
+    assert all(cap / 2 <= w <= cap for w in waits)
+    plain = [policy.backoff(retry_number, rng) for _ in range(500)]
+    assert min(waits) > min(plain)
+
+
+def test_next_wait_after_timeout_backs_off_harder_but_keeps_the_deadline() -> None:
+    """next_wait(after_timeout=True) waits at least half the doubled cap, and still gives up at the deadline."""
+    policy = RetryPolicy(attempts=5, timeout=30.0, wait_initial=1.0, wait_max=10.0)
+    wait = policy.next_wait(attempt=1, elapsed=0.0, rng=random.Random(1), after_timeout=True)
+    assert wait is not None and 1.0 <= wait <= 2.0
+    assert policy.next_wait(attempt=3, elapsed=29.0, after_timeout=True) is None
+    assert dataclasses.replace(policy, testing=True).next_wait(attempt=1, elapsed=0.0, after_timeout=True) == 0.0
+    assert dataclasses.replace(policy, wait_jitter=False).backoff_after_timeout(1) == 2.0

@@ -459,3 +459,149 @@ async def test_aclose_is_idempotent_and_client_is_recreated() -> None:
         await t.aclose()
         assert (await t.send("tags", TAGS, b"x")).ok
     assert server.total == 1
+
+
+# ------------------------------------------------------------------ Retry-After cap (max_retry_after)
+def _cap_warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if "max_retry_after" in r.getMessage()]
+
+
+@pytest.mark.asyncio
+async def test_429_retry_after_is_capped_by_max_retry_after(caplog: pytest.LogCaptureFixture) -> None:
+    """A 429 asking for an hour pauses the endpoint for max_retry_after only; the retry then delivers."""
+    server = Server((429, {"Retry-After": "3600"}), 200)
+    with caplog.at_level(logging.WARNING):
+        async with transport(server, config(max_retry_after=0.3, export_timeout=20.0)) as (t, _):
+            result = await asyncio.wait_for(t.send("traces", TRACES, b"x"), WAIT)
+    assert result.status is SendStatus.DELIVERED
+    assert server.total == 2
+    (warning,) = _cap_warnings(caplog)
+    assert "3600" in warning.getMessage() and "traces" in warning.getMessage()
+
+
+@pytest.mark.asyncio
+async def test_503_retry_after_is_capped_and_logged_once_per_endpoint(caplog: pytest.LogCaptureFixture) -> None:
+    """A 503's Retry-After is capped too; repeated caps log once per endpoint, not once per response."""
+    server = Server((503, {"Retry-After": "86400"}), (503, {"Retry-After": "86400"}), 200)
+    with caplog.at_level(logging.WARNING):
+        async with transport(server, config(max_retry_after=0.05, retry_attempts=5)) as (t, _):
+            assert (await asyncio.wait_for(t.send("evals", TAGS, b"x"), WAIT)).ok
+            server.calls.clear()
+            assert (await asyncio.wait_for(t.send("evals", TAGS, b"x"), WAIT)).ok
+            server.calls.clear()
+            assert (await asyncio.wait_for(t.send("tags", TAGS, b"x"), WAIT)).ok
+    assert sorted(r.getMessage().split(" endpoint")[0].rsplit(" ", 1)[1] for r in _cap_warnings(caplog)) == [
+        "evals",
+        "tags",
+    ]
+
+
+@pytest.mark.asyncio
+async def test_retry_after_below_the_cap_is_honoured_as_given() -> None:
+    """A Retry-After under max_retry_after pauses for exactly what the server asked."""
+    server = Server((429, {"Retry-After": "40"}))
+    async with transport(server, config(export_timeout=30.0)) as (t, _):
+        await asyncio.wait_for(t.send("traces", TRACES, b"x"), WAIT)
+        assert 35 < t.paused_for("traces") <= 40
+
+
+# ------------------------------------------------------------------ sent but never answered
+@pytest.mark.asyncio
+async def test_last_attempt_timing_out_after_sending_is_unacknowledged() -> None:
+    """Read timeouts on every attempt end as unacknowledged (maybe delivered), not retries_exhausted."""
+    server = Server(httpx.ReadTimeout("no answer"))
+    async with transport(server, config(retry_attempts=3)) as (t, m):
+        result = await t.send("traces", TRACES, b"x")
+    assert result.status is SendStatus.UNACKNOWLEDGED
+    assert result.status.value == "unacknowledged"
+    assert server.total == 3
+    assert len({r.headers["Idempotency-Key"] for r in server.requests}) == 1
+
+
+@pytest.mark.asyncio
+async def test_the_last_attempt_decides_between_unacknowledged_and_exhausted() -> None:
+    """A read timeout followed by a 503 is exhausted; a 503 followed by a read timeout is unacknowledged."""
+    async with transport(Server(httpx.ReadTimeout("slow"), 503), config(retry_attempts=2)) as (t, _):
+        assert (await t.send("traces", TRACES, b"x")).status is SendStatus.EXHAUSTED
+    async with transport(Server(503, httpx.ReadTimeout("slow")), config(retry_attempts=2)) as (t, _):
+        assert (await t.send("traces", TRACES, b"x")).status is SendStatus.UNACKNOWLEDGED
+    async with transport(Server(httpx.ReadTimeout("slow")), config()) as (t, _):
+        assert (await t.send("traces", TRACES, b"x", retry=False)).status is SendStatus.UNACKNOWLEDGED
+
+
+@pytest.mark.asyncio
+async def test_read_timeout_backs_off_harder_than_a_503() -> None:
+    """After a read timeout the wait comes from the upper half of a doubled range; after a 503 from the full one."""
+    waits: dict[str, float] = {}
+    for name, first in (("timeout", httpx.ReadTimeout("slow")), ("503", 503)):
+        server = Server(first, 200)
+        cfg = config(retry_testing=False, retry_wait_initial=0.4, retry_wait_max=10.0)
+        # A seeded rng whose first draw is small: full jitter would wait ~nothing, equal jitter at least half.
+        async with transport(server, cfg, rng=random.Random(3)) as (t, _):
+            started = time.monotonic()
+            assert (await asyncio.wait_for(t.send("traces", TRACES, b"x"), WAIT)).ok
+            waits[name] = time.monotonic() - started
+    assert random.Random(3).uniform(0, 0.4) < 0.2  # the 503 control's wait, by construction
+    assert waits["timeout"] >= 0.4  # upper half of the doubled cap 0.8: the behaviour is the wait
+    assert waits["timeout"] > waits["503"]
+
+
+# ------------------------------------------------------------------ hygiene: logs and plain http
+def test_plain_http_with_a_key_to_a_remote_host_warns_once(caplog: pytest.LogCaptureFixture) -> None:
+    """An API key bound for plain http:// on a non-loopback host logs one warning per host, without the key."""
+    with caplog.at_level(logging.WARNING):
+        AsyncTransport(config(api_url="http://judgment.example.internal:8080"), Metrics())
+        AsyncTransport(config(api_url="http://judgment.example.internal:8080"), Metrics())
+    warnings = [r for r in caplog.records if "plain http" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "judgment.example.internal" in warnings[0].getMessage()
+    assert KEY not in caplog.text
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"api_url": "http://127.0.0.1:8080"},
+        {"api_url": "http://localhost:8080"},
+        {"api_url": "http://[::1]:8080"},
+        {"api_url": "https://remote.example.net"},
+        {"api_url": "http://nokey.example.net", "api_key": ""},
+    ],
+    ids=["ipv4-loopback", "localhost", "ipv6-loopback", "https", "no-key"],
+)
+def test_no_plain_http_warning_for_loopback_https_or_no_key(
+    caplog: pytest.LogCaptureFixture, options: dict[str, Any]
+) -> None:
+    """Loopback hosts, https and a key-less config send nothing secret over the network: no warning."""
+    with caplog.at_level(logging.WARNING):
+        AsyncTransport(config(**options), Metrics())
+    assert not [r for r in caplog.records if "plain http" in r.getMessage()]
+
+
+def test_plain_http_otlp_endpoint_warns_too(caplog: pytest.LogCaptureFixture) -> None:
+    """A plain-http otlp_endpoint on a remote host carries the key as well, so it warns."""
+    with caplog.at_level(logging.WARNING):
+        AsyncTransport(
+            config(api_url="https://api.example.org", otlp_endpoint="http://collector.example.org/v1/traces"),
+            Metrics(),
+        )
+    assert [r for r in caplog.records if "collector.example.org" in r.getMessage()]
+
+
+@pytest.mark.parametrize("name", ["httpx", "httpcore", "httpcore.http11", "httpcore.connection", "httpcore.http2"])
+def test_http_library_records_from_the_loop_thread_are_filtered(caplog: pytest.LogCaptureFixture, name: str) -> None:
+    """httpx/httpcore records (httpcore's child loggers included) emitted on our loop thread never propagate."""
+    from judgeval_async._config import LOOP_THREAD_NAME
+
+    AsyncTransport(config(), Metrics())
+
+    def emit() -> None:
+        logging.getLogger(name).debug("from the loop %s", name)
+
+    with caplog.at_level(logging.DEBUG):
+        thread = threading.Thread(target=emit, name=LOOP_THREAD_NAME)
+        thread.start()
+        thread.join()
+        logging.getLogger(name).debug("from the application %s", name)
+    messages = [r.getMessage() for r in caplog.records if r.name == name]
+    assert messages == [f"from the application {name}"]
