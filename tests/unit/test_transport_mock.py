@@ -510,7 +510,7 @@ async def test_retry_after_below_the_cap_is_honoured_as_given() -> None:
 async def test_last_attempt_timing_out_after_sending_is_unacknowledged() -> None:
     """Read timeouts on every attempt end as unacknowledged (maybe delivered), not retries_exhausted."""
     server = Server(httpx.ReadTimeout("no answer"))
-    async with transport(server, config(retry_attempts=3)) as (t, m):
+    async with transport(server, config(retry_attempts=3)) as (t, _):
         result = await t.send("traces", TRACES, b"x")
     assert result.status is SendStatus.UNACKNOWLEDGED
     assert result.status.value == "unacknowledged"
