@@ -11,6 +11,7 @@ Environment variable for a field ``x_y`` is ``JUDGMENT_X_Y``, except the three t
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import os
@@ -152,6 +153,10 @@ class Config(metaclass=_ReadsEnvironment):
         """Where OTLP/HTTP protobuf span batches go."""
         return self.otlp_endpoint or self.api_url.rstrip("/") + "/otel/v1/traces"
 
+
+# The metaclass's ``__call__(*args, **kwargs)`` would hide every knob from help() and run-time introspection.
+_init_signature = inspect.signature(Config.__init__)
+setattr(Config, "__signature__", _init_signature.replace(parameters=list(_init_signature.parameters.values())[1:]))  # noqa: B010 - mypy does not know __signature__
 
 _warned_env: set[str] = set()
 

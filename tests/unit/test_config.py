@@ -471,3 +471,12 @@ def test_valid_ports_and_hosts_are_accepted(url: str) -> None:
 def test_env_value_with_surrounding_whitespace_is_trimmed() -> None:
     """A key read from the environment with a trailing newline (a file's last line) is trimmed, not refused."""
     assert Config.from_env({"JUDGMENT_API_KEY": SECRET + "\n"}).api_key == SECRET
+
+
+def test_config_signature_lists_every_knob() -> None:
+    """Reading the environment does not hide the knobs from help() and run-time introspection."""
+    import inspect
+
+    params = inspect.signature(Config).parameters
+    assert list(params) == [f.name for f in dataclasses.fields(Config)]
+    assert params["max_retry_after"].default == 60.0
