@@ -157,6 +157,7 @@ class _Segment:
         "ack_fd",
         "ack_path",
         "acked",
+        "charged",
         "claim",
         "end",
         "fd",
@@ -182,6 +183,7 @@ class _Segment:
         self.acked: set[int] = set()
         self.claim = claim
         self.end = 0  # valid data ends here; anything after is a torn write to ignore
+        self.charged = 0  # segment bytes counted in the spool's disk_bytes (the file's size, torn tail included)
         self.read_at = 0
         self.unresolved = 0  # valid records not yet settled (includes outstanding ones)
         self.outstanding = 0  # handed out by next_record, not yet settled or requeued
@@ -594,6 +596,7 @@ class Spool:
             self._refuse(env)
             return False
         seg.end = start + size
+        seg.charged += size
         seg.unresolved += 1
         seg.newest_created = max(seg.newest_created, env.created)
         self._add_pending(env.signal, env.items, env.size, size)
@@ -799,8 +802,8 @@ class Spool:
             self._active = None
             self._reclaim(seg)
             return
-        self._disk_bytes -= seg.end + seg.ack_bytes
-        seg.end = seg.read_at = seg.ack_bytes = 0
+        self._disk_bytes -= seg.charged + seg.ack_bytes
+        seg.end = seg.read_at = seg.ack_bytes = seg.charged = 0
         seg.acked.clear()
 
     def _reclaim(self, seg: _Segment) -> None:
@@ -819,7 +822,8 @@ class Spool:
                 pass
             except OSError as exc:
                 self._log_once("unlink", "judgeval_async spool %s cannot delete files (%s)", self._dir, exc)
-        self._disk_bytes -= seg.end + seg.ack_bytes
+        self._disk_bytes -= seg.charged + seg.ack_bytes
+        seg.charged = seg.ack_bytes = 0
         claim = seg.claim
         if claim is not None:
             claim.remaining -= 1
@@ -920,7 +924,7 @@ class Spool:
             claim.remaining -= 1
             return 0
         seg = _Segment(path, fd, writable=False, claim=claim, sort_key=(0.0, os.path.basename(path)))
-        seg.end = end
+        seg.end = seg.charged = end
         try:
             with open(seg.ack_path, "rb") as f:
                 data = f.read()
