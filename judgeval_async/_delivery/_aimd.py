@@ -1,8 +1,8 @@
 """Adaptive concurrency (AIMD) for one endpoint: how many requests may be in flight right now.
 
-The limit moves between 1 and ``max_limit``: +``increase`` per window of successes (``+increase/limit`` per
-success, counted only while the limiter is at least half used, as in Netflix's AIMDLimit, so an idle sender does
-not grow a limit it never tested), and times ``decrease_factor`` on a failure or a 429. A burst of failures from
+The limit moves between 1 and ``max_limit``: +``increase`` after each window of ``limit`` successes in which at
+least half the limit was in flight at once (Netflix's AIMDLimit rule: an idle sender does not grow a limit it never
+tested), and times ``decrease_factor`` on a failure or a 429. A burst of failures from
 requests that were all in flight together decreases it once, not once per failure: a failure decreases the limit
 only if its request started after the previous decrease (TCP's once-per-window rule). Clock-free: windows are
 counted in requests.
@@ -22,10 +22,9 @@ __all__ = ["AimdLimiter", "Ticket"]
 
 @dataclass(frozen=True, slots=True)
 class Ticket:
-    """One admitted request. ``seq`` orders requests; ``saturated``: the limiter was at least half used."""
+    """One admitted request; ``seq`` orders requests (probes that bypass the limiter use -1)."""
 
     seq: int
-    saturated: bool
 
 
 class AimdLimiter:
@@ -54,7 +53,9 @@ class AimdLimiter:
         self._limit = float(initial_limit)
         self._in_flight = 0
         self._seq = 0
-        self._decreased_at_seq = 0  # requests numbered below this were in flight at the last decrease
+        self._decreased_at_seq = 0  # requests numbered up to this were in flight at the last decrease
+        self._credit = 0  # successes in the current window
+        self._peak = 0  # most requests in flight at once in the current window
         self.decreases = 0
 
     @property
@@ -71,14 +72,20 @@ class AimdLimiter:
         if self._in_flight >= self.limit:
             return None
         self._in_flight += 1
+        self._peak = max(self._peak, self._in_flight)
         self._seq += 1
-        return Ticket(seq=self._seq, saturated=2 * self._in_flight >= self.limit)
+        return Ticket(seq=self._seq)
 
     def on_success(self, ticket: Ticket) -> None:
-        """The request succeeded: release it and grow the limit by ``increase`` per window of successes."""
+        """The request succeeded: release it; a window of ``limit`` successes that used the limit grows it."""
+        del ticket
         self._release()
-        if ticket.saturated:
-            self._limit = min(self._max, self._limit + self._increase / max(1.0, self._limit))
+        self._credit += 1
+        if self._credit >= self.limit:
+            if 2 * self._peak >= self.limit:
+                self._limit = min(self._max, self._limit + self._increase)
+            self._credit = 0
+            self._peak = self._in_flight
 
     def on_failure(self, ticket: Ticket) -> None:
         """The request failed in a way that says the endpoint is overloaded or unwell (timeout, 5xx, 429)."""
@@ -86,6 +93,8 @@ class AimdLimiter:
         if ticket.seq > self._decreased_at_seq:
             self._limit = max(1.0, self._limit * self._factor)
             self._decreased_at_seq = self._seq
+            self._credit = 0
+            self._peak = self._in_flight
             self.decreases += 1
 
     def on_neutral(self, ticket: Ticket) -> None:
@@ -97,6 +106,8 @@ class AimdLimiter:
         """Back to the initial limit (after the endpoint was down: recovery starts small and ramps up)."""
         self._limit = self._initial
         self._decreased_at_seq = self._seq
+        self._credit = 0
+        self._peak = self._in_flight
 
     def _release(self) -> None:
         self._in_flight = max(0, self._in_flight - 1)

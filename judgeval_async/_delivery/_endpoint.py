@@ -168,7 +168,7 @@ class EndpointHealth:
         self._state = EndpointState.PROBING
         self._probe_started = now
         # A probe bypasses the AIMD limit (requests still in flight from before the outage may hold it).
-        ticket = Ticket(seq=-1, saturated=False)
+        ticket = Ticket(seq=-1)
         return Permit(ticket, probe=True, started=now, successes_at_start=self._successes)
 
     def wait_time(self) -> float | None:

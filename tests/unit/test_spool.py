@@ -673,7 +673,7 @@ def _mount_tmpfs(path: Path, options: str) -> bool:
     path.mkdir(parents=True, exist_ok=True)
     if os.geteuid() != 0:
         return False
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], check=False, capture_output=True)
     return done.returncode == 0
 
 
@@ -685,7 +685,7 @@ def tmpfs(tmp_path: Path) -> Iterator[Path]:
     try:
         yield mnt
     finally:
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+        subprocess.run(["umount", "-l", str(mnt)], check=False, capture_output=True)
 
 
 def test_real_disk_full_on_a_tiny_tmpfs(tmpfs: Path, spools: list[Spool]) -> None:
@@ -703,7 +703,7 @@ def test_real_disk_full_on_a_tiny_tmpfs(tmpfs: Path, spools: list[Spool]) -> Non
 def test_real_read_only_mount(tmpfs: Path, spools: list[Spool]) -> None:
     """A real read-only file system (tmpfs remounted ro, which binds root too): unavailable with EROFS, no raise."""
     (tmpfs / "spool").mkdir()
-    done = subprocess.run(["mount", "-o", "remount,ro", str(tmpfs)], capture_output=True)
+    done = subprocess.run(["mount", "-o", "remount,ro", str(tmpfs)], check=False, capture_output=True)
     if done.returncode != 0:
         pytest.skip("cannot remount read-only here")
     spool = Spool(tmpfs / "spool")
