@@ -27,7 +27,8 @@ ROWS: list[set[str]] = [
 DELIVERY_ROWS: list[set[str]] = [
     {"_envelope"},
     {"_format", "_aimd", "_backlog"},
-    {"_spool", "_endpoint"},
+    {"_segment", "_endpoint"},
+    {"_spool"},
     {"__init__"},
 ]
 # Third-party homes: library -> modules allowed to import it.

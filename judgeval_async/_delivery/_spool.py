@@ -2,7 +2,7 @@
 
 Layout, one directory per (API URL, project) under ``spool_dir`` (``spool_key``)::
 
-    <spool_dir>/<key>/about.json              the API URL and project, for people (never read back)
+    <spool_dir>/<key>/about.json              layout and format version, for people (never read back)
     <spool_dir>/<key>/<wid>.lock              held with fcntl.flock(LOCK_EX) by the live process <wid>
     <spool_dir>/<key>/<wid>-<seq>.seg         append-only records (``_format``), rolled at ``segment_max_bytes``
     <spool_dir>/<key>/<wid>-<seq>.ack         one 12-byte entry per record settled (replayed, dropped, expired)
@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import hashlib
 import json
 import logging
 import os
@@ -39,7 +38,7 @@ import threading
 import time
 import weakref
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +47,17 @@ from judgeval_async._errors import ConfigError
 
 from . import _format as fmt
 from ._envelope import Envelope
+from ._segment import (
+    Claim,
+    FileOps,
+    Segment,
+    claim_writer,
+    close_fd,
+    default_spool_dir,
+    scan_segment,
+    spool_key,
+    writer_of,
+)
 
 __all__ = [
     "DEFAULT_MAX_ITEM_AGE",
@@ -58,55 +68,13 @@ __all__ = [
     "SpoolStats",
     "default_spool_dir",
     "spool_key",
-]
+]  # FileOps, default_spool_dir and spool_key live in _segment; re-exported as the spool's API
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_SPOOL_MAX_BYTES = 1 << 30
 DEFAULT_MAX_ITEM_AGE = 3600.0
 DEFAULT_SEGMENT_MAX_BYTES = 8 << 20
-
-# The events a spooled item can go through; stats count items per (signal, event).
-EVENTS = ("appended", "adopted", "replayed", "dropped", "expired", "corrupt", "refused")
-
-
-def default_spool_dir(environ: Mapping[str, str] | None = None) -> Path:
-    """``$XDG_CACHE_HOME/judgeval_async``, else ``~/.cache/judgeval_async`` (a per-user cache directory)."""
-    env = os.environ if environ is None else environ
-    base = env.get("XDG_CACHE_HOME") or ""
-    root = Path(base) if base and os.path.isabs(base) else Path.home() / ".cache"
-    return root / "judgeval_async"
-
-
-def spool_key(api_url: str, project: str) -> str:
-    """The directory name for one API URL + project: a hash, so neither needs to be a valid file name."""
-    digest = hashlib.sha256(f"{api_url.rstrip('/')}\n{project}".encode("utf-8", "surrogatepass")).hexdigest()
-    return digest[:32]
-
-
-class FileOps:
-    """The file-system calls that write, in one object: tests subclass it to inject ENOSPC/EROFS/EIO.
-
-    Reads (``os.pread``) and ``flock`` are not routed through it; they do not fail on a full or read-only disk.
-    """
-
-    def makedirs(self, path: str) -> None:
-        os.makedirs(path, mode=0o700, exist_ok=True)
-
-    def open(self, path: str, flags: int, mode: int = 0o600) -> int:
-        return os.open(path, flags | os.O_CLOEXEC, mode)
-
-    def writev(self, fd: int, buffers: Sequence[bytes]) -> int:
-        return os.writev(fd, buffers)
-
-    def fsync(self, fd: int) -> None:
-        os.fsync(fd)
-
-    def truncate(self, fd: int, length: int) -> None:
-        os.ftruncate(fd, length)
-
-    def unlink(self, path: str) -> None:
-        os.unlink(path)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,66 +108,12 @@ class SpoolStats:
     by_signal: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
 
 
-class _Claim:
-    """A dead writer's lock, held while its segments are replayed; released when the last one is gone."""
-
-    __slots__ = ("fd", "lock_path", "remaining")
-
-    def __init__(self, fd: int, lock_path: str) -> None:
-        self.fd = fd
-        self.lock_path = lock_path
-        self.remaining = 0
-
-
-class _Segment:
-    __slots__ = (
-        "ack_bytes",
-        "ack_fd",
-        "ack_path",
-        "acked",
-        "charged",
-        "claim",
-        "end",
-        "fd",
-        "first_created",
-        "headers_counted",
-        "newest_created",
-        "outstanding",
-        "path",
-        "read_at",
-        "sort_key",
-        "unresolved",
-        "writable",
-    )
-
-    def __init__(
-        self, path: str, fd: int, *, writable: bool, claim: _Claim | None, sort_key: tuple[float, str]
-    ) -> None:
-        self.path = path
-        self.ack_path = path[: -len(".seg")] + ".ack"
-        self.fd = fd
-        self.ack_fd = -1
-        self.ack_bytes = 0
-        self.acked: set[int] = set()
-        self.claim = claim
-        self.end = 0  # valid data ends here; anything after is a torn write to ignore
-        self.charged = 0  # segment bytes counted in the spool's disk_bytes (the file's size, torn tail included)
-        self.read_at = 0
-        self.unresolved = 0  # valid records not yet settled (includes outstanding ones)
-        self.outstanding = 0  # handed out by next_record, not yet settled or requeued
-        self.writable = writable
-        self.headers_counted = False  # a scan already counted this segment's unreadable headers
-        self.first_created = sort_key[0]
-        self.newest_created = sort_key[0]
-        self.sort_key = sort_key
-
-
 class SpoolRecord:
     """One record handed out by ``Spool.next_record``: settle it with ``ack``, ``drop`` or ``requeue``."""
 
     __slots__ = ("_segment", "done", "envelope", "offset")
 
-    def __init__(self, envelope: Envelope, segment: _Segment, offset: int) -> None:
+    def __init__(self, envelope: Envelope, segment: Segment, offset: int) -> None:
         self.envelope = envelope
         self._segment = segment
         self.offset = offset
@@ -261,11 +175,11 @@ class Spool:
         self._lock = threading.Lock()
         self._wid = f"{int(time.time() * 1000):013d}-{os.getpid()}-{secrets.token_hex(4)}"
         self._lock_fd = -1
-        self._segments: list[_Segment] = []
-        self._active: _Segment | None = None
+        self._segments: list[Segment] = []
+        self._active: Segment | None = None
         self._seq = 0
         self._returned: deque[SpoolRecord] = deque()
-        self._claims: dict[str, _Claim] = {}
+        self._claims: dict[str, Claim] = {}
         self._closed = False
         self._forked = False
         self._available = False
@@ -463,18 +377,18 @@ class Spool:
                     seg.writable = False
                     self._reclaim(seg)
                 else:
-                    _close_fd(seg.fd)
-                    _close_fd(seg.ack_fd)
+                    close_fd(seg.fd)
+                    close_fd(seg.ack_fd)
             self._segments.clear()
             self._active = None
             for claim in self._claims.values():
-                _close_fd(claim.fd)  # releases the flock; the next process adopts what is left
+                close_fd(claim.fd)  # releases the flock; the next process adopts what is left
             self._claims.clear()
             if self._lock_fd >= 0:
                 if not own_left:
                     with contextlib.suppress(OSError):
                         self._ops.unlink(self._lock_path())
-                _close_fd(self._lock_fd)
+                close_fd(self._lock_fd)
                 self._lock_fd = -1
             _LIVE.discard(self)
 
@@ -494,7 +408,7 @@ class Spool:
             info = json.dumps({"pid": os.getpid(), "host": os.uname().nodename, "started": time.time()})
             self._ops.writev(fd, [info.encode()])
         except OSError as exc:
-            _close_fd(fd)
+            close_fd(fd)
             with contextlib.suppress(OSError):
                 self._ops.unlink(self._lock_path())
             self._set_unavailable(exc)
@@ -507,7 +421,7 @@ class Spool:
                 try:
                     self._ops.writev(afd, [json.dumps({"layout": 1, "format": "JSP1"}).encode()])
                 finally:
-                    _close_fd(afd)
+                    close_fd(afd)
         self._available = True
         self._unavailable_reason = ""
 
@@ -606,7 +520,7 @@ class Spool:
             self._sync()
         return True
 
-    def _undo_torn_write(self, seg: _Segment, start: int) -> None:
+    def _undo_torn_write(self, seg: Segment, start: int) -> None:
         """Cut a partial record off, so the segment stays a sequence of whole records; if even that fails, stop
         writing this segment (its torn tail will be counted as one corrupt record by whoever scans it)."""
         try:
@@ -616,7 +530,7 @@ class Spool:
             if self._active is seg:
                 self._active = None
 
-    def _new_segment(self) -> _Segment | None:
+    def _new_segment(self) -> Segment | None:
         if self._active is not None:
             self._sync()  # what was written to the segment being sealed is on disk before the next one starts
             if not self._available:
@@ -635,8 +549,7 @@ class Spool:
             return None
         if self._fsync_interval is not None:
             self._fsync_dir()
-        seg = _Segment(path, fd, writable=True, claim=None, sort_key=(self._clock(), f"{self._wid}-{self._seq:06d}"))
-        seg.headers_counted = True  # our own segment: nothing unreadable in it unless it is damaged later
+        seg = Segment(path, fd, writable=True, claim=None, created=self._clock())
         self._segments.append(seg)  # the newest data: always last
         self._active = seg
         return seg
@@ -651,7 +564,7 @@ class Spool:
         except OSError:
             pass
         finally:
-            _close_fd(dfd)
+            close_fd(dfd)
 
     def _sync(self) -> None:
         seg = self._active
@@ -710,7 +623,8 @@ class Spool:
                 continue
             return record
         for seg in list(self._segments):
-            while seg.read_at < seg.end:
+            # fd < 0: settling a record just reclaimed the segment (only damaged bytes were left after it).
+            while seg.fd >= 0 and seg.read_at < seg.end:
                 at = seg.read_at
                 status, header = fmt.read_header(seg.fd, at, seg.end)
                 if header is None:
@@ -761,7 +675,7 @@ class Spool:
             except Exception:
                 logger.exception("judgeval_async spool: settling a record failed")
 
-    def _resolve(self, seg: _Segment, offset: int, signal: str, items: int, nbytes: int, event: str) -> None:
+    def _resolve(self, seg: Segment, offset: int, signal: str, items: int, nbytes: int, event: str) -> None:
         """Settle one record: count it, persist an ack entry, reclaim the segment once nothing in it is left."""
         self._count_settled(signal, items, nbytes, event)
         seg.unresolved -= 1
@@ -773,7 +687,7 @@ class Spool:
             return
         self._write_ack(seg, offset)
 
-    def _write_ack(self, seg: _Segment, offset: int) -> None:
+    def _write_ack(self, seg: Segment, offset: int) -> None:
         try:
             if seg.ack_fd < 0:
                 seg.ack_fd = self._ops.open(seg.ack_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
@@ -806,14 +720,14 @@ class Spool:
         seg.end = seg.read_at = seg.ack_bytes = seg.charged = 0
         seg.acked.clear()
 
-    def _reclaim(self, seg: _Segment) -> None:
+    def _reclaim(self, seg: Segment) -> None:
         """Delete a fully settled segment and its ack file (the ack file last: see ``_reuse_active_if_settled``)."""
         if seg in self._segments:
             self._segments.remove(seg)
         if self._active is seg:
             self._active = None
-        _close_fd(seg.fd)
-        _close_fd(seg.ack_fd)
+        close_fd(seg.fd)
+        close_fd(seg.ack_fd)
         seg.fd = seg.ack_fd = -1
         for path in (seg.path, seg.ack_path):
             try:
@@ -830,12 +744,12 @@ class Spool:
             if claim.remaining <= 0:
                 self._release_claim(claim)
 
-    def _release_claim(self, claim: _Claim) -> None:
+    def _release_claim(self, claim: Claim) -> None:
         # Unlink while still holding the lock: whoever opened the path before the unlink gets the lock only after
         # we close, and then finds no segments left.
         with contextlib.suppress(OSError):
             self._ops.unlink(claim.lock_path)
-        _close_fd(claim.fd)
+        close_fd(claim.fd)
         self._claims = {k: c for k, c in self._claims.items() if c is not claim}
 
     def _expire_segments(self) -> int:
@@ -870,101 +784,49 @@ class Spool:
             names = os.listdir(self._dir)
         except OSError:
             return 0
-        wids: set[str] = set()
+        by_writer: dict[str, list[str]] = {}
         for name in names:
-            if name.endswith(".lock"):
-                wids.add(name[: -len(".lock")])
-            elif name.endswith(".seg"):
-                wids.add(name[: -len(".seg")].rsplit("-", 1)[0])
-        wids.discard(self._wid)
+            wid = writer_of(name)
+            if wid is not None:
+                segs = by_writer.setdefault(wid, [])
+                if name.endswith(".seg"):
+                    segs.append(name)
+        by_writer.pop(self._wid, None)
         adopted = 0
-        for wid in sorted(wids - set(self._claims)):
-            claim = self._claim(wid)
+        for wid in sorted(set(by_writer) - set(self._claims)):
+            claim = claim_writer(self._dir, wid, self._ops)
             if claim is None:
                 continue
             self._claims[wid] = claim
             self._adopted_processes += 1
-            segs = sorted(n for n in names if n.endswith(".seg") and n[: -len(".seg")].rsplit("-", 1)[0] == wid)
-            claim.remaining = len(segs)
-            for name in segs:
-                adopted += self._adopt_segment(os.path.join(self._dir, name), wid, claim)
+            claim.remaining = len(by_writer[wid])
+            for name in sorted(by_writer[wid]):
+                adopted += self._adopt_segment(os.path.join(self._dir, name), claim)
             if claim.remaining <= 0:
                 self._release_claim(claim)
         self._segments.sort(key=lambda s: s.sort_key)
         return adopted
 
-    def _claim(self, wid: str) -> _Claim | None:
-        """Lock a writer's lock file without waiting; None if its owner is alive (or someone else adopted it)."""
-        path = os.path.join(self._dir, f"{wid}.lock")
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-        except FileNotFoundError:
-            # Segments without a lock file (deleted by hand): recreate one so adopters still exclude each other.
-            try:
-                fd = self._ops.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL)
-            except OSError:
-                return None
-        except OSError:
-            return None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            # The previous adopter may have unlinked the path between our open and our lock: then it is done.
-            if os.fstat(fd).st_ino != os.stat(path).st_ino:
-                raise FileNotFoundError(path)
-        except OSError:
-            _close_fd(fd)
-            return None
-        return _Claim(fd, path)
-
-    def _adopt_segment(self, path: str, wid: str, claim: _Claim) -> int:
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            end = os.fstat(fd).st_size
-        except OSError:
+    def _adopt_segment(self, path: str, claim: Claim) -> int:
+        seg, scan = scan_segment(path, claim)
+        self._corrupt_records += scan.bad_headers + (1 if scan.torn else 0)
+        for signal, items in scan.torn.items():
+            self._counts[signal, "adopted"] += items
+            self._counts[signal, "corrupt"] += items
+        if seg is None:
             claim.remaining -= 1
             return 0
-        seg = _Segment(path, fd, writable=False, claim=claim, sort_key=(0.0, os.path.basename(path)))
-        seg.end = seg.charged = end
-        try:
-            with open(seg.ack_path, "rb") as f:
-                data = f.read()
-            seg.acked = fmt.decode_acks(data)
-            seg.ack_bytes = len(data)
-        except OSError:
-            pass
         self._segments.append(seg)
-        self._disk_bytes += end + seg.ack_bytes
-        adopted = 0
-        first: float | None = None
-        at = 0
-        while at < end:
-            status, header = fmt.read_header(fd, at, end)
-            if header is None:
-                self._corrupt_records += 1
-                at = fmt.resync(fd, at, end)
-                continue
-            if status is fmt.Status.TRUNCATED:
-                # A torn last append (the writer was killed in the middle of it): items known, payload gone.
-                self._counts[header.signal, "adopted"] += header.items
-                self._counts[header.signal, "corrupt"] += header.items
-                self._corrupt_records += 1
-                seg.end = at
-                break
-            at = header.next_at
-            if header.offset in seg.acked:
-                continue
-            first = header.created if first is None else min(first, header.created)
-            seg.newest_created = max(seg.newest_created, header.created)
-            seg.unresolved += 1
-            self._add_pending(header.signal, header.items, header.payload_len, 0)
-            self._counts[header.signal, "adopted"] += header.items
-            adopted += header.items
-        seg.headers_counted = True
-        seg.sort_key = (first if first is not None else 0.0, os.path.basename(path))
-        seg.first_created = seg.sort_key[0]
+        self._disk_bytes += seg.charged + seg.ack_bytes
+        for signal, items in scan.adopted.items():
+            self._counts[signal, "adopted"] += items
+            self._pending_by_signal[signal] += items
+            self._items += items
+        self._bytes += scan.payload_bytes
+        self._records += scan.records
         if seg.unresolved == 0:
             self._reclaim(seg)
-        return adopted
+        return sum(scan.adopted.values())
 
     # ------------------------------------------------------------------ fork
     def _forget_in_child(self) -> None:
@@ -975,19 +837,13 @@ class Spool:
         self._unavailable_reason = "forked"
         self._lock = threading.Lock()  # the parent's may have been held by another thread at fork time
         for seg in self._segments:
-            _close_fd(seg.fd)
-            _close_fd(seg.ack_fd)
+            close_fd(seg.fd)
+            close_fd(seg.ack_fd)
         for claim in self._claims.values():
-            _close_fd(claim.fd)
-        _close_fd(self._lock_fd)
+            close_fd(claim.fd)
+        close_fd(self._lock_fd)
         self._segments = []
         self._claims = {}
         self._active = None
         self._returned.clear()
         self._lock_fd = -1
-
-
-def _close_fd(fd: int) -> None:
-    if fd >= 0:
-        with contextlib.suppress(OSError):
-            os.close(fd)
