@@ -26,8 +26,9 @@ ROWS: list[set[str]] = [
 # Inside the _delivery package: the same rule, among its own modules (it may import the package rows below it).
 DELIVERY_ROWS: list[set[str]] = [
     {"_envelope"},
-    {"_format", "_aimd", "_backlog"},
+    {"_format", "_aimd", "_backlog", "_counters"},
     {"_segment", "_endpoint"},
+    {"_writer"},
     {"_spool"},
     {"__init__"},
 ]

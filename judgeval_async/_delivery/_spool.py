@@ -7,14 +7,15 @@ Layout, one directory per (API URL, project) under ``spool_dir`` (``spool_key``)
     <spool_dir>/<key>/<wid>-<seq>.seg         append-only records (``_format``), rolled at ``segment_max_bytes``
     <spool_dir>/<key>/<wid>-<seq>.ack         one 12-byte entry per record settled (replayed, dropped, expired)
 
-``wid`` = start time in ms, pid, random: every process writes only its own files, so appends never contend across
-processes. A process whose ``.lock`` can be flocked is dead (the kernel drops a dead process's locks): its segments
-are *adopted* - the adopter holds that lock while it replays them, so two live processes never replay one file.
+``wid`` = start time in ms, pid, random: every process writes only its own files (``_writer``), so appends never
+contend across processes. A process whose ``.lock`` can be flocked is dead (the kernel drops a dead process's
+locks): its segments are *adopted* - the adopter holds that lock while it replays them, so two live processes never
+replay one file.
 
 Durability: a record is one ``writev`` into the page cache, so once ``append`` returns it survives the process
 being killed (``kill -9``); only an append still in progress is lost (and detected: a torn tail fails its CRC). A
 power cut or OS crash can lose what was appended since the last ``fsync``: at most ``fsync_interval`` seconds
-(default 1 s); ``persist_all`` and ``close`` fsync before returning.
+(default 1 s); ``persist_all`` and ``close`` fsync before returning, and so does rolling to a new segment.
 
 Failures never raise out of the public methods: ENOSPC, EROFS, EACCES or EIO while writing makes the spool
 *unavailable* (appends refused, counted, logged once; ``retry_unavailable_after`` later it tries again with a new
@@ -28,24 +29,20 @@ closed its inherited descriptors without unlocking the parent's lock: the child 
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
-import json
 import logging
 import os
-import secrets
 import threading
 import time
 import weakref
-from collections import Counter, deque
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections import deque
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from judgeval_async._errors import ConfigError
 
 from . import _format as fmt
+from ._counters import SpoolCounters, SpoolStats
 from ._envelope import Envelope
 from ._segment import (
     Claim,
@@ -58,7 +55,9 @@ from ._segment import (
     spool_key,
     writer_of,
 )
+from ._writer import SegmentWriter
 
+# FileOps, default_spool_dir and spool_key live in _segment, SpoolStats in _counters: re-exported as the spool's API.
 __all__ = [
     "DEFAULT_MAX_ITEM_AGE",
     "DEFAULT_SPOOL_MAX_BYTES",
@@ -68,44 +67,13 @@ __all__ = [
     "SpoolStats",
     "default_spool_dir",
     "spool_key",
-]  # FileOps, default_spool_dir and spool_key live in _segment; re-exported as the spool's API
+]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_SPOOL_MAX_BYTES = 1 << 30
 DEFAULT_MAX_ITEM_AGE = 3600.0
 DEFAULT_SEGMENT_MAX_BYTES = 8 << 20
-
-
-@dataclass(frozen=True, slots=True)
-class SpoolStats:
-    """A snapshot of the spool's counters. Item counts are ledger items (spans, tag entries, evaluation runs).
-
-    On disk now: ``items`` / ``bytes`` (payload bytes) / ``records`` not yet settled, ``disk_bytes`` (every spool
-    file of this process and of the spools it adopted, including settled records not yet reclaimed). Since start:
-    ``appended`` + ``adopted`` = ``items`` + ``replayed`` + ``dropped`` + ``expired`` + ``corrupt`` exactly;
-    ``refused`` items were never stored (the caller still holds them). ``corrupt_records`` counts damaged records
-    including those whose header was unreadable (their items are unknown, so not in ``corrupt``).
-    """
-
-    available: bool
-    unavailable_reason: str
-    items: int
-    bytes: int
-    records: int
-    disk_bytes: int
-    appended: int
-    adopted: int
-    replayed: int
-    dropped: int
-    expired: int
-    corrupt: int
-    refused: int
-    corrupt_records: int
-    write_errors: int
-    adopted_processes: int
-    oldest_created: float | None
-    by_signal: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
 
 
 class SpoolRecord:
@@ -167,41 +135,29 @@ class Spool:
         self._dir = os.fspath(directory)
         self._max_bytes = max_bytes
         self._max_age = max_item_age
-        self._segment_max = segment_max_bytes
-        self._fsync_interval = fsync_interval
-        self._retry_after = retry_unavailable_after
         self._clock = clock
         self._ops = ops or FileOps()
         self._lock = threading.Lock()
-        self._wid = f"{int(time.time() * 1000):013d}-{os.getpid()}-{secrets.token_hex(4)}"
-        self._lock_fd = -1
-        self._segments: list[Segment] = []
-        self._active: Segment | None = None
-        self._seq = 0
-        self._returned: deque[SpoolRecord] = deque()
-        self._claims: dict[str, Claim] = {}
+        self._logged: set[str] = set()
+        self._writer = SegmentWriter(
+            self._dir,
+            segment_max_bytes=segment_max_bytes,
+            fsync_interval=fsync_interval,
+            retry_unavailable_after=retry_unavailable_after,
+            clock=clock,
+            ops=self._ops,
+            log_once=self._log_once,
+        )
+        self._segments: list[Segment] = []  # replay order: oldest data first
+        self._returned: deque[SpoolRecord] = deque()  # requeued records, handed out again first
+        self._claims: dict[str, Claim] = {}  # dead writers whose segments we replay
+        self._counters = SpoolCounters()
         self._closed = False
         self._forked = False
-        self._available = False
-        self._unavailable_reason = "not started"
-        self._unavailable_since = time.monotonic()
-        self._last_fsync = time.monotonic()
-        self._dirty = False
-        self._logged: set[str] = set()
-        # Counters.
-        self._items = 0
-        self._bytes = 0
-        self._records = 0
-        self._disk_bytes = 0
-        self._counts: Counter[tuple[str, str]] = Counter()
-        self._pending_by_signal: Counter[str] = Counter()
-        self._corrupt_records = 0
-        self._write_errors = 0
-        self._adopted_processes = 0
         _LIVE.add(self)
         with self._lock:
-            self._start()
-        if adopt and self._available:
+            self._writer.start()
+        if adopt and self._writer.available:
             self.adopt_orphans()
 
     @classmethod
@@ -212,7 +168,6 @@ class Spool:
         root = Path(spool_dir) if spool_dir is not None else default_spool_dir()
         return cls(root / spool_key(api_url, project), **kwargs)
 
-    # ------------------------------------------------------------------ properties
     @property
     def directory(self) -> str:
         return self._dir
@@ -220,7 +175,7 @@ class Spool:
     @property
     def available(self) -> bool:
         """False while appends are refused (disk full, read-only, closed, forked)."""
-        return self._available and not self._closed and not self._forked
+        return self._writer.available and not self._closed and not self._forked
 
     # ------------------------------------------------------------------ writing
     def append(self, envelope: Envelope) -> bool:
@@ -232,12 +187,10 @@ class Spool:
         payload and counts it.
         """
         with self._lock:
-            try:
-                return self._append(envelope, fsync=True)
-            except Exception:  # never let a bug in the spool reach the SDK loop
-                logger.exception("judgeval_async spool: append failed")
-                self._refuse(envelope)
-                return False
+            stored = self._append_guarded(envelope)
+            if stored:
+                self._writer.sync_if_due()
+            return stored
 
     def persist_all(self, envelopes: Iterable[Envelope], timeout: float) -> list[Envelope]:
         """Append every envelope, then fsync once; stops at ``timeout`` seconds. Returns those NOT persisted.
@@ -254,21 +207,17 @@ class Spool:
                 if time.monotonic() > deadline:
                     left.extend(pending[i:])
                     break
-                try:
-                    stored = self._append(env, fsync=False)
-                except Exception:
-                    logger.exception("judgeval_async spool: append failed")
-                    self._refuse(env)
-                    stored = False
-                if not stored:
+                if not self._append_guarded(env):
                     left.append(env)
-            self._sync()
+            if not self._forked:
+                self._writer.sync()
         return left
 
     def sync(self) -> None:
         """fsync the segment being written now (``close`` and ``persist_all`` do it too)."""
         with self._lock:
-            self._sync()
+            if not self._forked:
+                self._writer.sync()
 
     # ------------------------------------------------------------------ replay
     def next_record(self) -> SpoolRecord | None:
@@ -305,9 +254,11 @@ class Spool:
             return self._oldest_created()
 
     def adopt_orphans(self) -> int:
-        """Adopt the spools of dead processes in this directory (their lock is free); returns the items adopted."""
+        """Adopt the spools of dead processes in this directory (their lock is free); returns the items adopted.
+
+        Called at construction; call it again now and then to adopt processes that died since."""
         with self._lock:
-            if self._closed or self._forked or not self._available:
+            if self._closed or self._forked or not self._writer.available:
                 return 0
             try:
                 return self._adopt_orphans()
@@ -329,34 +280,13 @@ class Spool:
     def stats(self) -> SpoolStats:
         """A consistent snapshot of every counter."""
         with self._lock:
-            by_signal: dict[str, dict[str, int]] = {}
-            for (signal, event), n in self._counts.items():
-                by_signal.setdefault(signal, {})[event] = n
-            for signal, n in self._pending_by_signal.items():
-                by_signal.setdefault(signal, {})["spooled"] = n
-
-            def total(event: str) -> int:
-                return sum(n for (_, e), n in self._counts.items() if e == event)
-
-            return SpoolStats(
-                available=self.available,
-                unavailable_reason="" if self.available else self._unavailable_reason,
-                items=self._items,
-                bytes=self._bytes,
-                records=self._records,
-                disk_bytes=self._disk_bytes,
-                appended=total("appended"),
-                adopted=total("adopted"),
-                replayed=total("replayed"),
-                dropped=total("dropped"),
-                expired=total("expired"),
-                corrupt=total("corrupt"),
-                refused=total("refused"),
-                corrupt_records=self._corrupt_records,
-                write_errors=self._write_errors,
-                adopted_processes=self._adopted_processes,
-                oldest_created=self._oldest_created(),
-                by_signal=by_signal,
+            available = self.available
+            reason = "closed" if self._closed else self._writer.unavailable_reason
+            return self._counters.snapshot(
+                available=available,
+                unavailable_reason="" if available else reason,
+                write_errors=self._writer.write_errors,
+                oldest_created=None if self._closed or self._forked else self._oldest_created(),
             )
 
     def close(self) -> None:
@@ -365,237 +295,73 @@ class Spool:
             if self._closed:
                 return
             self._closed = True
+            _LIVE.discard(self)
             if self._forked:
                 return
-            with contextlib.suppress(OSError):
-                self._sync()
+            self._writer.sync()
+            self._writer.seal_active()
             own_left = False
             for seg in list(self._segments):
-                if seg.claim is None and seg.unresolved > 0:
-                    own_left = True
-                if seg.unresolved == 0:
-                    seg.writable = False
+                if seg.unresolved == 0 and seg.outstanding == 0:
                     self._reclaim(seg)
-                else:
-                    close_fd(seg.fd)
-                    close_fd(seg.ack_fd)
+                    continue
+                own_left = own_left or seg.claim is None
+                close_fd(seg.fd)
+                close_fd(seg.ack_fd)
             self._segments.clear()
-            self._active = None
             for claim in self._claims.values():
-                close_fd(claim.fd)  # releases the flock; the next process adopts what is left
+                close_fd(claim.fd)  # releases the flock: the next process adopts what is left
             self._claims.clear()
-            if self._lock_fd >= 0:
-                if not own_left:
-                    with contextlib.suppress(OSError):
-                        self._ops.unlink(self._lock_path())
-                close_fd(self._lock_fd)
-                self._lock_fd = -1
-            _LIVE.discard(self)
-
-    # ------------------------------------------------------------------ internals: start, availability
-    def _lock_path(self) -> str:
-        return os.path.join(self._dir, f"{self._wid}.lock")
-
-    def _start(self) -> None:
-        try:
-            self._ops.makedirs(self._dir)
-            fd = self._ops.open(self._lock_path(), os.O_RDWR | os.O_CREAT | os.O_EXCL)
-        except OSError as exc:
-            self._set_unavailable(exc)
-            return
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            info = json.dumps({"pid": os.getpid(), "host": os.uname().nodename, "started": time.time()})
-            self._ops.writev(fd, [info.encode()])
-        except OSError as exc:
-            close_fd(fd)
-            with contextlib.suppress(OSError):
-                self._ops.unlink(self._lock_path())
-            self._set_unavailable(exc)
-            return
-        self._lock_fd = fd
-        about = os.path.join(self._dir, "about.json")
-        if not os.path.exists(about):
-            with contextlib.suppress(OSError):
-                afd = self._ops.open(about, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-                try:
-                    self._ops.writev(afd, [json.dumps({"layout": 1, "format": "JSP1"}).encode()])
-                finally:
-                    close_fd(afd)
-        self._available = True
-        self._unavailable_reason = ""
-
-    def _set_unavailable(self, exc: OSError | str) -> None:
-        reason = exc if isinstance(exc, str) else (errno.errorcode.get(exc.errno or 0, "") or type(exc).__name__)
-        if isinstance(exc, OSError):
-            self._write_errors += 1
-        self._available = False
-        self._unavailable_reason = reason
-        self._unavailable_since = time.monotonic()
-        self._log_once(
-            "unavailable:" + reason,
-            "judgeval_async spool %s is unavailable (%s): payloads stay in memory only until it recovers",
-            self._dir,
-            exc,
-        )
-
-    def _ensure_available(self) -> bool:
-        if self._closed or self._forked:
-            return False
-        if self._available:
-            return True
-        if time.monotonic() - self._unavailable_since < self._retry_after:
-            return False
-        # Try again: a new segment (the old active one's state after a failed write or fsync is unknown).
-        if self._active is not None:
-            self._active.writable = False
-            self._active = None
-        if self._lock_fd < 0:
-            self._start()
-        else:
-            self._available = True
-        if self._available:
-            self._log_once(
-                "recovered:" + self._unavailable_reason, "judgeval_async spool %s is available again", self._dir
-            )
-        return self._available
-
-    def _log_once(self, key: str, msg: str, *args: object) -> None:
-        if key in self._logged:
-            return
-        self._logged.add(key)
-        logger.warning(msg, *args)
-
-    def _refuse(self, env: Envelope) -> None:
-        self._counts[env.signal, "refused"] += env.items
+            self._writer.close(remove_lock=not own_left)
 
     # ------------------------------------------------------------------ internals: writing
-    def _append(self, env: Envelope, *, fsync: bool) -> bool:
-        if not self._ensure_available():
-            self._refuse(env)
+    def _log_once(self, key: str, msg: str, *args: object) -> None:
+        if key not in self._logged:
+            self._logged.add(key)
+            logger.warning(msg, *args)
+
+    def _append_guarded(self, env: Envelope) -> bool:
+        try:
+            return self._append(env)
+        except Exception:  # never let a bug in the spool reach the SDK loop
+            logger.exception("judgeval_async spool: append failed")
+            self._counters.event(env.signal, env.items, "refused")
+            return False
+
+    def _append(self, env: Envelope) -> bool:
+        if self._closed or self._forked or not self._writer.ensure_available():
+            self._counters.event(env.signal, env.items, "refused")
             return False
         encoded = fmt.encode_record(env)
         size = fmt.record_size(env, encoded)
-        if self._disk_bytes + size > self._max_bytes:
+        if self._counters.disk_bytes + size > self._max_bytes:
             self._expire_segments()
             self._reuse_active_if_settled()
-        if self._disk_bytes + size > self._max_bytes:
-            self._log_once(
-                "full",
-                "judgeval_async spool %s is full (spool_max_bytes=%d): new payloads are refused",
-                self._dir,
-                self._max_bytes,
-            )
-            self._refuse(env)
-            return False
-        seg = self._active
-        if seg is None or not seg.writable or (seg.end > 0 and seg.end + size > self._segment_max):
-            seg = self._new_segment()
-            if seg is None:
-                self._refuse(env)
+            if self._counters.disk_bytes + size > self._max_bytes:
+                self._log_once(
+                    "full",
+                    "judgeval_async spool %s is full (spool_max_bytes=%d): new payloads are refused",
+                    self._dir,
+                    self._max_bytes,
+                )
+                self._counters.event(env.signal, env.items, "refused")
                 return False
-        start = seg.end
-        try:
-            written = self._ops.writev(seg.fd, encoded)
-            if written < size:  # only on a full disk or a signal: finish it or fail
-                rest = b"".join(encoded)[written:]
-                while rest:
-                    n = self._ops.writev(seg.fd, [rest])
-                    if n <= 0:
-                        raise OSError(errno.ENOSPC, "short write")
-                    rest = rest[n:]
-        except OSError as exc:
-            self._undo_torn_write(seg, start)
-            self._set_unavailable(exc)
-            self._refuse(env)
+        seg = self._writer.write(encoded, size, on_new=self._on_new_segment)
+        if seg is None:
+            self._counters.event(env.signal, env.items, "refused")
             return False
-        seg.end = start + size
-        seg.charged += size
         seg.unresolved += 1
         seg.newest_created = max(seg.newest_created, env.created)
-        self._add_pending(env.signal, env.items, env.size, size)
-        self._counts[env.signal, "appended"] += env.items
-        self._dirty = True
-        if fsync and self._fsync_interval is not None and time.monotonic() - self._last_fsync >= self._fsync_interval:
-            self._sync()
+        self._counters.disk_bytes += size
+        self._counters.stored(env.signal, env.items, env.size, 1, "appended")
         return True
 
-    def _undo_torn_write(self, seg: Segment, start: int) -> None:
-        """Cut a partial record off, so the segment stays a sequence of whole records; if even that fails, stop
-        writing this segment (its torn tail will be counted as one corrupt record by whoever scans it)."""
-        try:
-            self._ops.truncate(seg.fd, start)
-        except OSError:
-            seg.writable = False
-            if self._active is seg:
-                self._active = None
-
-    def _new_segment(self) -> Segment | None:
-        if self._active is not None:
-            self._sync()  # what was written to the segment being sealed is on disk before the next one starts
-            if not self._available:
-                return None
-        if self._active is not None:
-            self._active.writable = False
-            if self._active.unresolved == 0 and self._active.outstanding == 0:
-                self._reclaim(self._active)
-            self._active = None
-        self._seq += 1
-        path = os.path.join(self._dir, f"{self._wid}-{self._seq:06d}.seg")
-        try:
-            fd = self._ops.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_APPEND)
-        except OSError as exc:
-            self._set_unavailable(exc)
-            return None
-        if self._fsync_interval is not None:
-            self._fsync_dir()
-        seg = Segment(path, fd, writable=True, claim=None, created=self._clock())
+    def _on_new_segment(self, seg: Segment) -> None:
+        # Segments the writer sealed and that are already settled go now, not at close.
+        for old in list(self._segments):
+            if old.claim is None and not old.writable and old.unresolved == 0 and old.outstanding == 0:
+                self._reclaim(old)
         self._segments.append(seg)  # the newest data: always last
-        self._active = seg
-        return seg
-
-    def _fsync_dir(self) -> None:
-        try:
-            dfd = os.open(self._dir, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
-            return
-        try:
-            self._ops.fsync(dfd)
-        except OSError:
-            pass
-        finally:
-            close_fd(dfd)
-
-    def _sync(self) -> None:
-        seg = self._active
-        self._last_fsync = time.monotonic()
-        if seg is None or not self._dirty or self._forked:
-            return
-        self._dirty = False
-        try:
-            self._ops.fsync(seg.fd)
-        except OSError as exc:
-            # After a failed fsync the page cache state is unknown (the kernel may have dropped the dirty pages):
-            # stop writing here rather than retry the fsync, which would prove nothing.
-            seg.writable = False
-            self._active = None
-            self._set_unavailable(exc)
-
-    def _add_pending(self, signal: str, items: int, payload_bytes: int, disk_bytes: int) -> None:
-        self._items += items
-        self._bytes += payload_bytes
-        self._records += 1
-        self._disk_bytes += disk_bytes
-        self._pending_by_signal[signal] += items
-
-    def _count_settled(self, signal: str, items: int, nbytes: int, event: str) -> None:
-        self._counts[signal, event] += items
-        self._items -= items
-        self._bytes -= nbytes
-        self._records -= 1
-        self._pending_by_signal[signal] -= items
-        if self._pending_by_signal[signal] <= 0:
-            del self._pending_by_signal[signal]
 
     # ------------------------------------------------------------------ internals: reading and settling
     def _oldest_created(self) -> float | None:
@@ -604,9 +370,7 @@ class Spool:
         for seg in self._segments:
             if seg.read_at < seg.end:
                 _, header = fmt.read_header(seg.fd, seg.read_at, seg.end)
-                if header is not None:
-                    return header.created
-                return seg.first_created
+                return header.created if header is not None else seg.first_created
         return None
 
     def _next_record(self) -> SpoolRecord | None:
@@ -616,8 +380,8 @@ class Spool:
             if record.done:
                 continue
             if record.envelope.created < cutoff:
-                record._segment.outstanding -= 1
                 record.done = True
+                record._segment.outstanding -= 1
                 env = record.envelope
                 self._resolve(record._segment, record.offset, env.signal, env.items, env.size, "expired")
                 continue
@@ -629,12 +393,12 @@ class Spool:
                 status, header = fmt.read_header(seg.fd, at, seg.end)
                 if header is None:
                     if not seg.headers_counted:
-                        self._corrupt_records += 1
+                        self._counters.corrupt_records += 1
                     seg.read_at = fmt.resync(seg.fd, at, seg.end)
                     continue
                 if status is fmt.Status.TRUNCATED:  # only in a segment damaged after it was scanned
                     seg.read_at = seg.end
-                    self._corrupt_records += 1
+                    self._counters.corrupt_records += 1
                     self._resolve(seg, at, header.signal, header.items, header.payload_len, "corrupt")
                     break
                 seg.read_at = header.next_at
@@ -645,7 +409,7 @@ class Spool:
                     continue
                 payload = fmt.read_payload(seg.fd, header)
                 if payload is None:
-                    self._corrupt_records += 1
+                    self._counters.corrupt_records += 1
                     self._resolve(seg, at, header.signal, header.items, header.payload_len, "corrupt")
                     continue
                 env = Envelope(
@@ -677,15 +441,14 @@ class Spool:
 
     def _resolve(self, seg: Segment, offset: int, signal: str, items: int, nbytes: int, event: str) -> None:
         """Settle one record: count it, persist an ack entry, reclaim the segment once nothing in it is left."""
-        self._count_settled(signal, items, nbytes, event)
+        self._counters.settled(signal, items, nbytes, event)
         seg.unresolved -= 1
-        if seg.unresolved <= 0 and seg.outstanding <= 0 and not seg.writable:
-            self._reclaim(seg)
-            return
-        if seg is self._active and seg.unresolved <= 0 and seg.outstanding <= 0:
+        if seg.unresolved > 0 or seg.outstanding > 0:
+            self._write_ack(seg, offset)
+        elif seg is self._writer.active:
             self._reuse_active_if_settled()
-            return
-        self._write_ack(seg, offset)
+        else:
+            self._reclaim(seg)
 
     def _write_ack(self, seg: Segment, offset: int) -> None:
         try:
@@ -697,12 +460,12 @@ class Spool:
             self._log_once("ack", "judgeval_async spool %s cannot record acks (%s): replays may repeat", self._dir, exc)
             return
         seg.ack_bytes += fmt.ACK.size
-        self._disk_bytes += fmt.ACK.size
+        self._counters.disk_bytes += fmt.ACK.size
         seg.acked.add(offset)
 
     def _reuse_active_if_settled(self) -> None:
         """Empty the segment being written when every record in it is settled, instead of creating a new file."""
-        seg = self._active
+        seg = self._writer.active
         if seg is None or seg.unresolved > 0 or seg.outstanding > 0 or seg.end == 0:
             return
         try:
@@ -712,11 +475,10 @@ class Spool:
                 self._ops.truncate(seg.ack_fd, 0)
             self._ops.truncate(seg.fd, 0)
         except OSError:
-            seg.writable = False
-            self._active = None
+            self._writer.seal_active()
             self._reclaim(seg)
             return
-        self._disk_bytes -= seg.charged + seg.ack_bytes
+        self._counters.disk_bytes -= seg.charged + seg.ack_bytes
         seg.end = seg.read_at = seg.ack_bytes = seg.charged = 0
         seg.acked.clear()
 
@@ -724,8 +486,8 @@ class Spool:
         """Delete a fully settled segment and its ack file (the ack file last: see ``_reuse_active_if_settled``)."""
         if seg in self._segments:
             self._segments.remove(seg)
-        if self._active is seg:
-            self._active = None
+        if self._writer.active is seg:
+            self._writer.seal_active()
         close_fd(seg.fd)
         close_fd(seg.ack_fd)
         seg.fd = seg.ack_fd = -1
@@ -736,7 +498,7 @@ class Spool:
                 pass
             except OSError as exc:
                 self._log_once("unlink", "judgeval_async spool %s cannot delete files (%s)", self._dir, exc)
-        self._disk_bytes -= seg.charged + seg.ack_bytes
+        self._counters.disk_bytes -= seg.charged + seg.ack_bytes
         seg.charged = seg.ack_bytes = 0
         claim = seg.claim
         if claim is not None:
@@ -758,23 +520,22 @@ class Spool:
         cutoff = self._clock() - self._max_age
         expired = 0
         for seg in list(self._segments):
-            if seg.newest_created >= cutoff or seg.outstanding > 0 or seg is self._active:
+            if seg.newest_created >= cutoff or seg.outstanding > 0 or seg is self._writer.active:
                 continue
             at = seg.read_at
             while at < seg.end:
                 status, header = fmt.read_header(seg.fd, at, seg.end)
                 if header is None:
                     if not seg.headers_counted:
-                        self._corrupt_records += 1
+                        self._counters.corrupt_records += 1
                     at = fmt.resync(seg.fd, at, seg.end)
                     continue
                 at = header.next_at if status is fmt.Status.OK else seg.end
                 if header.offset in seg.acked or status is not fmt.Status.OK:
                     continue
-                self._count_settled(header.signal, header.items, header.payload_len, "expired")
+                self._counters.settled(header.signal, header.items, header.payload_len, "expired")
                 expired += header.items
             seg.unresolved = 0
-            seg.writable = False
             self._reclaim(seg)
         return expired
 
@@ -791,14 +552,14 @@ class Spool:
                 segs = by_writer.setdefault(wid, [])
                 if name.endswith(".seg"):
                     segs.append(name)
-        by_writer.pop(self._wid, None)
+        by_writer.pop(self._writer.wid, None)
         adopted = 0
         for wid in sorted(set(by_writer) - set(self._claims)):
             claim = claim_writer(self._dir, wid, self._ops)
             if claim is None:
                 continue
             self._claims[wid] = claim
-            self._adopted_processes += 1
+            self._counters.adopted_processes += 1
             claim.remaining = len(by_writer[wid])
             for name in sorted(by_writer[wid]):
                 adopted += self._adopt_segment(os.path.join(self._dir, name), claim)
@@ -809,21 +570,19 @@ class Spool:
 
     def _adopt_segment(self, path: str, claim: Claim) -> int:
         seg, scan = scan_segment(path, claim)
-        self._corrupt_records += scan.bad_headers + (1 if scan.torn else 0)
+        self._counters.corrupt_records += scan.bad_headers + (1 if scan.torn else 0)
         for signal, items in scan.torn.items():
-            self._counts[signal, "adopted"] += items
-            self._counts[signal, "corrupt"] += items
+            self._counters.event(signal, items, "adopted")
+            self._counters.event(signal, items, "corrupt")
         if seg is None:
             claim.remaining -= 1
             return 0
         self._segments.append(seg)
-        self._disk_bytes += seg.charged + seg.ack_bytes
+        self._counters.disk_bytes += seg.charged + seg.ack_bytes
         for signal, items in scan.adopted.items():
-            self._counts[signal, "adopted"] += items
-            self._pending_by_signal[signal] += items
-            self._items += items
-        self._bytes += scan.payload_bytes
-        self._records += scan.records
+            self._counters.stored(signal, items, 0, 0, "adopted")
+        self._counters.bytes += scan.payload_bytes
+        self._counters.records += scan.records
         if seg.unresolved == 0:
             self._reclaim(seg)
         return sum(scan.adopted.values())
@@ -833,17 +592,13 @@ class Spool:
         """In a forked child: close inherited descriptors (without unlocking: the lock is the parent's) and refuse
         everything from now on."""
         self._forked = True
-        self._available = False
-        self._unavailable_reason = "forked"
         self._lock = threading.Lock()  # the parent's may have been held by another thread at fork time
         for seg in self._segments:
             close_fd(seg.fd)
             close_fd(seg.ack_fd)
         for claim in self._claims.values():
             close_fd(claim.fd)
-        close_fd(self._lock_fd)
+        self._writer.forget_in_child()
         self._segments = []
         self._claims = {}
-        self._active = None
         self._returned.clear()
-        self._lock_fd = -1
