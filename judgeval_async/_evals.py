@@ -1,29 +1,30 @@
 """Evaluations (seed Problem 1): ``async_evaluate`` offers a run to a bounded queue; the loop posts it with retry.
 
-The caller builds the ``ExampleEvaluationRun`` as a plain dict with a shallow copy of the example (cheap); turning
-user values into JSON happens here, on the loop, under the same caps as span inputs. Overflow drops the *oldest*
-queued run by default (the seed's policy: recent evaluations matter more), counted ``queue_full``.
+The caller builds the ``ExampleEvaluationRun`` as a plain dict of builtin values, its example already serialized to
+bounded JSON text (on the caller, under the same caps as span inputs): no user code ever runs on the loop, where a
+slow ``__repr__`` would stall every export. Here the example texts are spliced into the request body as they are.
+Overflow drops the *oldest* queued run by default (the seed's policy: recent evaluations matter more), counted
+``queue_full``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
 from typing import Any
 
 from ._config import Config
 from ._metrics import Metrics
 from ._pipeline import QueueService
 from ._project import ProjectResolver
-from ._serialize import RateLimitedLog, SerializeLimits, safe_json
+from ._serialize import RateLimitedLog
 from ._transport import AsyncTransport
 
 __all__ = ["EvalDispatcher"]
 
 logger = logging.getLogger(__name__)
 
-EvalRun = dict[str, Any]
+EvalRun = dict[str, Any]  # JSON-ready builtin values; "examples" holds JSON texts
 
 
 class EvalDispatcher(QueueService[EvalRun]):
@@ -35,15 +36,11 @@ class EvalDispatcher(QueueService[EvalRun]):
         metrics: Metrics,
         transport: AsyncTransport,
         resolver: ProjectResolver,
-        limits: SerializeLimits,
-        on_degrade: Callable[[str], None],
     ) -> None:
         super().__init__(metrics.evaluations, config.eval_queue_size, config.eval_overflow)
         self._config = config
         self._transport = transport
         self._resolver = resolver
-        self._limits = limits
-        self._on_degrade = on_degrade
         self._log = RateLimitedLog(logger)
 
     async def _consume(self) -> None:
@@ -89,6 +86,9 @@ class EvalDispatcher(QueueService[EvalRun]):
             self._notify()
 
     def _encode(self, run: EvalRun, project_id: str) -> bytes:
-        examples = [json.loads(safe_json(e, self._limits, self._on_degrade)) for e in run["examples"]]
-        doc = dict(run, project_id=project_id, examples=examples)
-        return json.dumps(doc, ensure_ascii=False).encode("utf-8", "replace")
+        rest = {k: v for k, v in run.items() if k != "examples"}
+        rest["project_id"] = project_id
+        # '{"examples":[<texts>],' + the rest's members: the examples are never parsed or re-encoded here.
+        tail = json.dumps(rest, ensure_ascii=False)
+        body = '{"examples":[' + ",".join(run["examples"]) + "]," + tail[1:]
+        return body.encode("utf-8", "replace")

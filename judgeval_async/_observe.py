@@ -28,6 +28,8 @@ logger = logging.getLogger(__name__)
 
 _SAMPLE_EVERY = 16
 _MAX_GENERATOR_ITEMS = 100  # yielded items kept for a generator span's output
+NAME_MAX = 1024  # characters of a span name (observe(name=...), span(name), or the function's __qualname__)
+KIND_MAX = 256  # characters of a span_type
 ATTR_INPUT = "judgment.input"
 ATTR_OUTPUT = "judgment.output"
 ATTR_SPAN_KIND = "judgment.span_kind"
@@ -39,6 +41,10 @@ class Recorder(Protocol):
     otel_tracer: trace.Tracer
 
     def serialize(self, value: Any) -> str: ...
+
+    def text(self, value: object, limit: int) -> str:
+        """``value`` as a name: an exact str of at most ``limit`` characters, lone surrogates replaced, counted."""
+        ...
 
     def record_overhead(self, seconds: float) -> None: ...
 
@@ -111,7 +117,12 @@ def wrap(
     record_input: bool,
     record_output: bool,
 ) -> Callable[..., Any]:
-    span_name: str = name or getattr(func, "__qualname__", None) or getattr(func, "__name__", None) or "function"
+    if name is None or (type(name) is str and not name):
+        name = getattr(func, "__qualname__", None) or getattr(func, "__name__", None) or "function"
+    # Once per function, not per call: a span name and kind are capped and cleaned of lone surrogates (which would
+    # make the encoder fail the span) here, and counted.
+    span_name = rec.text(name, NAME_MAX)
+    span_type = rec.text(span_type, KIND_MAX)
     try:
         sig: inspect.Signature | None = inspect.signature(func)  # once per function, not per call
     except (TypeError, ValueError):
@@ -263,8 +274,8 @@ class SpanContextManager:
 
     def __init__(self, rec: Recorder, name: str, span_type: str) -> None:
         self._rec = rec
-        self._name = name
-        self._span_type = span_type
+        self._name = rec.text(name, NAME_MAX)
+        self._span_type = rec.text(span_type, KIND_MAX)
         self._started: tuple[Span, object] | None = None
 
     def __enter__(self) -> Span:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime as _dt
+import itertools
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar, overload
@@ -29,7 +31,16 @@ from ._multiprocess import SnapshotWriter, metrics_dir
 from ._observe import ATTR_INPUT, ATTR_OUTPUT, SpanContextManager, wrap
 from ._project import ProjectResolver
 from ._runtime import BaseService, LoopRuntime, set_exit_timeout
-from ._serialize import RateLimitedLog, SerializeLimits, safe_json
+from ._serialize import (
+    RateLimitedLog,
+    SerializeLimits,
+    bounded_text,
+    bounded_texts,
+    placeholder,
+    safe_data,
+    safe_json,
+    stored_attributes,
+)
 from ._spans import JudgmentSpanProcessor, SpanExportService
 from ._tags import TagBatcher
 from ._transport import AsyncTransport
@@ -38,7 +49,13 @@ __all__ = ["Tracer"]
 
 logger = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
-_PRIMITIVES = (str, bool, int, float)
+# Caps on what goes on the wire besides inputs and outputs (docs/reliability.md, "Caps and hostile input").
+KEY_MAX = 256  # attribute keys; scorer names and types; model names
+TAG_MAX = 256  # characters per tag
+NAME_MAX = 1024  # evaluation run names
+SCORERS_MAX = 32  # scorers per async_evaluate call
+_SCORER_LIMITS = SerializeLimits(max_length=4096, max_depth=4, max_items=100)  # a scorer given as a dict
+_INT64 = (-(2**63), 2**63)
 
 
 class _TransportCloser(BaseService):
@@ -99,7 +116,7 @@ class Tracer:
             on_evict=lambda reason, n: self.metrics.metadata_evictions.inc(reason, n=n),
         )
         self._spans = SpanExportService(c, self.metrics, self._transport, self._resolver)
-        self._evals = EvalDispatcher(c, self.metrics, self._transport, self._resolver, self._limits, self._degraded)
+        self._evals = EvalDispatcher(c, self.metrics, self._transport, self._resolver)
         self._tags = TagBatcher(c, self.metrics, self._transport, self._resolver)
         for service in (self._spans, self._evals, self._tags):
             self._runtime.add_service(service)
@@ -134,7 +151,10 @@ class Tracer:
 
     # ------------------------------------------------------------------ Recorder protocol (used by _observe)
     def serialize(self, value: Any) -> str:
-        return safe_json(value, self._limits, self._degraded)
+        return safe_json(value, self._limits, self.degraded)
+
+    def text(self, value: object, limit: int) -> str:
+        return bounded_text(value, limit, self.degraded)
 
     def record_overhead(self, seconds: float) -> None:
         self.metrics.observe_overhead.observe(seconds)
@@ -142,7 +162,7 @@ class Tracer:
     def metrics_enabled(self) -> bool:
         return self.config.metrics_enabled
 
-    def _degraded(self, reason: str) -> None:
+    def degraded(self, reason: str) -> None:
         self.metrics.values_degraded.inc(reason)
         self._degrade_log.warning(
             reason,
@@ -212,17 +232,30 @@ class Tracer:
 
     def set_attribute(self, key: str, value: Any) -> None:
         """Set an attribute on the current span. Primitives are kept as they are (a long string is cut); anything
-        else is stored as bounded JSON."""
+        else is stored as bounded JSON. The key is cut to 256 characters; lone surrogates are replaced."""
         try:
             span = self._current_span("set_attribute")
             if span is None:
                 return
-            keep = isinstance(value, _PRIMITIVES) and not (
-                isinstance(value, str) and len(value) > self._limits.max_length
-            )
-            span.set_attribute(key, value if keep else self.serialize(value))
+            span.set_attribute(self.text(key, KEY_MAX), self._attribute_value(value))
         except Exception:
+            self.metrics.calls_ignored.inc("set_attribute", "error")
             logger.debug("judgeval_async set_attribute failed", exc_info=True)
+
+    def _attribute_value(self, value: Any) -> Any:
+        """An exact bool/int/float/str (only builtin code runs on it), else bounded JSON."""
+        kind = type(value)
+        if kind is bool:
+            return value
+        if issubclass(kind, int):
+            number = int.__int__(value)
+            if _INT64[0] <= number < _INT64[1]:
+                return number
+        elif issubclass(kind, float):
+            return float.__float__(value)
+        elif issubclass(kind, str) and str.__len__(value) <= self._limits.max_length:
+            return self.text(value, self._limits.max_length)
+        return self.serialize(value)
 
     def set_input(self, value: Any) -> None:
         """Record the current span's input, as bounded JSON like ``observe`` records arguments."""
@@ -238,22 +271,29 @@ class Tracer:
             if span is not None:
                 span.set_attribute(key, self.serialize(value))
         except Exception:
+            self.metrics.calls_ignored.inc(call, "error")
             logger.debug("judgeval_async %s failed", call, exc_info=True)
 
     def tag(self, tags: str | list[str] | tuple[str, ...]) -> None:
-        """Tag the current trace. Returns immediately: tags are batched and sent from the SDK loop."""
+        """Tag the current trace. Returns immediately: tags are batched and sent from the SDK loop.
+
+        At most ``tag_max_per_trace`` tags of 256 characters are read from ``tags`` (any iterable, even an endless
+        one); the rest is not read, and counted ``values_degraded["truncated"]``.
+        """
         try:
             span = self._current_span("tag")
             if span is None:
                 return
-            items = (tags,) if isinstance(tags, str) else tuple(tags)
-            clean = tuple(str(t)[:256] for t in items[: self.config.tag_max_per_trace])
+            c = self.config
+            clean = bounded_texts(tags, TAG_MAX, c.tag_max_per_trace, c.serialize_budget, self.degraded)
             if not clean:
                 return
             trace_id = format(span.get_span_context().trace_id, "032x")
             self._tags.offer((trace_id, clean))
             self._start_nowait()
         except Exception:
+            # Every call is accounted for: one that failed here is a lost tag() call, not silence.
+            _drop_untracked(self.metrics.tags)
             logger.debug("judgeval_async tag failed", exc_info=True)
 
     def async_evaluate(
@@ -276,22 +316,32 @@ class Tracer:
                 return
             ctx = span.get_span_context()
             span_id = format(ctx.span_id, "016x")
-            judgment, custom = _scorer_configs([scorer, *(scorers or [])], threshold)
+            reasons: set[str] = set()
+            judgment, custom = _scorer_configs(scorer, scorers, threshold, reasons.add)
             run = {
                 "project_name": self.config.project_name,
-                "eval_name": eval_name or f"async_evaluate_{span_id}",
+                "eval_name": (
+                    f"async_evaluate_{span_id}"
+                    if eval_name is None or (type(eval_name) is str and not eval_name)
+                    else bounded_text(eval_name, NAME_MAX, reasons.add)
+                ),
                 "trace_id": format(ctx.trace_id, "032x"),
                 "trace_span_id": span_id,
-                # Shallow copy: a later mutation of the user's dict must not change what we send.
-                "examples": [dict(example) if isinstance(example, dict) else example],
+                # Serialized here, bounded, on the caller: the loop never runs user code (a slow __repr__ there
+                # would stall every export), and a later mutation of the user's example changes nothing.
+                "examples": [safe_json(example, self._limits, reasons.add)],
                 "judgment_scorers": judgment,
                 "custom_scorers": custom,
-                "model": model,
+                "model": None if model is None else bounded_text(model, KEY_MAX, reasons.add),
                 "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(),
             }
+            for reason in reasons:
+                self.degraded(reason)
             self._evals.offer(run)
             self._start_nowait()
         except Exception:
+            # Every call is accounted for: one that failed here is a lost evaluation, not silence.
+            _drop_untracked(self.metrics.evaluations)
             logger.debug("judgeval_async async_evaluate failed", exc_info=True)
 
     # ------------------------------------------------------------------ health
@@ -420,25 +470,78 @@ def _suppress_instrumentation() -> None:
     otel_context.attach(ctx)
 
 
-def _scorer_configs(items: list[Any], threshold: float | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _drop_untracked(ledger: Any) -> None:
+    try:
+        ledger.drop_untracked("serialization_error")
+    except Exception:  # pragma: no cover - never let accounting reach the caller
+        logger.debug("judgeval_async could not count a dropped call", exc_info=True)
+
+
+def _number(value: object, default: float, degraded: Callable[[str], None]) -> float:
+    """A finite threshold from an int/float (subclasses read with the base type's own methods), else ``default``."""
+    kind = type(value)
+    if kind is not bool and issubclass(kind, (int, float)):
+        number = float.__float__(value) if issubclass(kind, float) else int.__int__(value)  # type: ignore[arg-type]
+        try:
+            number = float(number)
+        except OverflowError:
+            number = math.inf
+        if math.isfinite(number):
+            return number
+    degraded("unserializable")
+    return default
+
+
+def _scorer_configs(
+    scorer: Any, scorers: Any, threshold: object, degraded: Callable[[str], None]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Scorer configs, bounded, read without running the scorers' code: a str is a score type, a dict is a config
+    (bounded like a value), an object gives its stored ``name``/``score_type``/``threshold`` (properties and
+    ``__getattr__`` are not called; the class name stands in for a missing name). At most ``SCORERS_MAX``."""
+    default = 0.5 if threshold is None else _number(threshold, 0.5, degraded)
+    items = [scorer]
+    if scorers is not None:
+        items.extend(_bounded_list(scorers, SCORERS_MAX - 1, degraded))
     judgment: list[dict[str, Any]] = []
     custom: list[dict[str, Any]] = []
     for s in items:
+        kind = type(s)
         if s is None:
             continue
-        if isinstance(s, str):
-            judgment.append({"score_type": s, "name": s, "threshold": 0.5 if threshold is None else threshold})
-        elif isinstance(s, dict):
-            judgment.append(dict(s))
+        if issubclass(kind, str):
+            text = bounded_text(s, KEY_MAX, degraded)
+            judgment.append({"score_type": text, "name": text, "threshold": default})
+        elif issubclass(kind, dict):
+            conf = safe_data(s, _SCORER_LIMITS, degraded)
+            judgment.append(conf if type(conf) is dict else {"config": conf})
         else:
-            name = str(getattr(s, "name", None) or type(s).__name__)
-            score_type = getattr(s, "score_type", None)
+            found = stored_attributes(s, ("name", "score_type", "threshold"))
+            name: object = found.get("name")
+            if name is None or (type(name) is str and not name):
+                name = placeholder(s)[1:-1]  # the class name, as before
             conf = {
-                "name": name,
-                "threshold": getattr(s, "threshold", 0.5 if threshold is None else threshold),
+                "name": bounded_text(name, KEY_MAX, degraded),
+                "threshold": _number(found["threshold"], default, degraded) if "threshold" in found else default,
             }
+            score_type = found.get("score_type")
             if score_type is not None:
-                judgment.append({"score_type": str(score_type), **conf})
+                judgment.append({"score_type": bounded_text(score_type, KEY_MAX, degraded), **conf})
             else:
                 custom.append(conf)
     return judgment, custom
+
+
+def _bounded_list(values: Any, limit: int, degraded: Callable[[str], None]) -> list[Any]:
+    """At most ``limit`` items of a list, tuple or any iterable (never read past one more than that)."""
+    kind = type(values)
+    if issubclass(kind, list):
+        it = list.__iter__(values)
+    elif issubclass(kind, tuple):
+        it = tuple.__iter__(values)
+    else:
+        it = iter(values)
+    out = list(itertools.islice(it, limit + 1))
+    if len(out) > limit:
+        degraded("truncated")
+        del out[limit:]
+    return out
