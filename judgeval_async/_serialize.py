@@ -39,6 +39,7 @@ __all__ = [
     "bounded_text",
     "bounded_texts",
     "placeholder",
+    "read_items",
     "safe_data",
     "safe_json",
     "stored_attributes",
@@ -161,6 +162,8 @@ _SEQUENCES: tuple[tuple[type, Callable[[Any], Any]], ...] = (
     (deque, deque.__iter__),
 )
 _VIEWS: tuple[type, ...] = (type({}.keys()), type({}.values()), type({}.items()))  # exact types: builtin iteration
+# Looked up by id: hashing or comparing a user class could run its metaclass's __hash__/__eq__.
+_STR_SAFE_BY_ID = {id(k): f for k, f in _STR_SAFE.items()}
 
 # Field names of model-like classes, per class (by identity: hashing a class may run a metaclass's __hash__).
 _FIELDS_CACHE: dict[int, tuple[type, tuple[str, ...] | None]] = {}
@@ -281,7 +284,10 @@ class _Walk:
             if -(2**63) <= v < 2**63:
                 return v
             text = _small_int_text(v)
-            return self.text(text) if text is not None else f"<int bits={v.bit_length()}>"
+            if text is not None:
+                return self.text(text)
+            self.reasons.add("truncated")
+            return f"<int bits={v.bit_length()}>"
         if issubclass(kind, float):
             f = float.__float__(value)
             return f if math.isfinite(f) else float.__repr__(f)
@@ -292,7 +298,7 @@ class _Walk:
             return f"<bytes len={value.nbytes}>"
         if issubclass(kind, enum.Enum):
             return self.convert(object.__getattribute__(value, "_value_"), depth)
-        safe_str = _STR_SAFE.get(kind)
+        safe_str = _STR_SAFE_BY_ID.get(id(kind))
         if safe_str is not None:
             return self.text(safe_str(value))
         if depth >= self.limits.max_depth:
@@ -314,7 +320,7 @@ class _Walk:
         for base, iterate in _SEQUENCES:
             if issubclass(kind, base):
                 return self._sequence(iterate(value), depth)
-        if kind in _VIEWS:
+        if any(kind is view for view in _VIEWS):
             return self._sequence(iter(value), depth)
         names = _declared_fields(kind)
         if names is not None:
@@ -452,46 +458,66 @@ def bounded_text(value: object, limit: int, on_degrade: Callable[[str], None] | 
     return text
 
 
-def _builtin_iter(values: object) -> Iterator[Any] | None:
-    """An iterator over a list/tuple/set/frozenset/dict/deque (subclasses too) by the base type's own method."""
+_BUILTIN_CODE = (types.WrapperDescriptorType, types.MethodDescriptorType, types.BuiltinFunctionType)
+
+
+def read_items(
+    values: object, max_count: int, budget: float, on_degrade: Callable[[str], None] | None = None
+) -> list[Any] | None:
+    """At most ``max_count`` items of ``values``, never reading more than one past that (``itertools.count()``
+    included); the cut is reported ``truncated``. None if ``values`` cannot be read without running user code.
+
+    A list/tuple/set/frozenset/dict/deque (subclasses too) is read by its base type's own iterator. An iterator or
+    iterable of a builtin type (a generator, ``map``, ``itertools.count``, ...) is read with ``next()``: a generator's
+    body is the caller's own code by design, so it is bounded by count and, between items, by ``budget`` seconds
+    (``time_budget``). Anything else (a class with its own ``__iter__``) is not iterated.
+    """
     kind = type(values)
+    deadline = -1.0
+    it: Iterator[Any] | None = None
     if issubclass(kind, dict):
-        return dict.__iter__(values)  # type: ignore[arg-type]
-    for base, iterate in _SEQUENCES:
-        if issubclass(kind, base):
-            return iterate(values)  # type: ignore[no-any-return]
-    return None
+        it = dict.__iter__(values)  # type: ignore[arg-type]
+    else:
+        for base, iterate in _SEQUENCES:
+            if issubclass(kind, base):
+                it = iterate(values)
+                break
+    if it is None:
+        if type(_class_attr(kind, "__iter__")) not in _BUILTIN_CODE:
+            if on_degrade is not None:
+                on_degrade("unserializable")
+            return None
+        it = iter(values)  # type: ignore[call-overload]
+        if type(_class_attr(type(it), "__next__")) not in _BUILTIN_CODE:
+            if on_degrade is not None:
+                on_degrade("unserializable")
+            return None
+        deadline = time.perf_counter() + budget
+    out: list[Any] = []
+    for v in itertools.islice(it, max_count + 1):
+        if len(out) == max_count:
+            if on_degrade is not None:
+                on_degrade("truncated")
+            break
+        out.append(v)
+        if deadline >= 0 and time.perf_counter() > deadline:
+            if on_degrade is not None:
+                on_degrade("time_budget")
+            break
+    return out
 
 
 def bounded_texts(
     values: object, limit: int, max_count: int, budget: float, on_degrade: Callable[[str], None] | None = None
-) -> tuple[str, ...]:
-    """Up to ``max_count`` texts (each as :func:`bounded_text`) from a str or an iterable of them.
-
-    Reads at most ``max_count + 1`` items, whatever the iterable (``itertools.count()`` included): one more than is
-    kept, to know that some were cut (``truncated``). Builtin collections are read by their base type's own
-    iterator; any other iterable is the caller's own code by design (a generator they passed), so it is bounded
-    by count and, between items, by ``budget`` seconds (``time_budget``).
-    """
+) -> tuple[str, ...] | None:
+    """Up to ``max_count`` texts (each as :func:`bounded_text`) from a str or from what :func:`read_items` reads;
+    None if ``values`` cannot be read. Each degradation reason is reported once."""
     reasons: set[str] = set()
     if issubclass(type(values), str):
-        out: tuple[str, ...] = (bounded_text(values, limit, reasons.add),)
+        out: tuple[str, ...] | None = (bounded_text(values, limit, reasons.add),)
     else:
-        it = _builtin_iter(values)
-        deadline = -1.0
-        if it is None:
-            it = iter(values)  # type: ignore[call-overload]
-            deadline = time.perf_counter() + budget
-        kept: list[str] = []
-        for v in itertools.islice(it, max_count + 1):
-            if len(kept) == max_count:
-                reasons.add("truncated")
-                break
-            kept.append(bounded_text(v, limit, reasons.add))
-            if deadline >= 0 and time.perf_counter() > deadline:
-                reasons.add("time_budget")
-                break
-        out = tuple(kept)
+        items = read_items(values, max_count, budget, reasons.add)
+        out = None if items is None else tuple([bounded_text(v, limit, reasons.add) for v in items])
     _report(reasons, on_degrade)
     return out
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as _dt
-import itertools
 import logging
 import math
 import time
@@ -37,6 +36,7 @@ from ._serialize import (
     bounded_text,
     bounded_texts,
     placeholder,
+    read_items,
     safe_data,
     safe_json,
     stored_attributes,
@@ -277,8 +277,10 @@ class Tracer:
     def tag(self, tags: str | list[str] | tuple[str, ...]) -> None:
         """Tag the current trace. Returns immediately: tags are batched and sent from the SDK loop.
 
-        At most ``tag_max_per_trace`` tags of 256 characters are read from ``tags`` (any iterable, even an endless
-        one); the rest is not read, and counted ``values_degraded["truncated"]``.
+        At most ``tag_max_per_trace`` tags of 256 characters are read from ``tags`` (a list, tuple, set, or a
+        generator or other builtin iterator, even an endless one); the rest is not read, and counted
+        ``values_degraded["truncated"]``. A ``tags`` that cannot be read without running its own code (a class with
+        its own ``__iter__``) drops the call (``serialization_error``).
         """
         try:
             span = self._current_span("tag")
@@ -286,6 +288,9 @@ class Tracer:
                 return
             c = self.config
             clean = bounded_texts(tags, TAG_MAX, c.tag_max_per_trace, c.serialize_budget, self.degraded)
+            if clean is None:
+                _drop_untracked(self.metrics.tags)
+                return
             if not clean:
                 return
             trace_id = format(span.get_span_context().trace_id, "032x")
@@ -317,7 +322,7 @@ class Tracer:
             ctx = span.get_span_context()
             span_id = format(ctx.span_id, "016x")
             reasons: set[str] = set()
-            judgment, custom = _scorer_configs(scorer, scorers, threshold, reasons.add)
+            judgment, custom = _scorer_configs(scorer, scorers, threshold, self.config.serialize_budget, reasons.add)
             run = {
                 "project_name": self.config.project_name,
                 "eval_name": (
@@ -493,7 +498,7 @@ def _number(value: object, default: float, degraded: Callable[[str], None]) -> f
 
 
 def _scorer_configs(
-    scorer: Any, scorers: Any, threshold: object, degraded: Callable[[str], None]
+    scorer: Any, scorers: Any, threshold: object, budget: float, degraded: Callable[[str], None]
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Scorer configs, bounded, read without running the scorers' code: a str is a score type, a dict is a config
     (bounded like a value), an object gives its stored ``name``/``score_type``/``threshold`` (properties and
@@ -501,7 +506,7 @@ def _scorer_configs(
     default = 0.5 if threshold is None else _number(threshold, 0.5, degraded)
     items = [scorer]
     if scorers is not None:
-        items.extend(_bounded_list(scorers, SCORERS_MAX - 1, degraded))
+        items.extend(read_items(scorers, SCORERS_MAX - 1, budget, degraded) or ())
     judgment: list[dict[str, Any]] = []
     custom: list[dict[str, Any]] = []
     for s in items:
@@ -529,19 +534,3 @@ def _scorer_configs(
             else:
                 custom.append(conf)
     return judgment, custom
-
-
-def _bounded_list(values: Any, limit: int, degraded: Callable[[str], None]) -> list[Any]:
-    """At most ``limit`` items of a list, tuple or any iterable (never read past one more than that)."""
-    kind = type(values)
-    if issubclass(kind, list):
-        it = list.__iter__(values)
-    elif issubclass(kind, tuple):
-        it = tuple.__iter__(values)
-    else:
-        it = iter(values)
-    out = list(itertools.islice(it, limit + 1))
-    if len(out) > limit:
-        degraded("truncated")
-        del out[limit:]
-    return out
