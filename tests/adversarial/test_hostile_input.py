@@ -199,7 +199,7 @@ class Doc:
 class FakeModel:
     """Shaped like a pydantic v2 model: declared fields in ``__pydantic_fields__``, values in ``__dict__``."""
 
-    __pydantic_fields__ = {"question": None, "answer": None}  # noqa: RUF012 - the shape pydantic gives a class
+    __pydantic_fields__ = {"question": None, "answer": None}
 
     def __init__(self, question: str, answer: str) -> None:
         self.question = question
