@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -26,7 +27,11 @@ WIRE_BOUND = 1_000_000  # bytes decoded by the server per case: every cap is far
 CUT = "truncated|time_budget"
 
 
+NAPPED: list[str] = []  # the threads a hostile method ran on: must stay empty (the SDK loop's above all)
+
+
 def _nap() -> None:
+    NAPPED.append(threading.current_thread().name)
     time.sleep(SLEEP)
 
 
@@ -446,12 +451,14 @@ def tracer(server: LocalJudgmentServer) -> Iterator[Tracer]:
 def test_hostile_input(case: Case, tracer: Tracer, server: LocalJudgmentServer) -> None:
     """The hostile value never raises, never holds the caller, and is delivered bounded, counted, ledger balanced."""
     value = case.make()
+    NAPPED.clear()
     t0 = time.perf_counter()
     _drive(tracer, case.surface, value)
     elapsed = time.perf_counter() - t0
     assert elapsed < CALLER_BOUND, f"the caller was held {elapsed:.2f} s"
 
     assert tracer.force_flush(timeout=10.0)
+    assert NAPPED == [], "a hostile method ran (on these threads)"
     health = tracer.get_health_metrics()
     assert health["ledger_balanced"]
     assert health["calls_ignored"] == {}
@@ -483,3 +490,18 @@ def test_hostile_input(case: Case, tracer: Tracer, server: LocalJudgmentServer) 
         assert health["tags_flushed"] == 1
     wire = sum(server.bytes_received(ep)[1] for ep in ("traces", "evals", "tags_batch", "tags"))
     assert wire < WIRE_BOUND
+
+
+def test_every_async_evaluate_call_is_accounted_for(tracer: Tracer) -> None:
+    """Eight calls with good and bad scorers: eight evaluations in the ledger (issue: 8 calls, 7 enqueued)."""
+    scorers: list[Any] = ["faithfulness", RaisingScorer(), SleepyScorer(), Raiser(), Sleeper(), {"score_type": "x"}]
+    scorers += [NamedScorer(Raiser()), None]
+    NAPPED.clear()
+    with tracer.span("evaluated"):
+        for scorer in scorers:
+            tracer.async_evaluate(scorer, {"q": "x"})
+    assert tracer.force_flush(timeout=10.0)
+    health = tracer.get_health_metrics()
+    assert health["ledger_balanced"] and NAPPED == []
+    assert health["evaluations_enqueued"] == len(scorers) == 8
+    assert health["evaluations_delivered"] == 8
