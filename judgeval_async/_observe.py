@@ -15,6 +15,7 @@ import functools
 import inspect
 import logging
 import time
+import traceback
 from collections.abc import AsyncGenerator, Callable, Generator
 from typing import Any, Protocol
 
@@ -30,6 +31,8 @@ _SAMPLE_EVERY = 16
 _MAX_GENERATOR_ITEMS = 100  # yielded items kept for a generator span's output
 NAME_MAX = 1024  # characters of a span name (observe(name=...), span(name), or the function's __qualname__)
 KIND_MAX = 256  # characters of a span_type
+MESSAGE_MAX = 8192  # characters of a recorded exception's message
+STACKTRACE_MAX = 32_768  # characters of a recorded exception's stack trace
 ATTR_INPUT = "judgment.input"
 ATTR_OUTPUT = "judgment.output"
 ATTR_SPAN_KIND = "judgment.span_kind"
@@ -94,7 +97,7 @@ def _input_json(
 def _finish(span: Span, token: object, error: BaseException | None, output: Any, rec: Recorder, record: bool) -> None:
     try:
         if error is not None:
-            span.record_exception(error)
+            _record_error(span, error, rec)
             span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}"))
         elif record:
             span.set_attribute(ATTR_OUTPUT, rec.serialize(output))
@@ -106,6 +109,38 @@ def _finish(span: Span, token: object, error: BaseException | None, output: Any,
             otel_context.detach(token)  # type: ignore[arg-type]
         except Exception:
             pass
+
+
+def _record_error(span: Span, error: BaseException, rec: Recorder) -> None:
+    """What ``span.record_exception`` records (the same event and attributes), but bounded: a 100 MB message would
+    otherwise go on the wire twice (message and stack trace). The exception's own ``__str__`` is called, as any
+    logger would; the traceback lines are read only until the cap is reached."""
+    kind = type(error)
+    module, qualname = getattr(kind, "__module__", None), getattr(kind, "__qualname__", "Exception")
+    exc_type = qualname if not module or module == "builtins" else f"{module}.{qualname}"
+    try:
+        message = str(error)
+    except Exception:
+        message = f"<{qualname} (str() failed)>"
+    lines: list[str] = []
+    size = 0
+    try:
+        for line in traceback.TracebackException(kind, error, error.__traceback__, compact=True).format():
+            lines.append(line[: STACKTRACE_MAX - size + 1])
+            size += len(lines[-1])
+            if size > STACKTRACE_MAX:
+                break
+    except Exception:
+        lines.append(f"{exc_type}: <traceback unavailable>")
+    span.add_event(
+        "exception",
+        {
+            "exception.type": rec.text(exc_type, KIND_MAX),
+            "exception.message": rec.text(message, MESSAGE_MAX),
+            "exception.stacktrace": rec.text("".join(lines), STACKTRACE_MAX),
+            "exception.escaped": "False",
+        },
+    )
 
 
 def wrap(

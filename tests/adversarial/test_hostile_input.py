@@ -505,3 +505,22 @@ def test_every_async_evaluate_call_is_accounted_for(tracer: Tracer) -> None:
     assert health["ledger_balanced"] and NAPPED == []
     assert health["evaluations_enqueued"] == len(scorers) == 8
     assert health["evaluations_delivered"] == 8
+
+
+def test_a_huge_exception_message_is_bounded(tracer: Tracer, server: LocalJudgmentServer) -> None:
+    """An observed function raising with a 100 MB message: the exception propagates unchanged and the span's
+    exception event (message and stack trace) is capped, counted, and delivered."""
+    error = ValueError(_big("str"))
+
+    @tracer.observe
+    def fails() -> None:
+        raise error
+
+    with pytest.raises(ValueError) as caught:
+        fails()
+    assert caught.value is error
+    assert tracer.force_flush(timeout=10.0)
+    health = tracer.get_health_metrics()
+    assert health["ledger_balanced"] and health["spans_exported"] == 1
+    assert "truncated" in health["values_degraded"]
+    assert server.bytes_received("traces")[1] < WIRE_BOUND
