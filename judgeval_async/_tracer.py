@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import datetime as _dt
 import logging
-import math
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar, overload
@@ -22,7 +21,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from ._config import Config
 from ._errors import LoopThreadError, RuntimeClosedError
-from ._evals import EvalDispatcher
+from ._evals import EvalDispatcher, scorer_configs
 from ._health import HealthSnapshot, take_snapshot
 from ._metadata import SpanMetadataStore
 from ._metrics import Metrics
@@ -30,17 +29,7 @@ from ._multiprocess import SnapshotWriter, metrics_dir
 from ._observe import ATTR_INPUT, ATTR_OUTPUT, SpanContextManager, wrap
 from ._project import ProjectResolver
 from ._runtime import BaseService, LoopRuntime, set_exit_timeout
-from ._serialize import (
-    RateLimitedLog,
-    SerializeLimits,
-    bounded_text,
-    bounded_texts,
-    placeholder,
-    read_items,
-    safe_data,
-    safe_json,
-    stored_attributes,
-)
+from ._serialize import RateLimitedLog, SerializeLimits, bounded_text, bounded_texts, safe_json
 from ._spans import JudgmentSpanProcessor, SpanExportService
 from ._tags import TagBatcher
 from ._transport import AsyncTransport
@@ -50,11 +39,9 @@ __all__ = ["Tracer"]
 logger = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
 # Caps on what goes on the wire besides inputs and outputs (docs/reliability.md, "Caps and hostile input").
-KEY_MAX = 256  # attribute keys; scorer names and types; model names
+KEY_MAX = 256  # attribute keys; model names (scorer caps live in _evals)
 TAG_MAX = 256  # characters per tag
 NAME_MAX = 1024  # evaluation run names
-SCORERS_MAX = 32  # scorers per async_evaluate call
-_SCORER_LIMITS = SerializeLimits(max_length=4096, max_depth=4, max_items=100)  # a scorer given as a dict
 _INT64 = (-(2**63), 2**63)
 
 
@@ -322,7 +309,7 @@ class Tracer:
             ctx = span.get_span_context()
             span_id = format(ctx.span_id, "016x")
             reasons: set[str] = set()
-            judgment, custom = _scorer_configs(scorer, scorers, threshold, self.config.serialize_budget, reasons.add)
+            judgment, custom = scorer_configs(scorer, scorers, threshold, self.config.serialize_budget, reasons.add)
             run = {
                 "project_name": self.config.project_name,
                 "eval_name": (
@@ -480,57 +467,3 @@ def _drop_untracked(ledger: Any) -> None:
         ledger.drop_untracked("serialization_error")
     except Exception:  # pragma: no cover - never let accounting reach the caller
         logger.debug("judgeval_async could not count a dropped call", exc_info=True)
-
-
-def _number(value: object, default: float, degraded: Callable[[str], None]) -> float:
-    """A finite threshold from an int/float (subclasses read with the base type's own methods), else ``default``."""
-    kind = type(value)
-    if kind is not bool and issubclass(kind, (int, float)):
-        number = float.__float__(value) if issubclass(kind, float) else int.__int__(value)  # type: ignore[arg-type]
-        try:
-            number = float(number)
-        except OverflowError:
-            number = math.inf
-        if math.isfinite(number):
-            return number
-    degraded("unserializable")
-    return default
-
-
-def _scorer_configs(
-    scorer: Any, scorers: Any, threshold: object, budget: float, degraded: Callable[[str], None]
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Scorer configs, bounded, read without running the scorers' code: a str is a score type, a dict is a config
-    (bounded like a value), an object gives its stored ``name``/``score_type``/``threshold`` (properties and
-    ``__getattr__`` are not called; the class name stands in for a missing name). At most ``SCORERS_MAX``."""
-    default = 0.5 if threshold is None else _number(threshold, 0.5, degraded)
-    items = [scorer]
-    if scorers is not None:
-        items.extend(read_items(scorers, SCORERS_MAX - 1, budget, degraded) or ())
-    judgment: list[dict[str, Any]] = []
-    custom: list[dict[str, Any]] = []
-    for s in items:
-        kind = type(s)
-        if s is None:
-            continue
-        if issubclass(kind, str):
-            text = bounded_text(s, KEY_MAX, degraded)
-            judgment.append({"score_type": text, "name": text, "threshold": default})
-        elif issubclass(kind, dict):
-            conf = safe_data(s, _SCORER_LIMITS, degraded)
-            judgment.append(conf if type(conf) is dict else {"config": conf})
-        else:
-            found = stored_attributes(s, ("name", "score_type", "threshold"))
-            name: object = found.get("name")
-            if name is None or (type(name) is str and not name):
-                name = placeholder(s)[1:-1]  # the class name, as before
-            conf = {
-                "name": bounded_text(name, KEY_MAX, degraded),
-                "threshold": _number(found["threshold"], default, degraded) if "threshold" in found else default,
-            }
-            score_type = found.get("score_type")
-            if score_type is not None:
-                judgment.append({"score_type": bounded_text(score_type, KEY_MAX, degraded), **conf})
-            else:
-                custom.append(conf)
-    return judgment, custom

@@ -17,13 +17,13 @@ from typing import Any
 
 import pytest
 
+from judgeval_async._introspection import read_items
 from judgeval_async._serialize import (
     DEGRADE_REASONS,
     RateLimitedLog,
     SerializeLimits,
     bounded_text,
     bounded_texts,
-    read_items,
     safe_data,
     safe_json,
 )
