@@ -8,6 +8,7 @@ expected reason, the degradation is counted (``values_degraded``) and what went 
 from __future__ import annotations
 
 import dataclasses
+import enum
 import itertools
 import threading
 import time
@@ -16,6 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from judgeval_async import Tracer
 from judgeval_async.testing import LocalJudgmentServer
@@ -524,3 +528,73 @@ def test_a_huge_exception_message_is_bounded(tracer: Tracer, server: LocalJudgme
     assert health["ledger_balanced"] and health["spans_exported"] == 1
     assert "truncated" in health["values_degraded"]
     assert server.bytes_received("traces")[1] < WIRE_BOUND
+
+
+class Kind(str, enum.Enum):
+    RELEVANCE = "answer_relevancy"
+
+
+class ModelScorer:
+    """Shaped like judgeval's pydantic scorers: declared fields, values in __dict__, a str-Enum score type."""
+
+    __pydantic_fields__ = {"name": None, "score_type": None, "threshold": None}
+
+    def __init__(self) -> None:
+        self.name = "relevance"
+        self.score_type = Kind.RELEVANCE
+        self.threshold = 0.8
+
+
+def test_scorer_configs_keep_stored_fields(tracer: Tracer, server: LocalJudgmentServer) -> None:
+    """Scorers read without their code still send their stored name, score type (an enum's value) and threshold."""
+    with tracer.span("evaluated"):
+        tracer.async_evaluate(
+            ModelScorer(), {"q": "x"}, scorers=["faithfulness", {"score_type": "custom", "threshold": 0.1}]
+        )
+    assert tracer.force_flush(timeout=10.0)
+    (record,) = server.evals
+    assert record.payload["judgment_scorers"] == [
+        {"score_type": "answer_relevancy", "name": "relevance", "threshold": 0.8},
+        {"score_type": "faithfulness", "name": "faithfulness", "threshold": 0.5},
+        {"score_type": "custom", "threshold": 0.1},
+    ]
+    assert record.payload["examples"] == [{"q": "x"}]
+
+
+def test_exception_events_match_opentelemetry(server: LocalJudgmentServer) -> None:
+    """An ordinary exception is recorded with the event and attributes OpenTelemetry's record_exception gives."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = Tracer(
+        project_name="hostile",
+        api_key=server.api_key,
+        organization_id=server.org_id,
+        api_url=server.url,
+        tracer_provider=provider,
+    )
+    try:
+
+        @tracer.observe
+        def fails() -> None:
+            try:
+                {}["missing"]
+            except KeyError as exc:
+                raise ValueError("bad input") from exc
+
+        with pytest.raises(ValueError):
+            fails()
+        with provider.get_tracer("reference").start_as_current_span("reference") as reference:
+            reference.record_exception(ValueError("bad input"))
+        ours, theirs = (s.events[0] for s in exporter.get_finished_spans())
+        assert ours.name == theirs.name == "exception"
+        assert ours.attributes is not None and theirs.attributes is not None
+        assert set(ours.attributes) == set(theirs.attributes)
+        for key in ("exception.type", "exception.message", "exception.escaped"):
+            assert ours.attributes[key] == theirs.attributes[key]
+        stack = str(ours.attributes["exception.stacktrace"])
+        assert stack.startswith("Traceback") and "KeyError: 'missing'" in stack
+        assert stack.endswith("ValueError: bad input\n")
+    finally:
+        tracer.shutdown(timeout=5.0)
+        provider.shutdown()
