@@ -87,6 +87,11 @@ class Sleeper:
         _nap()
         return 1.0
 
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:  # isinstance() falls back to obj.__class__
+        _nap()
+        return Sleeper
+
 
 class Raiser:
     """Every dunder a serializer might call raises (``__getattr__`` with a non-AttributeError)."""
@@ -181,7 +186,14 @@ class SleepyStr(str):
 
 
 class SleepyKey:
-    """A fine dict key (default hash/eq) whose text is slow."""
+    """A dict key with a fast hash whose text and equality are slow."""
+
+    def __hash__(self) -> int:
+        return 1
+
+    def __eq__(self, other: object) -> bool:
+        _nap()
+        return self is other
 
     def __str__(self) -> str:
         _nap()
@@ -308,7 +320,7 @@ VALUES: dict[str, tuple[Callable[[], Any], set[str]]] = {
     "dict-subclass-sleeping-items": (lambda: SleepyDict(a=1, b=[2]), set()),
     "list-subclass-sleeping-iter": (lambda: SleepyList([1, "two"]), set()),
     "str-subclass-sleeping-methods": (lambda: SleepyStr("abc"), set()),
-    "dict-key-sleeping-str": (lambda: {SleepyKey(): 1}, {"unserializable"}),
+    "dict-key-sleeping-str-eq": (lambda: {SleepyKey(): 1}, {"unserializable"}),
     "dict-key-raising-hash-free-str": (lambda: {Raiser(): 1}, {"unserializable"}),
     "lone-surrogates": (lambda: {"k\udc80": "bad\ud800x"}, {"replaced"}),
     "int-10**100000": (lambda: 10**100_000, {"truncated"}),
