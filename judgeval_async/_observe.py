@@ -15,6 +15,7 @@ import functools
 import inspect
 import logging
 import time
+import traceback
 from collections.abc import AsyncGenerator, Callable, Generator
 from typing import Any, Protocol
 
@@ -28,6 +29,10 @@ logger = logging.getLogger(__name__)
 
 _SAMPLE_EVERY = 16
 _MAX_GENERATOR_ITEMS = 100  # yielded items kept for a generator span's output
+NAME_MAX = 1024  # characters of a span name (observe(name=...), span(name), or the function's __qualname__)
+KIND_MAX = 256  # characters of a span_type
+MESSAGE_MAX = 8192  # characters of a recorded exception's message
+STACKTRACE_MAX = 32_768  # characters of a recorded exception's stack trace
 ATTR_INPUT = "judgment.input"
 ATTR_OUTPUT = "judgment.output"
 ATTR_SPAN_KIND = "judgment.span_kind"
@@ -39,6 +44,10 @@ class Recorder(Protocol):
     otel_tracer: trace.Tracer
 
     def serialize(self, value: Any) -> str: ...
+
+    def text(self, value: object, limit: int) -> str:
+        """``value`` as a name: an exact str of at most ``limit`` characters, lone surrogates replaced, counted."""
+        ...
 
     def record_overhead(self, seconds: float) -> None: ...
 
@@ -88,7 +97,7 @@ def _input_json(
 def _finish(span: Span, token: object, error: BaseException | None, output: Any, rec: Recorder, record: bool) -> None:
     try:
         if error is not None:
-            span.record_exception(error)
+            _record_error(span, error, rec)
             span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}"))
         elif record:
             span.set_attribute(ATTR_OUTPUT, rec.serialize(output))
@@ -102,6 +111,38 @@ def _finish(span: Span, token: object, error: BaseException | None, output: Any,
             pass
 
 
+def _record_error(span: Span, error: BaseException, rec: Recorder) -> None:
+    """What ``span.record_exception`` records (the same event and attributes), but bounded: a 100 MB message would
+    otherwise go on the wire twice (message and stack trace). The exception's own ``__str__`` is called, as any
+    logger would; the traceback lines are read only until the cap is reached."""
+    kind = type(error)
+    module, qualname = getattr(kind, "__module__", None), getattr(kind, "__qualname__", "Exception")
+    exc_type = qualname if not module or module == "builtins" else f"{module}.{qualname}"
+    try:
+        message = str(error)
+    except Exception:
+        message = f"<{qualname} (str() failed)>"
+    lines: list[str] = []
+    size = 0
+    try:
+        for line in traceback.TracebackException(kind, error, error.__traceback__, compact=True).format():
+            lines.append(line[: STACKTRACE_MAX - size + 1])
+            size += len(lines[-1])
+            if size > STACKTRACE_MAX:
+                break
+    except Exception:
+        lines.append(f"{exc_type}: <traceback unavailable>")
+    span.add_event(
+        "exception",
+        {
+            "exception.type": rec.text(exc_type, KIND_MAX),
+            "exception.message": rec.text(message, MESSAGE_MAX),
+            "exception.stacktrace": rec.text("".join(lines), STACKTRACE_MAX),
+            "exception.escaped": "False",
+        },
+    )
+
+
 def wrap(
     func: Callable[..., Any],
     rec: Recorder,
@@ -111,7 +152,12 @@ def wrap(
     record_input: bool,
     record_output: bool,
 ) -> Callable[..., Any]:
-    span_name: str = name or getattr(func, "__qualname__", None) or getattr(func, "__name__", None) or "function"
+    if name is None or (type(name) is str and not name):
+        name = getattr(func, "__qualname__", None) or getattr(func, "__name__", None) or "function"
+    # Once per function, not per call: a span name and kind are capped and cleaned of lone surrogates (which would
+    # make the encoder fail the span) here, and counted.
+    span_name = rec.text(name, NAME_MAX)
+    span_type = rec.text(span_type, KIND_MAX)
     try:
         sig: inspect.Signature | None = inspect.signature(func)  # once per function, not per call
     except (TypeError, ValueError):
@@ -263,8 +309,8 @@ class SpanContextManager:
 
     def __init__(self, rec: Recorder, name: str, span_type: str) -> None:
         self._rec = rec
-        self._name = name
-        self._span_type = span_type
+        self._name = rec.text(name, NAME_MAX)
+        self._span_type = rec.text(span_type, KIND_MAX)
         self._started: tuple[Span, object] | None = None
 
     def __enter__(self) -> Span:

@@ -3,8 +3,11 @@
 Why: encoding is the export path's main cost (docs/performance.md). OpenTelemetry's encoder builds one protobuf
 object per span, attribute and value and then serializes them; writing the bytes directly skips the objects. The
 output decodes to a message *equal* to ``encode_spans(spans)``'s (a test checks it on spans with every kind of
-attribute, event, link, status and parent). One difference on purpose: an attribute value of an unsupported type
-raises ``TypeError`` (so the span is dropped alone and counted) where OpenTelemetry logs and skips the attribute.
+attribute, event, link, status and parent). Two differences on purpose: an attribute value of an unsupported type
+raises ``TypeError`` (so the span is dropped alone and counted) where OpenTelemetry logs and skips the attribute; and
+a string holding a lone surrogate (which UTF-8 cannot encode, and OpenTelemetry's encoder rejects) is written with
+each such character replaced by ``?``, so the span is still sent. Clean strings never take that path: it starts only
+on the ``UnicodeEncodeError`` of the strict encode.
 
 Wire format reminders: a field's tag is ``(number << 3) | wire_type``; wire types 0 = varint, 1 = 64-bit,
 2 = length-delimited, 5 = 32-bit. Proto3 scalars at their default value are omitted; a oneof member and a set
@@ -14,8 +17,9 @@ sub-message are always written, even when empty.
 from __future__ import annotations
 
 import struct
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from types import SimpleNamespace
+from typing import Any, cast
 
 from opentelemetry.sdk.trace import ReadableSpan
 
@@ -140,15 +144,106 @@ def _span(span: ReadableSpan) -> bytes:
     return b"".join(parts)
 
 
-def encode_spans_each(spans: Sequence[ReadableSpan]) -> list[bytes | Exception]:
-    """Each span's encoded ``Span`` message, or the exception that encoding it raised (the caller drops it)."""
+def _fix(s: str) -> str:
+    """``s`` with each lone surrogate replaced by "?" (the slow path: only after a strict encode failed)."""
+    return s.encode("utf-8", "replace").decode("utf-8")
+
+
+def _utf8(s: str) -> bytes:
+    try:
+        return s.encode("utf-8")
+    except UnicodeEncodeError:
+        return s.encode("utf-8", "replace")
+
+
+def _fix_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return _fix(value)
+    if value is None or isinstance(value, (bytes, bool, int, float)):
+        return value
+    if isinstance(value, Sequence):
+        return [_fix_value(v) for v in value]
+    if isinstance(value, Mapping):
+        return {_fix(str(k)): _fix_value(v) for k, v in value.items()}
+    return value  # unsupported: _any_value raises TypeError, as on the fast path
+
+
+def _fix_attributes(attributes: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if not attributes:
+        return None
+    return {_fix(k) if isinstance(k, str) else k: _fix_value(v) for k, v in attributes.items()}
+
+
+def _replaced(span: ReadableSpan) -> ReadableSpan:
+    """A stand-in for ``span`` with every string of its own cleaned of lone surrogates (what ``_span`` reads)."""
+    status = span.status
+    if status is not None and status.description:
+        status = cast(Any, SimpleNamespace(description=_fix(status.description), status_code=status.status_code))
+    events = [
+        SimpleNamespace(
+            timestamp=e.timestamp,
+            name=_fix(e.name) if e.name else e.name,
+            attributes=_fix_attributes(e.attributes),
+            dropped_attributes=e.dropped_attributes,
+        )
+        for e in span.events
+    ]
+    links = [
+        SimpleNamespace(
+            context=link.context,
+            attributes=_fix_attributes(link.attributes),
+            dropped_attributes=link.dropped_attributes,
+        )
+        for link in span.links
+    ]
+    stand_in = SimpleNamespace(
+        context=span.context,
+        parent=span.parent,
+        name=_fix(span.name) if span.name else span.name,
+        kind=span.kind,
+        start_time=span.start_time,
+        end_time=span.end_time,
+        attributes=_fix_attributes(span.attributes),
+        dropped_attributes=span.dropped_attributes,
+        events=events,
+        dropped_events=span.dropped_events,
+        links=links,
+        dropped_links=span.dropped_links,
+        status=status,
+    )
+    return cast(ReadableSpan, stand_in)
+
+
+def encode_spans_each(
+    spans: Sequence[ReadableSpan], on_degrade: Callable[[str], object] | None = None
+) -> list[bytes | Exception]:
+    """Each span's encoded ``Span`` message, or the exception that encoding it raised (the caller drops it).
+
+    A span with lone surrogates in its strings is encoded with them replaced: ``on_degrade("replaced")`` once for it.
+    """
     out: list[bytes | Exception] = []
     for span in spans:
         try:
             out.append(_span(span))
+        except UnicodeEncodeError:
+            try:
+                out.append(_span(_replaced(span)))
+            except Exception as exc:
+                out.append(exc)
+                continue
+            if on_degrade is not None:
+                on_degrade("replaced")
         except Exception as exc:
             out.append(exc)
     return out
+
+
+def _attributes_replacing(tag: bytes, attributes: Mapping[str, Any] | None) -> bytes:
+    # A resource or scope is encoded into every request of its spans: a surrogate there must not fail them all.
+    try:
+        return _attributes(tag, attributes)
+    except UnicodeEncodeError:
+        return _attributes(tag, _fix_attributes(attributes))
 
 
 class ScopeCache:
@@ -167,9 +262,9 @@ class ScopeCache:
         hit = self._resources.get(id(resource))
         enc = hit[1] if hit is not None and hit[0] is resource else None
         if enc is None:
-            attrs = _attributes(b"\x0a", resource.attributes) if resource is not None else b""
+            attrs = _attributes_replacing(b"\x0a", resource.attributes) if resource is not None else b""
             url = resource.schema_url if resource is not None else ""
-            enc = (_ld(b"\x0a", attrs), _ld(b"\x1a", url.encode("utf-8")) if url else b"")
+            enc = (_ld(b"\x0a", attrs), _ld(b"\x1a", _utf8(url)) if url else b"")
             if len(self._resources) < 64:
                 self._resources[id(resource)] = (resource, enc)
         return enc
@@ -182,12 +277,12 @@ class ScopeCache:
             url = ""
             if scope is not None:
                 if scope.name:
-                    body += _ld(b"\x0a", scope.name.encode("utf-8"))
+                    body += _ld(b"\x0a", _utf8(scope.name))
                 if scope.version:
-                    body += _ld(b"\x12", scope.version.encode("utf-8"))
-                body += _attributes(b"\x1a", scope.attributes)
+                    body += _ld(b"\x12", _utf8(scope.version))
+                body += _attributes_replacing(b"\x1a", scope.attributes)
                 url = scope.schema_url or ""
-            enc = (_ld(b"\x0a", body), _ld(b"\x1a", url.encode("utf-8")) if url else b"")
+            enc = (_ld(b"\x0a", body), _ld(b"\x1a", _utf8(url)) if url else b"")
             if len(self._scopes) < 256:
                 self._scopes[id(scope)] = (scope, enc)
         return enc

@@ -1,30 +1,61 @@
-"""Bounded conversion of user values (function inputs and outputs) to a JSON string, on the caller's thread.
+"""Bounded conversion of user values (function inputs and outputs, examples, names, tags) on the caller's thread.
 
 It is the only real work ``observe`` does for the user, so every dimension is capped: depth, total nodes, total
-characters and time. Nothing here raises: a value that cannot be represented becomes a marker such as
-``"<Foo>"``, a cycle becomes ``"<cycle>"``, a 100 MB string is cut to ``max_length`` characters (the slice copies
-only what is kept) and ends with a ``…[truncated N chars]`` marker. Lone surrogates are replaced, because the OTLP
-encoder would otherwise reject the whole span later. Each degradation is reported once per value, by reason.
+characters and time. Nothing here raises, and nothing here runs the user's code: values are read with the
+primitives of ``_introspection`` (the builtin types' own methods, never a subclass's override), so a sleeping
+``items()``, ``__iter__``, ``__str__`` or ``__repr__`` is never called. What cannot be read that way becomes a
+marker such as ``"<Foo>"`` (no ``repr``: that is user code too); dataclasses
+and pydantic-style models keep their declared fields, read from the instance's own storage (properties and
+``__getattr__`` are never called). A cycle becomes ``"<cycle>"``, a 100 MB string is cut to ``max_length``
+characters (the slice copies only what is kept) and ends with a ``…[truncated N chars]`` marker. Lone surrogates
+are replaced, because the OTLP encoder would otherwise reject the whole span later. Each degradation is reported
+once per value, by reason.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import json
 import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["DEGRADE_REASONS", "RateLimitedLog", "SerializeLimits", "safe_json"]
+from ._introspection import (
+    SEQUENCES,
+    VIEWS,
+    declared_fields,
+    field_values,
+    key_text,
+    placeholder,
+    read_items,
+    replace_surrogates,
+    scalar_text,
+    small_int_text,
+    stdlib_text,
+    str_copy,
+    str_item,
+    str_len,
+    type_name,
+)
+
+__all__ = [
+    "DEGRADE_REASONS",
+    "RateLimitedLog",
+    "SerializeLimits",
+    "bounded_text",
+    "bounded_texts",
+    "safe_data",
+    "safe_json",
+]
 
 logger = logging.getLogger(__name__)
 
-DEGRADE_REASONS = ("truncated", "unserializable", "cyclic", "too_deep", "time_budget")
+# "replaced": lone surrogates replaced by "?" (they cannot be encoded as UTF-8).
+DEGRADE_REASONS = ("truncated", "unserializable", "cyclic", "too_deep", "time_budget", "replaced")
 _MIN_PREFIX = 64  # characters every string keeps, however little budget is left
 _CHECK_CLOCK_EVERY = 64  # nodes between clock reads: perf_counter is cheap, not free
 
@@ -60,83 +91,99 @@ class _Walk:
         return False
 
     def text(self, s: str) -> str:
-        # One string gets at most half the budget, and at least a short prefix even when the budget is spent.
+        """An exact, UTF-8-safe str. One string gets at most half the budget, and at least a short prefix even
+        when the budget is spent. ``s`` may be a str subclass: only str's own methods are used."""
         limit = self.limits.max_length
         room = max(_MIN_PREFIX, min(limit // 2, limit - self.chars))
-        if len(s) > room:
-            cut = len(s) - room
-            s = s[:room] + f"…[truncated {cut} chars]"
+        n = str_len(s)
+        if n > room:
+            s = str_item(s, slice(0, room)) + f"…[truncated {n - room} chars]"
             self.reasons.add("truncated")
+        elif type(s) is not str:
+            s = str_copy(s)
         self.chars += len(s)
-        return _clean_surrogates(s)
+        s, replaced = replace_surrogates(s)
+        if replaced:
+            self.reasons.add("replaced")
+        return s
+
+    def opaque(self, value: object) -> str:
+        self.reasons.add("unserializable")
+        return placeholder(value)
 
     def convert(self, value: Any, depth: int) -> Any:
         self.nodes += 1
-        if value is None or isinstance(value, bool):
+        kind = type(value)
+        if value is None or kind is bool:
             return value
-        if isinstance(value, int):
-            if -(2**63) <= value < 2**63:
-                return value
-            # str() of an int past 4300 digits raises (CPython's int/str DoS guard); never format a huge one.
-            return self.text(str(value)) if value.bit_length() < 4096 else f"<int bits={value.bit_length()}>"
-        if isinstance(value, float):
-            return value if math.isfinite(value) else str(value)
-        if isinstance(value, str):
+        if issubclass(kind, str):
             return self.text(value)
-        if isinstance(value, (bytes, bytearray, memoryview)):
-            return f"<bytes len={len(value)}>"
-        if isinstance(value, enum.Enum):
-            return self.convert(value.value, depth)
+        if issubclass(kind, int):
+            v = int.__int__(value)  # exact int: an IntEnum or int subclass, without its methods
+            if -(2**63) <= v < 2**63:
+                return v
+            text = small_int_text(v)
+            if text is not None:
+                return self.text(text)
+            self.reasons.add("truncated")
+            return f"<int bits={v.bit_length()}>"
+        if issubclass(kind, float):
+            f = float.__float__(value)
+            return f if math.isfinite(f) else float.__repr__(f)
+        if issubclass(kind, (bytes, bytearray)):
+            size = bytes.__len__(value) if issubclass(kind, bytes) else bytearray.__len__(value)
+            return f"<bytes len={size}>"
+        if kind is memoryview:
+            return f"<bytes len={value.nbytes}>"
+        if issubclass(kind, enum.Enum):
+            return self.convert(object.__getattribute__(value, "_value_"), depth)
+        known = stdlib_text(value, kind)
+        if known is not None:
+            return self.text(known)
         if depth >= self.limits.max_depth:
             self.reasons.add("too_deep")
-            return f"<{type(value).__name__}>"
-        is_instance = dataclasses.is_dataclass(value) and not isinstance(value, type)
-        if isinstance(value, (Mapping, list, tuple, set, frozenset)) or is_instance:
-            key = id(value)
-            if key in self.path:
-                self.reasons.add("cyclic")
-                return "<cycle>"
-            self.path.add(key)
-            try:
-                return self._container(value, depth)
-            finally:
-                self.path.discard(key)
-        self.reasons.add("unserializable")
-        return f"<{type(value).__name__}>"
+            return placeholder(value)
+        key = id(value)
+        if key in self.path:
+            self.reasons.add("cyclic")
+            return "<cycle>"
+        self.path.add(key)
+        try:
+            return self._container(value, kind, depth)
+        finally:
+            self.path.discard(key)
 
-    def _container(self, value: Any, depth: int) -> Any:
-        if isinstance(value, Mapping):
-            out: dict[str, Any] = {}
-            for k, v in value.items():
-                if self.over_budget():
-                    out["…"] = "[truncated]"
-                    break
-                key = self.text(k if isinstance(k, str) else str(k)[:256])
-                out[key] = self.convert(v, depth + 1)
-            return out
-        if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            out = {}
-            for f in dataclasses.fields(value):
-                if self.over_budget():
-                    out["…"] = "[truncated]"
-                    break
-                out[f.name] = self.convert(getattr(value, f.name, None), depth + 1)
-            return out
+    def _container(self, value: Any, kind: type, depth: int) -> Any:
+        if issubclass(kind, dict):
+            return self._pairs(dict.items(value), depth)
+        for base, iterate in SEQUENCES:
+            if issubclass(kind, base):
+                return self._sequence(iterate(value), depth)
+        if any(kind is view for view in VIEWS):
+            return self._sequence(iter(value), depth)
+        names = declared_fields(kind)
+        if names is not None:
+            return self._pairs(field_values(value, kind, names), depth)
+        return self.opaque(value)
+
+    def _pairs(self, pairs: Any, depth: int) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in pairs:
+            if self.over_budget():
+                out["…"] = "[truncated]"
+                break
+            text = key_text(k)
+            out[self.text(text) if text is not None else self.opaque(k)] = self.convert(v, depth + 1)
+        return out
+
+    def _sequence(self, it: Any, depth: int) -> list[Any]:
         items: list[Any] = []
-        for v in value:
+        for v in it:
             if self.over_budget():
                 items.append("…[truncated]")
                 break
             items.append(self.convert(v, depth + 1))
         return items
-
-
-def _clean_surrogates(s: str) -> str:
-    try:
-        s.encode("utf-8")
-    except UnicodeEncodeError:
-        return s.encode("utf-8", "replace").decode("utf-8")
-    return s
 
 
 # One encoder for every call: json.dumps with non-default options builds a new JSONEncoder each time.
@@ -147,7 +194,8 @@ _INT_MIN, _INT_MAX = -(2**63), 2**63
 
 def _fast_json(value: Any, limit: int) -> str | None:
     """The common case — a primitive, or a small flat dict/list of primitives and short ASCII strings — encoded
-    directly in C. None means "take the bounded walk" (anything that might need a cap or a replacement)."""
+    directly in C. None means "take the bounded walk" (anything that might need a cap or a replacement).
+    Exact types only, so no user code runs here either."""
     kind = type(value)
     if kind is str:
         return _ENCODER.encode(value) if len(value) <= limit // 2 and value.isascii() else None
@@ -185,25 +233,83 @@ def _fast_json(value: Any, limit: int) -> str | None:
     return _ENCODER.encode(value)
 
 
+def _report(reasons: set[str], on_degrade: Callable[[str], None] | None) -> None:
+    if on_degrade is not None:
+        for reason in reasons:
+            on_degrade(reason)
+
+
+def safe_data(value: Any, limits: SerializeLimits, on_degrade: Callable[[str], None] | None = None) -> Any:
+    """``value`` as bounded JSON-ready data of exact builtin types only (dict/list/str/int/float/bool/None), so
+    encoding it later (on the loop) runs no user code. Never raises; reports each degradation reason once."""
+    walk = _Walk(limits)
+    try:
+        data = walk.convert(value, 0)
+    except Exception as exc:  # e.g. a dict mutated by another thread while we read it
+        walk.reasons.add("unserializable")
+        data = f"{placeholder(value)[:-1]}: {type_name(type(exc))}>"
+    _report(walk.reasons, on_degrade)
+    return data
+
+
 def safe_json(value: Any, limits: SerializeLimits, on_degrade: Callable[[str], None] | None = None) -> str:
     """``value`` as a bounded JSON string. Never raises; reports each degradation reason once."""
     try:
         fast = _fast_json(value, limits.max_length)
-    except Exception:  # a misbehaving subclass: the bounded walk handles it
+    except Exception:  # pragma: no cover - exact builtin types only; kept as a guard
         fast = None
     if fast is not None:
         return fast
     walk = _Walk(limits)
     try:
-        data = walk.convert(value, 0)
-        text = _ENCODER.encode(data)
-    except Exception as exc:  # a user __eq__/__iter__/__len__ can raise anything; never let it reach the caller
+        text = _ENCODER.encode(walk.convert(value, 0))
+    except Exception as exc:  # e.g. a dict mutated by another thread while we read it
         walk.reasons.add("unserializable")
-        text = json.dumps(f"<{type(value).__name__}: {type(exc).__name__}>")
-    if on_degrade is not None:
-        for reason in walk.reasons:
-            on_degrade(reason)
+        text = json.dumps(f"{placeholder(value)[:-1]}: {type_name(type(exc))}>")
+    _report(walk.reasons, on_degrade)
     return text
+
+
+def bounded_text(value: object, limit: int, on_degrade: Callable[[str], None] | None = None) -> str:
+    """A name, key or tag as an exact str of at most ``limit`` characters, lone surrogates replaced.
+
+    Strings (subclasses too, read with str's own methods), ints, floats, bools, None and enum members become their
+    text; anything else becomes ``"<ClassName>"`` (``unserializable``): its ``__str__`` is user code. The cut is
+    plain (no marker), so the result never exceeds ``limit``; it is reported ``truncated``.
+    """
+    if type(value) is str and len(value) <= limit and value.isascii():
+        return value
+    reasons: set[str] = set()
+    try:
+        text = scalar_text(value, type(value))
+    except Exception:  # pragma: no cover - builtin accessors only
+        text = None
+    if text is None:
+        reasons.add("unserializable")
+        text = placeholder(value)
+    if len(text) > limit:
+        reasons.add("truncated")
+        text = text[:limit]
+    text, replaced = replace_surrogates(text)
+    if replaced:
+        reasons.add("replaced")
+    _report(reasons, on_degrade)
+    return text
+
+
+def bounded_texts(
+    values: object, limit: int, max_count: int, budget: float, on_degrade: Callable[[str], None] | None = None
+) -> tuple[str, ...] | None:
+    """Up to ``max_count`` texts (each as :func:`bounded_text`) from a str or from what :func:`read_items` reads;
+    None if ``values`` cannot be read. Each degradation reason is reported once."""
+    reasons: set[str] = set()
+    if issubclass(type(values), str):
+        out: tuple[str, ...] | None = (bounded_text(values, limit, reasons.add),)
+    else:
+        items = read_items(values, max_count, budget, reasons.add)
+        out = None if items is None else tuple([bounded_text(v, limit, reasons.add) for v in items])
+    _report(reasons, on_degrade)
+    return out
 
 
 class RateLimitedLog:

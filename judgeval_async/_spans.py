@@ -154,7 +154,7 @@ class SpanExportService(QueueService[SpanItem]):
                 except Exception as exc:
                     self._drop_unencodable(exc)
             encoded = []
-            for span, body in zip(chunk, encode_spans_each(chunk), strict=True):
+            for span, body in zip(chunk, encode_spans_each(chunk, self._metrics.values_degraded.inc), strict=True):
                 if isinstance(body, Exception):
                     self._drop_unencodable(body)
                 else:

@@ -21,7 +21,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from ._config import Config
 from ._errors import LoopThreadError, RuntimeClosedError
-from ._evals import EvalDispatcher
+from ._evals import EvalDispatcher, scorer_configs
 from ._health import HealthSnapshot, take_snapshot
 from ._metadata import SpanMetadataStore
 from ._metrics import Metrics
@@ -29,7 +29,7 @@ from ._multiprocess import SnapshotWriter, metrics_dir
 from ._observe import ATTR_INPUT, ATTR_OUTPUT, SpanContextManager, wrap
 from ._project import ProjectResolver
 from ._runtime import BaseService, LoopRuntime, set_exit_timeout
-from ._serialize import RateLimitedLog, SerializeLimits, safe_json
+from ._serialize import RateLimitedLog, SerializeLimits, bounded_text, bounded_texts, safe_json
 from ._spans import JudgmentSpanProcessor, SpanExportService
 from ._tags import TagBatcher
 from ._transport import AsyncTransport
@@ -38,7 +38,11 @@ __all__ = ["Tracer"]
 
 logger = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
-_PRIMITIVES = (str, bool, int, float)
+# Caps on what goes on the wire besides inputs and outputs (docs/reliability.md, "Caps and hostile input").
+KEY_MAX = 256  # attribute keys; model names (scorer caps live in _evals)
+TAG_MAX = 256  # characters per tag
+NAME_MAX = 1024  # evaluation run names
+_INT64 = (-(2**63), 2**63)
 
 
 class _TransportCloser(BaseService):
@@ -99,7 +103,7 @@ class Tracer:
             on_evict=lambda reason, n: self.metrics.metadata_evictions.inc(reason, n=n),
         )
         self._spans = SpanExportService(c, self.metrics, self._transport, self._resolver)
-        self._evals = EvalDispatcher(c, self.metrics, self._transport, self._resolver, self._limits, self._degraded)
+        self._evals = EvalDispatcher(c, self.metrics, self._transport, self._resolver)
         self._tags = TagBatcher(c, self.metrics, self._transport, self._resolver)
         for service in (self._spans, self._evals, self._tags):
             self._runtime.add_service(service)
@@ -134,7 +138,10 @@ class Tracer:
 
     # ------------------------------------------------------------------ Recorder protocol (used by _observe)
     def serialize(self, value: Any) -> str:
-        return safe_json(value, self._limits, self._degraded)
+        return safe_json(value, self._limits, self.degraded)
+
+    def text(self, value: object, limit: int) -> str:
+        return bounded_text(value, limit, self.degraded)
 
     def record_overhead(self, seconds: float) -> None:
         self.metrics.observe_overhead.observe(seconds)
@@ -142,7 +149,7 @@ class Tracer:
     def metrics_enabled(self) -> bool:
         return self.config.metrics_enabled
 
-    def _degraded(self, reason: str) -> None:
+    def degraded(self, reason: str) -> None:
         self.metrics.values_degraded.inc(reason)
         self._degrade_log.warning(
             reason,
@@ -212,17 +219,30 @@ class Tracer:
 
     def set_attribute(self, key: str, value: Any) -> None:
         """Set an attribute on the current span. Primitives are kept as they are (a long string is cut); anything
-        else is stored as bounded JSON."""
+        else is stored as bounded JSON. The key is cut to 256 characters; lone surrogates are replaced."""
         try:
             span = self._current_span("set_attribute")
             if span is None:
                 return
-            keep = isinstance(value, _PRIMITIVES) and not (
-                isinstance(value, str) and len(value) > self._limits.max_length
-            )
-            span.set_attribute(key, value if keep else self.serialize(value))
+            span.set_attribute(self.text(key, KEY_MAX), self._attribute_value(value))
         except Exception:
+            self.metrics.calls_ignored.inc("set_attribute", "error")
             logger.debug("judgeval_async set_attribute failed", exc_info=True)
+
+    def _attribute_value(self, value: Any) -> Any:
+        """An exact bool/int/float/str (only builtin code runs on it), else bounded JSON."""
+        kind = type(value)
+        if kind is bool:
+            return value
+        if issubclass(kind, int):
+            number = int.__int__(value)
+            if _INT64[0] <= number < _INT64[1]:
+                return number
+        elif issubclass(kind, float):
+            return float.__float__(value)
+        elif issubclass(kind, str) and str.__len__(value) <= self._limits.max_length:
+            return self.text(value, self._limits.max_length)
+        return self.serialize(value)
 
     def set_input(self, value: Any) -> None:
         """Record the current span's input, as bounded JSON like ``observe`` records arguments."""
@@ -238,22 +258,34 @@ class Tracer:
             if span is not None:
                 span.set_attribute(key, self.serialize(value))
         except Exception:
+            self.metrics.calls_ignored.inc(call, "error")
             logger.debug("judgeval_async %s failed", call, exc_info=True)
 
     def tag(self, tags: str | list[str] | tuple[str, ...]) -> None:
-        """Tag the current trace. Returns immediately: tags are batched and sent from the SDK loop."""
+        """Tag the current trace. Returns immediately: tags are batched and sent from the SDK loop.
+
+        At most ``tag_max_per_trace`` tags of 256 characters are read from ``tags`` (a list, tuple, set, or a
+        generator or other builtin iterator, even an endless one); the rest is not read, and counted
+        ``values_degraded["truncated"]``. A ``tags`` that cannot be read without running its own code (a class with
+        its own ``__iter__``) drops the call (``serialization_error``).
+        """
         try:
             span = self._current_span("tag")
             if span is None:
                 return
-            items = (tags,) if isinstance(tags, str) else tuple(tags)
-            clean = tuple(str(t)[:256] for t in items[: self.config.tag_max_per_trace])
+            c = self.config
+            clean = bounded_texts(tags, TAG_MAX, c.tag_max_per_trace, c.serialize_budget, self.degraded)
+            if clean is None:
+                _drop_untracked(self.metrics.tags)
+                return
             if not clean:
                 return
             trace_id = format(span.get_span_context().trace_id, "032x")
             self._tags.offer((trace_id, clean))
             self._start_nowait()
         except Exception:
+            # Every call is accounted for: one that failed here is a lost tag() call, not silence.
+            _drop_untracked(self.metrics.tags)
             logger.debug("judgeval_async tag failed", exc_info=True)
 
     def async_evaluate(
@@ -276,22 +308,32 @@ class Tracer:
                 return
             ctx = span.get_span_context()
             span_id = format(ctx.span_id, "016x")
-            judgment, custom = _scorer_configs([scorer, *(scorers or [])], threshold)
+            reasons: set[str] = set()
+            judgment, custom = scorer_configs(scorer, scorers, threshold, self.config.serialize_budget, reasons.add)
             run = {
                 "project_name": self.config.project_name,
-                "eval_name": eval_name or f"async_evaluate_{span_id}",
+                "eval_name": (
+                    f"async_evaluate_{span_id}"
+                    if eval_name is None or (type(eval_name) is str and not eval_name)
+                    else bounded_text(eval_name, NAME_MAX, reasons.add)
+                ),
                 "trace_id": format(ctx.trace_id, "032x"),
                 "trace_span_id": span_id,
-                # Shallow copy: a later mutation of the user's dict must not change what we send.
-                "examples": [dict(example) if isinstance(example, dict) else example],
+                # Serialized here, bounded, on the caller: the loop never runs user code (a slow __repr__ there
+                # would stall every export), and a later mutation of the user's example changes nothing.
+                "examples": [safe_json(example, self._limits, reasons.add)],
                 "judgment_scorers": judgment,
                 "custom_scorers": custom,
-                "model": model,
+                "model": None if model is None else bounded_text(model, KEY_MAX, reasons.add),
                 "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(),
             }
+            for reason in reasons:
+                self.degraded(reason)
             self._evals.offer(run)
             self._start_nowait()
         except Exception:
+            # Every call is accounted for: one that failed here is a lost evaluation, not silence.
+            _drop_untracked(self.metrics.evaluations)
             logger.debug("judgeval_async async_evaluate failed", exc_info=True)
 
     # ------------------------------------------------------------------ health
@@ -420,25 +462,8 @@ def _suppress_instrumentation() -> None:
     otel_context.attach(ctx)
 
 
-def _scorer_configs(items: list[Any], threshold: float | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    judgment: list[dict[str, Any]] = []
-    custom: list[dict[str, Any]] = []
-    for s in items:
-        if s is None:
-            continue
-        if isinstance(s, str):
-            judgment.append({"score_type": s, "name": s, "threshold": 0.5 if threshold is None else threshold})
-        elif isinstance(s, dict):
-            judgment.append(dict(s))
-        else:
-            name = str(getattr(s, "name", None) or type(s).__name__)
-            score_type = getattr(s, "score_type", None)
-            conf = {
-                "name": name,
-                "threshold": getattr(s, "threshold", 0.5 if threshold is None else threshold),
-            }
-            if score_type is not None:
-                judgment.append({"score_type": str(score_type), **conf})
-            else:
-                custom.append(conf)
-    return judgment, custom
+def _drop_untracked(ledger: Any) -> None:
+    try:
+        ledger.drop_untracked("serialization_error")
+    except Exception:  # pragma: no cover - never let accounting reach the caller
+        logger.debug("judgeval_async could not count a dropped call", exc_info=True)

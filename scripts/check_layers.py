@@ -13,7 +13,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent / "judgeval_async"
 ROWS: list[set[str]] = [
     {"_errors"},
     {"_retry"},
-    {"_config"},
+    {"_config", "_introspection"},
     {"_delivery"},
     {"_metrics", "_serialize", "_metadata", "_otlp"},
     {"_handoff", "_health"},

@@ -9,9 +9,10 @@ import pytest
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import (
     Link,
     NonRecordingSpan,
@@ -116,3 +117,49 @@ def test_scope_cache_reuses_headers() -> None:
     first = encode_request([span], [body], cache)
     assert encode_request([span], [body], cache) == first
     assert _decode(first) == encode_spans([span])
+
+
+def _with_strings(text: str, scope_text: str = "scope") -> ReadableSpan:
+    """A span carrying ``text`` in every string slot: name, attribute key and values, event, link, status."""
+    ctx = SpanContext(0xABC, 0xDEF, is_remote=False, trace_flags=TraceFlags(1))
+    return ReadableSpan(
+        name=f"name {text}",
+        context=ctx,
+        resource=Resource.create({"service.name": f"svc {scope_text}"}),
+        attributes={f"key {text}": f"value {text}", "list": ["ok", text], "n": 1},
+        events=[Event(f"event {text}", {"exception.message": text}, timestamp=5)],
+        links=[Link(SpanContext(0x1, 0x2, is_remote=True), {"why": text})],
+        status=Status(StatusCode.ERROR, f"failed {text}"),
+        start_time=1,
+        end_time=2,
+        instrumentation_scope=InstrumentationScope(scope_text, "1.0"),
+    )
+
+
+def test_lone_surrogates_are_replaced_not_fatal() -> None:
+    """Lone surrogates anywhere in a span are written as "?" (reported once); the span equals OTel's encoding of
+    the same span with "?" in their place."""
+    reasons: list[str] = []
+    out = encode_spans_each([_with_strings("a\ud800b\udfff")], reasons.append)
+    assert isinstance(out[0], bytes)
+    assert reasons == ["replaced"]
+    clean = _with_strings("a?b?")
+    assert _decode(encode_request([clean], out, ScopeCache())) == encode_spans([clean])  # type: ignore[arg-type]
+
+
+def test_lone_surrogates_in_resource_and_scope_are_replaced() -> None:
+    """A surrogate in a resource attribute or scope name cannot fail every request of its spans."""
+    span = _with_strings("fine", scope_text="sc\ud800ope")
+    (body,) = encode_spans_each([span])
+    assert isinstance(body, bytes)
+    clean = _with_strings("fine", scope_text="sc?ope")
+    assert _decode(encode_request([span], [body], ScopeCache())) == encode_spans([clean])
+
+
+def test_clean_spans_never_report_a_replacement() -> None:
+    """The fallback runs only on a UnicodeEncodeError: clean strings, astral characters included, report nothing."""
+    reasons: list[str] = []
+    span = _with_strings("é \U0001f600")
+    out = encode_spans_each([span], reasons.append)
+    assert reasons == []
+    assert _decode(encode_request([span], out, ScopeCache())) == encode_spans([span])  # type: ignore[arg-type]

@@ -3,16 +3,30 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import decimal
 import enum
+import itertools
 import json
 import logging
+import pathlib
 import time
+import uuid
 from collections import Counter
 from typing import Any
 
 import pytest
 
-from judgeval_async._serialize import DEGRADE_REASONS, RateLimitedLog, SerializeLimits, safe_json
+from judgeval_async._introspection import read_items
+from judgeval_async._serialize import (
+    DEGRADE_REASONS,
+    RateLimitedLog,
+    SerializeLimits,
+    bounded_text,
+    bounded_texts,
+    safe_data,
+    safe_json,
+)
 
 LIMITS = SerializeLimits()
 ROOMY = SerializeLimits(max_length=10**9, max_items=10**9, max_depth=1000, budget=3600.0)
@@ -364,3 +378,239 @@ def test_rate_limited_log_zero_interval_logs_every_time(caplog: pytest.LogCaptur
         limiter.warning("k", "one")
         limiter.warning("k", "two")
     assert _serialize_warnings(caplog) == ["one", "two"]
+
+
+# ------------------------------------------------------------------ no user code runs
+CALLED: list[str] = []
+
+
+class Spy:
+    """Records every dunder a serializer might call (instead of sleeping): none of them may run."""
+
+    def __str__(self) -> str:
+        CALLED.append("__str__")
+        return "spy"
+
+    def __repr__(self) -> str:
+        CALLED.append("__repr__")
+        return "Spy()"
+
+    def __iter__(self) -> Any:
+        CALLED.append("__iter__")
+        return iter([1])
+
+    def __len__(self) -> int:
+        CALLED.append("__len__")
+        return 1
+
+    def __getattr__(self, name: str) -> Any:
+        CALLED.append(f"__getattr__({name})")
+        raise AttributeError(name)
+
+
+class SpyDict(dict):  # type: ignore[type-arg]
+    def items(self) -> Any:
+        CALLED.append("items")
+        return super().items()
+
+    def __iter__(self) -> Any:
+        CALLED.append("dict.__iter__")
+        return super().__iter__()
+
+
+class SpyList(list):  # type: ignore[type-arg]
+    def __iter__(self) -> Any:
+        CALLED.append("list.__iter__")
+        return super().__iter__()
+
+
+class SpyStr(str):
+    __slots__ = ()
+
+    def __getitem__(self, i: Any) -> Any:
+        CALLED.append("str.__getitem__")
+        return "?"
+
+    def __len__(self) -> int:
+        CALLED.append("str.__len__")
+        return 0
+
+    def encode(self, *args: Any, **kwargs: Any) -> bytes:
+        CALLED.append("str.encode")
+        return b"?"
+
+
+@dataclasses.dataclass
+class WithProperty:
+    a: int
+    b: Any = None
+
+    @property
+    def expensive(self) -> int:
+        CALLED.append("property")
+        return 1
+
+
+@dataclasses.dataclass(slots=True)
+class Slotted:
+    x: int
+    y: str = "s"
+
+
+class ModelLike:
+    """The shape of a pydantic v2 model: declared fields on the class, values in the instance __dict__."""
+
+    __pydantic_fields__ = {"question": None, "score": None}
+
+    def __init__(self) -> None:
+        self.question = "why?"
+        self.score = 0.5
+        self.private_cache = "not a field"
+
+    def __getattr__(self, name: str) -> Any:
+        CALLED.append(f"__getattr__({name})")
+        raise AttributeError(name)
+
+
+@pytest.fixture
+def no_user_code() -> Any:
+    """Fails the test if any Spy-family method ran."""
+    CALLED.clear()
+    yield
+    assert CALLED == []
+
+
+def test_overridden_container_methods_are_never_called(no_user_code: None) -> None:
+    """dict/list/str subclasses are read through the builtin types' own methods, never their overrides."""
+    text, reasons = convert({"d": SpyDict(a=1), "l": SpyList([1, 2]), "s": SpyStr("hello")})
+    assert json.loads(text) == {"d": {"a": 1}, "l": [1, 2], "s": "hello"}
+    assert not reasons
+
+
+def test_arbitrary_objects_are_never_asked_for_their_text(no_user_code: None) -> None:
+    """An object (and a dict key) with its own __str__/__repr__/__iter__/__getattr__ becomes "<Class>" uncalled."""
+    text, reasons = convert({"v": Spy(), "k": {Spy(): 1}, "t": (Spy(),)})
+    assert json.loads(text) == {"v": "<Spy>", "k": {"<Spy>": 1}, "t": ["<Spy>"]}
+    assert reasons == {"unserializable": 1}
+
+
+def test_dataclass_fields_without_properties(no_user_code: None) -> None:
+    """A dataclass keeps its fields, read from storage (slots too); properties are never evaluated."""
+    text, reasons = convert({"w": WithProperty(1, [2]), "s": Slotted(3)})
+    assert json.loads(text) == {"w": {"a": 1, "b": [2]}, "s": {"x": 3, "y": "s"}}
+    assert not reasons
+
+
+def test_model_like_objects_keep_declared_fields(no_user_code: None) -> None:
+    """A pydantic-shaped model keeps its declared fields only; __getattr__ is never called."""
+    text, reasons = convert(ModelLike())
+    assert json.loads(text) == {"question": "why?", "score": 0.5}
+    assert not reasons
+
+
+def test_stdlib_scalars_render_as_text() -> None:
+    """datetime, UUID, Decimal and paths (exact types: stdlib code only) render as their usual text."""
+    u = uuid.UUID(int=7)
+    when = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
+    text, reasons = convert([when, datetime.date(2026, 1, 2), u, decimal.Decimal("1.10"), pathlib.PurePosixPath("/a")])
+    assert json.loads(text) == ["2026-01-02T03:04:05+00:00", "2026-01-02", str(u), "1.10", "/a"]
+    assert not reasons
+
+
+def test_user_tzinfo_is_not_called() -> None:
+    """A datetime with a user-defined tzinfo renders without calling it (its offset is left out)."""
+
+    class Zone(datetime.tzinfo):
+        def utcoffset(self, dt: Any) -> datetime.timedelta:
+            raise RuntimeError("utcoffset")
+
+    text, _ = convert(datetime.datetime(2026, 1, 2, tzinfo=Zone()))
+    assert json.loads(text) == "2026-01-02T00:00:00"
+
+
+def test_lone_surrogates_are_reported_replaced() -> None:
+    """A replaced surrogate is counted once per value as "replaced"."""
+    _, reasons = convert({"a\ud800": ["\udfff", "x\ud83d"]})
+    assert reasons == {"replaced": 1}
+
+
+def test_huge_int_marker_is_reported() -> None:
+    """An int too big to format becomes a marker, counted as truncated."""
+    text, reasons = convert(10**100_000)
+    assert json.loads(text).startswith("<int bits=")
+    assert reasons == {"truncated": 1}
+
+
+def test_safe_data_is_exact_builtin_types() -> None:
+    """safe_data returns only exact builtin types, so encoding it later runs no user code."""
+    data = safe_data({"s": SpyStr("x"), "l": SpyList([True]), "n": Flag.A, "f": 2.5}, LIMITS)
+    assert data == {"s": "x", "l": [True], "n": 7, "f": 2.5}
+    assert type(data["s"]) is str and type(data["l"]) is list and type(data["n"]) is int
+
+
+# ------------------------------------------------------------------ bounded_text / bounded_texts / read_items
+@pytest.mark.parametrize(
+    ("value", "expected", "reasons"),
+    [
+        ("plain", "plain", set()),
+        ("x" * 300, "x" * 256, {"truncated"}),
+        ("bad\ud800", "bad?", {"replaced"}),
+        (7, "7", set()),
+        (None, "None", set()),
+        (Color.RED, "Color.RED", set()),
+        (Spy(), "<Spy>", {"unserializable"}),
+        (10**100_000, "<int>", {"unserializable"}),
+    ],
+    ids=["plain", "long", "surrogate", "int", "none", "enum", "object", "huge-int"],
+)
+def test_bounded_text(value: Any, expected: str, reasons: set[str]) -> None:
+    """Names, keys and tags: capped without a marker, surrogates replaced, objects never asked for their text."""
+    got: list[str] = []
+    CALLED.clear()
+    text = bounded_text(value, 256, got.append)
+    assert text == expected and type(text) is str
+    assert set(got) == reasons and CALLED == []
+
+
+def test_read_items_stops_an_endless_iterator() -> None:
+    """At most max_count items are kept and one more is read, from an endless iterator too."""
+    counter = itertools.count()
+    got: list[str] = []
+    assert read_items(counter, 5, 3600.0, got.append) == [0, 1, 2, 3, 4]
+    assert next(counter) == 6  # exactly one item past the cap was read
+    assert got == ["truncated"]
+
+
+def test_read_items_uses_the_base_iterator(no_user_code: None) -> None:
+    """A list or dict subclass is read by list/dict's own iterator."""
+    assert read_items(SpyList(["a", "b"]), 10, 3600.0) == ["a", "b"]
+    assert read_items(SpyDict(k=1), 10, 3600.0) == ["k"]
+
+
+def test_read_items_refuses_user_iterables(no_user_code: None) -> None:
+    """A class with its own __iter__ is not iterated: None, reported unserializable."""
+    got: list[str] = []
+    assert read_items(Spy(), 10, 3600.0, got.append) is None
+    assert got == ["unserializable"]
+
+
+def test_read_items_time_budget_for_generators() -> None:
+    """A generator's items are read until the time budget is spent (its body is user code)."""
+
+    def slow() -> Any:
+        while True:
+            time.sleep(0.01)
+            yield 1
+
+    got: list[str] = []
+    items = read_items(slow(), 1000, 0.0, got.append)
+    assert items == [1]
+    assert got == ["time_budget"]
+
+
+def test_bounded_texts_from_a_string_or_iterable() -> None:
+    """A str is one text; an iterable gives up to max_count texts; each reason is reported once."""
+    got: list[str] = []
+    assert bounded_texts("one", 10, 5, 1.0, got.append) == ("one",)
+    assert bounded_texts(["a" * 20, "b" * 20, Spy()], 10, 5, 1.0, got.append) == ("a" * 10, "b" * 10, "<Spy>")
+    assert sorted(got) == ["truncated", "unserializable"]
