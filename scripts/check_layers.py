@@ -16,11 +16,11 @@ ROWS: list[set[str]] = [
     {"_config"},
     {"_metrics", "_serialize", "_metadata", "_otlp"},
     {"_handoff", "_health"},
-    {"_runtime", "_transport"},
+    {"_runtime", "_transport", "_signals"},
     {"_pipeline", "_project", "_multiprocess"},
     {"_spans", "_tags", "_evals", "_observe", "_prometheus"},
     {"_tracer"},
-    {"__init__", "demo", "__main__"},
+    {"__init__", "demo", "__main__", "asgi"},
 ]
 # Third-party homes: library -> modules allowed to import it.
 HOMES = {
