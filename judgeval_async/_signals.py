@@ -38,6 +38,7 @@ process started during the deferral inherits the blocked signal.
 
 from __future__ import annotations
 
+import _thread
 import atexit
 import logging
 import os
@@ -130,9 +131,10 @@ class SignalGuard:
         if self._handling:
             return  # a second signal while we flush: the first one is re-raised when the flush is done
         if _inside_package(frame):
-            # The main thread was stopped inside our own code, maybe holding a lock the flush needs: come back
-            # as soon as it has returned (the handler runs again at the next bytecode boundary after that).
-            signal.raise_signal(signum)
+            # The main thread was stopped inside our own code, maybe holding a lock the flush needs: post the
+            # signal again without delivering it now (raise_signal would run this handler nested, right here),
+            # so the handler runs at the interpreter's next check, until that code has returned.
+            _thread.interrupt_main(signum)
             return
         self._handling = True
         try:
