@@ -213,7 +213,7 @@ def test_signal_inside_sdk_code_is_reposted_until_it_returns(local_server: Local
     )
     with proc:
         try:
-            out, err = proc.communicate(timeout=60)
+            _, err = proc.communicate(timeout=60)
         finally:
             if proc.poll() is None:
                 proc.kill()
