@@ -134,7 +134,7 @@ class SignalGuard:
             # The main thread was stopped inside our own code, maybe holding a lock the flush needs: post the
             # signal again without delivering it now (raise_signal would run this handler nested, right here),
             # so the handler runs at the interpreter's next check, until that code has returned.
-            _thread.interrupt_main(signum)
+            _thread.interrupt_main(signal.Signals(signum))
             return
         self._handling = True
         try:
