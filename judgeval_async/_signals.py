@@ -23,6 +23,9 @@ signal according to that previous handler:
   swallowed.
 * ``SIG_IGN``: nothing (the application chose to ignore it).
 
+A held signal is released early, flush first, if the process goes on running after the signal was re-raised (the
+next span ended on the main thread notices), or if the handler we called re-raised it at once.
+
 Servers replace handlers after the Tracer is built (gunicorn's worker resets SIGTERM after the fork; uvicorn and
 asyncio's ``add_signal_handler`` install their own), and ``signal.signal`` only works on the main thread. So
 :meth:`SignalGuard.check` runs on every span end: on the main thread, if the current handler is not ours, it wraps
@@ -92,22 +95,14 @@ class SignalGuard:
         self._exit_flush = exit_flush
         self.check()
 
-    def disable(self) -> None:
-        """Put back the handlers we replaced, where ours is still the current one (tests; main thread only)."""
-        self._exit_flush = None
-        if threading.current_thread() is not threading.main_thread():
-            return
-        for sig in SIGNALS:
-            current = signal.getsignal(sig)
-            while isinstance(current, _Chain):
-                current = current.previous
-            if isinstance(signal.getsignal(sig), _Chain) and current is not None:
-                signal.signal(sig, current)
-
     def check(self) -> None:
         """Install (again) our handler if another one replaced it. Cheap; only acts on the main thread."""
         if self._exit_flush is None or threading.current_thread() is not threading.main_thread():
             return
+        if self._deferred:
+            # A server re-raised the held signal but the process goes on producing spans instead of exiting: it
+            # meant to die, so do not hold the signal any longer than the exit flush takes.
+            self._release_if_pending()
         for sig in SIGNALS:
             try:
                 current = signal.getsignal(sig)
@@ -126,6 +121,8 @@ class SignalGuard:
             # Someone else shuts the process down gracefully; hold a re-raised signal until our exit hook ran.
             self._defer(signum)
             previous(signum, frame)
+            # A handler that re-raised at once wants the process to die now: flush, then let the signal through.
+            self._release_if_pending()
             return
         # SIG_DFL: the process dies as soon as we return. Flush first, then die by the same signal.
         if self._handling:
@@ -165,6 +162,10 @@ class SignalGuard:
             self._release_registered = True
         signal.pthread_sigmask(signal.SIG_BLOCK, {signum})
         self._deferred.add(signum)
+
+    def _release_if_pending(self) -> None:
+        if self._deferred and not self._deferred.isdisjoint(signal.sigpending()):
+            self._release()
 
     def _release(self) -> None:
         """At interpreter exit: flush, then unblock what we held, so a pending signal ends the process as before."""

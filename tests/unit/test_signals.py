@@ -139,6 +139,55 @@ def test_handler_reset_after_the_tracer_is_rearmed_on_next_span(local_server: Lo
     _assert_all_delivered(local_server, 12)
 
 
+def test_handler_that_reraises_at_once_still_ends_the_process(local_server: LocalJudgmentServer) -> None:
+    """A chained handler that restores SIG_DFL and re-raises inside the handler: flush, then die right there."""
+    proc = _spawn(
+        local_server,
+        """
+        def die_now(signum, frame):
+            signal.signal(signum, signal.SIG_DFL)
+            signal.raise_signal(signum)
+        signal.signal(signal.SIGTERM, die_now)
+        produce(6)  # re-arms in front of die_now
+        ready()
+        time.sleep(60)
+        print("continued", flush=True)
+        """,
+    )
+    status, _, out, err = _terminate_when_ready(proc)
+    assert status == -signal.SIGTERM, err
+    assert "continued" not in out
+    _assert_all_delivered(local_server, 6)
+
+
+def test_held_signal_is_released_if_the_process_keeps_running(local_server: LocalJudgmentServer) -> None:
+    """A re-raised signal is held only until the exit flush: if the process goes on producing spans instead of
+    exiting, the next span flushes and lets the signal end the process."""
+    proc = _spawn(
+        local_server,
+        """
+        stop = []
+        signal.signal(signal.SIGTERM, lambda s, f: stop.append(s))
+        produce(7)
+        ready()
+        while not stop:
+            time.sleep(0.01)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.raise_signal(signal.SIGTERM)
+        print("after-raise", flush=True)
+        with tracer.span("late"):  # ended (so created) before the check at its end releases the signal
+            pass
+        print("still-running", flush=True)
+        time.sleep(60)
+        """,
+    )
+    status, _, out, err = _terminate_when_ready(proc)
+    assert status == -signal.SIGTERM, err
+    assert "after-raise" in out and "still-running" not in out
+    assert local_server.wait_for(spans=8, timeout=10.0)
+    assert (len(local_server.spans), len(local_server.tags), len(local_server.evals)) == (8, 7, 7)
+
+
 def test_application_handler_still_runs_and_decides(local_server: LocalJudgmentServer) -> None:
     """An application's own SIGTERM handler is still called; when it exits normally the status is its own."""
     proc = _spawn(
