@@ -53,8 +53,8 @@ from typing import Any
 
 try:
     # The C function: signal.getsignal wraps it and converts through an Enum lookup that raises internally for
-    # every callable handler, about 8 us; this check runs on every span end.
-    from _signal import getsignal as _raw_getsignal
+    # every callable handler, about 8 us; the check runs on every span end. typeshed has no stub for _signal.
+    from _signal import getsignal as _raw_getsignal  # type: ignore[import-not-found,unused-ignore]
 except ImportError:  # pragma: no cover - interpreters without the C module
     _raw_getsignal = signal.getsignal
 
