@@ -152,6 +152,31 @@ def _exited(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[0] == "Z"
 
 
+def _workers_of(master: int) -> set[int]:
+    """Every live descendant process of ``master`` that runs the app (not multiprocessing's resource tracker)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+            parents[int(stat.parent.name)] = int(fields[1])
+        except (OSError, ValueError, IndexError):
+            continue  # a process that exited while we read
+    found: set[int] = set()
+    frontier = {master}
+    while frontier:
+        frontier = {pid for pid, ppid in parents.items() if ppid in frontier} - found
+        found |= frontier
+    live = set()
+    for pid in found:
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"resource_tracker" not in cmdline and not _exited(pid):
+            live.add(pid)
+    return live
+
+
 @pytest.fixture
 def app_dir(tmp_path: Path) -> Path:
     (tmp_path / "zeroapp.py").write_text(ZERO_CONFIG_APP)
@@ -300,7 +325,8 @@ def test_zero_config_app_loses_nothing_on_sigterm(
     proc = started[0]
     _wait_ready(proc, url)
     pids = _drive(url, REQUESTS, "/r")
-    alive = {pid for pid in pids if not _exited(pid)}  # --max-requests recycles some workers on the way
+    # Workers that served and are still alive (--max-requests recycles some on the way), and any idle one.
+    alive = {pid for pid in pids if not _exited(pid)} | _workers_of(proc.pid)
     exits = _terminate(proc, alive)
     assert proc.returncode in (0, -signal.SIGTERM), proc.returncode
     _assert_everything_received(local_server, REQUESTS, 3)
