@@ -93,10 +93,6 @@ class SignalGuard:
         self._deferred: set[int] = set()
         self._release_registered = False
 
-    @property
-    def enabled(self) -> bool:
-        return self._exit_flush is not None
-
     def enable(self, exit_flush: Callable[[], None]) -> None:
         """Arm the guard (idempotent); installs the handler now if called on the main thread, else at first use."""
         self._exit_flush = exit_flush
@@ -141,10 +137,11 @@ class SignalGuard:
         # SIG_DFL: the process dies as soon as we return. Flush first, then die by the same signal.
         if self._handling:
             return  # a second signal while we flush: the first one is re-raised when the flush is done
-        if _inside_package(frame):
+        if _inside_package(frame) and callable(_raw_getsignal(signum)):
             # The main thread was stopped inside our own code, maybe holding a lock the flush needs: post the
             # signal again without delivering it now (raise_signal would run this handler nested, right here),
-            # so the handler runs at the interpreter's next check, until that code has returned.
+            # so the handler runs at the interpreter's next check, until that code has returned. (Only possible
+            # while a Python handler is installed; otherwise flushing now is the only chance left.)
             _thread.interrupt_main(signal.Signals(signum))
             return
         self._handling = True
