@@ -117,6 +117,8 @@ class Config(metaclass=_ReadsEnvironment):
     # --- lifecycle
     exit_timeout: float = 2.0
     metrics_enabled: bool = True
+    # Chain a SIGTERM handler that flushes before the signal ends the process (see _signals, docs/deployment.md).
+    install_signal_handlers: bool = True
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -282,7 +284,7 @@ _POSITIVE_FLOATS = (
     "exit_timeout",
 )
 _NON_NEGATIVE_FLOATS = ("retry_wait_initial", "retry_wait_max")
-_BOOLS = ("gzip", "verify_tls", "retry_testing", "metrics_enabled")
+_BOOLS = ("gzip", "verify_tls", "retry_testing", "metrics_enabled", "install_signal_handlers")
 _STRINGS = ("api_key", "organization_id", "api_url", "project_name", "project_id", "otlp_endpoint")
 # Sent as HTTP header values: a CR/LF would be header injection (httpx refuses it only at send time, on every
 # send), and httpx encodes headers as ASCII. Bearer tokens and ids never need anything else.

@@ -415,3 +415,9 @@ def _stop_all_at_exit() -> None:
             rt.stop(max(0.0, deadline - time.monotonic()))
         except Exception:  # pragma: no cover - never raise during interpreter exit
             logger.debug("judgeval_async exit flush failed", exc_info=True)
+
+
+def run_exit_flush() -> None:
+    """Run the exit flush now: what the atexit hook runs. ``_signals`` calls it before a signal ends the process
+    (a process killed by a signal's default action runs no atexit hook). Idempotent: stopped runtimes are skipped."""
+    _stop_all_at_exit()

@@ -28,8 +28,9 @@ from ._metrics import Metrics
 from ._multiprocess import SnapshotWriter, metrics_dir
 from ._observe import ATTR_INPUT, ATTR_OUTPUT, SpanContextManager, wrap
 from ._project import ProjectResolver
-from ._runtime import BaseService, LoopRuntime, set_exit_timeout
+from ._runtime import BaseService, LoopRuntime, run_exit_flush, set_exit_timeout
 from ._serialize import RateLimitedLog, SerializeLimits, bounded_text, bounded_texts, safe_json
+from ._signals import signal_guard
 from ._spans import JudgmentSpanProcessor, SpanExportService
 from ._tags import TagBatcher
 from ._transport import AsyncTransport
@@ -132,6 +133,9 @@ class Tracer:
             trace.set_tracer_provider(tracer_provider)
         self.otel_tracer = tracer_provider.get_tracer("judgeval_async")
         self._metrics_server: Any = None
+        if c.install_signal_handlers:
+            # SIGTERM must not end the process with our items in memory (uvicorn, gunicorn): see _signals.
+            signal_guard.enable(run_exit_flush)
 
     def __repr__(self) -> str:
         return f"Tracer(project_name={self.config.project_name!r}, api_url={self.config.api_url!r})"
@@ -158,6 +162,7 @@ class Tracer:
         )
 
     def _start_nowait(self) -> None:
+        signal_guard.check()  # re-arm if a server replaced our SIGTERM handler (cheap; main thread only)
         if not self._runtime.running:
             self._runtime.ensure_started(wait=None)
 

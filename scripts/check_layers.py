@@ -17,11 +17,11 @@ ROWS: list[set[str]] = [
     {"_delivery"},
     {"_metrics", "_serialize", "_metadata", "_otlp"},
     {"_handoff", "_health"},
-    {"_runtime", "_transport"},
+    {"_runtime", "_transport", "_signals"},
     {"_pipeline", "_project", "_multiprocess"},
     {"_spans", "_tags", "_evals", "_observe", "_prometheus"},
     {"_tracer"},
-    {"__init__", "demo", "__main__"},
+    {"__init__", "demo", "__main__", "asgi"},
 ]
 # Inside the _delivery package: the same rule, among its own modules (it may import the package rows below it).
 DELIVERY_ROWS: list[set[str]] = [

@@ -67,3 +67,16 @@ def test_version_is_a_string() -> None:
     """The package exposes a version string (not part of __all__)."""
     assert isinstance(judgeval_async.__version__, str)
     assert "__version__" not in judgeval_async.__all__
+
+
+def test_asgi_module_surface_is_pinned() -> None:
+    """``judgeval_async.asgi`` is a public module whose __all__ is exactly the reviewed list."""
+    asgi = importlib.import_module("judgeval_async.asgi")
+    assert asgi.__all__ == ["TracingMiddleware", "lifespan"]
+    for name in asgi.__all__:
+        assert getattr(asgi, name).__module__ == "judgeval_async.asgi"
+
+
+def test_config_knob_for_signal_handlers_exists() -> None:
+    """``install_signal_handlers`` is a public Config field, on by default (SIGTERM flushes; docs/deployment.md)."""
+    assert judgeval_async.Config().install_signal_handlers is True
