@@ -433,7 +433,7 @@ class LoopRuntime:
         except RuntimeError:  # the loop closed under us (its thread died): nothing to wait for
             return False
         try:
-            drained = fut.result(max(0.0, deadline - time.monotonic()) + _HANDOFF_GRACE)
+            drained = fut.result(max(0.0, deadline + _HANDOFF_GRACE - time.monotonic()))
         except (concurrent.futures.TimeoutError, concurrent.futures.CancelledError, RuntimeError):
             fut.cancel()
         except Exception:
@@ -441,7 +441,7 @@ class LoopRuntime:
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             # The thread is a daemon: if it has not finished by the deadline, it is left to the interpreter.
-            thread.join(max(0.0, deadline - time.monotonic()) + _HANDOFF_GRACE)
+            thread.join(max(0.0, deadline + _HANDOFF_GRACE - time.monotonic()))
         return drained
 
     def _report_undelivered(self) -> None:

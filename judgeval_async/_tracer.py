@@ -427,9 +427,10 @@ class Tracer:
         try:
             if not self._runtime.ensure_started(wait=timeout):
                 return False
+            # The loop stops waiting at the deadline (absolute: the loop may pick the work up late); run() waits
+            # for its answer a hand-off grace longer.
             remaining = max(0.0, deadline - time.monotonic())
-            # The loop stops waiting at the deadline; run() waits for its answer a hand-off grace longer.
-            return self._runtime.run(self._aflush_all(remaining), remaining + _HANDOFF_GRACE)
+            return self._runtime.run(self._aflush_until(deadline), remaining + _HANDOFF_GRACE)
         except (TimeoutError, RuntimeClosedError):
             return False
         except LoopThreadError:
@@ -456,7 +457,7 @@ class Tracer:
                     return False
                 await asyncio.sleep(0.005)
             remaining = max(0.0, deadline - loop.time())
-            fut = self._runtime.submit(self._aflush_all(remaining), wait=remaining)
+            fut = self._runtime.submit(self._aflush_until(time.monotonic() + remaining), wait=remaining)
             return await asyncio.wait_for(asyncio.wrap_future(fut), remaining + _HANDOFF_GRACE)
         except (TimeoutError, asyncio.TimeoutError, RuntimeClosedError):
             return False
@@ -467,6 +468,10 @@ class Tracer:
     def _has_items(self) -> bool:
         m = self.metrics
         return bool(m.spans.created or m.evaluations.created or m.tags.created)
+
+    async def _aflush_until(self, deadline: float) -> bool:
+        """Flush on the loop until ``deadline`` (``time.monotonic()``), however late the loop started on it."""
+        return await self._aflush_all(max(0.0, deadline - time.monotonic()))
 
     async def _aflush_all(self, timeout: float) -> bool:
         results = await asyncio.gather(
