@@ -96,6 +96,10 @@ def _import_loop_dependencies() -> None:
     _loop_imports_done = True
 
 
+_LOCK_TYPE = type(threading.Lock())
+_RLOCK_TYPE = type(threading.RLock())
+
+
 class _ForkReset(BaseService):
     """In a forked child: re-create the small locks an application thread or the loop thread may have held at the
     fork (histograms, counters, the span metadata store, rate-limited logs). A lock copied in the held state would
@@ -113,8 +117,11 @@ class _ForkReset(BaseService):
         holders += [t._metadata, t._degrade_log]
         holders += [getattr(service, "_log", None) for service in (t._spans, t._evals, t._tags)]
         for holder in holders:
-            if isinstance(getattr(holder, "_lock", None), type(threading.Lock())):
+            lock = getattr(holder, "_lock", None)
+            if isinstance(lock, _LOCK_TYPE):
                 holder._lock = threading.Lock()
+            elif isinstance(lock, _RLOCK_TYPE):
+                holder._lock = threading.RLock()
 
 
 class _TransportCloser(BaseService):

@@ -13,11 +13,15 @@ import random
 import subprocess
 import sys
 import textwrap
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from judgeval_async import Tracer
 from judgeval_async.testing import LocalJudgmentServer
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
@@ -302,3 +306,54 @@ def test_multiprocessing_fork_pool_with_tracer_built_at_import(
     names = {r.name for r in local_server.spans.values()}
     assert {f"task-{i}" for i in range(8)} <= names
     assert "imported" in names
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # fork() with threads running, on 3.12+
+def test_fork_while_another_thread_holds_a_metrics_lock(
+    local_server: LocalJudgmentServer, make_tracer: Callable[..., Tracer]
+) -> None:
+    """A fork while another thread is inside a histogram update leaves a child whose tracer still delivers."""
+    tracer = make_tracer()
+
+    @tracer.observe
+    def traced(x: int) -> int:
+        return x + 1
+
+    assert traced(1) == 2
+    assert tracer.force_flush(timeout=10.0)
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with tracer.metrics.request_duration("traces")._lock:  # a thread frozen mid-update of a histogram
+            held.set()
+            release.wait(10.0)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert held.wait(10.0)
+        pid = os.fork()
+        if pid == 0:  # child: the lock was copied in the held state
+            code = 3
+            try:
+                code = 0 if traced(2) == 3 and tracer.force_flush(timeout=10.0) else 2
+            finally:
+                os._exit(code)
+    finally:
+        release.set()
+        holder.join()
+    assert _wait_child(pid, 30.0) == 0
+    assert local_server.wait_for(spans=2, timeout=10.0)
+
+
+def _wait_child(pid: int, timeout: float) -> int | str:
+    """Wait for a child with a deadline; kill it if it hangs."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.01)  # polling a child's exit status
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    return "hung"
