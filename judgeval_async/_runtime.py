@@ -4,13 +4,17 @@ Lifecycle (anyio ``start_blocking_portal`` shape): started lazily; the starter c
 really runs; stopped by ``stop(timeout)``: stop accepting, let every service drain until the deadline, cancel what is
 left (services count it), close the loop, join the thread. All of it bounded by the one deadline.
 
-Fork: ``os.register_at_fork`` quiesces every runtime before a fork (its services' locks are taken, so no lock is
-copied mid-update) and, in the child, drops the parent's thread, loop and clients without touching them (their
-sockets are shared with the parent) and lets each service discard and count what it inherited (``fork_discard``).
-The next use in the child starts a fresh loop thread.
+Fork: ``os.register_at_fork`` quiesces every runtime before a fork (its state lock and its services' locks are
+taken, each for a bounded time, so no lock is copied mid-update) and, in the child, drops the parent's thread, loop,
+executor and clients without touching them (their sockets are shared with the parent) and lets each service discard
+and count what it inherited (``fork_discard``). The next use in the child starts a fresh loop thread. The loop thread
+never imports anything (the Tracer imports what it needs before the thread starts), so a fork can never leave the
+child an import lock held by a thread that does not exist there, or a half-initialised module.
 
-Exit: an ``atexit`` hook stops every live runtime within its ``exit_timeout`` (default 2 s). It never hangs the
-interpreter: the thread is a daemon and every wait is bounded.
+Exit: an ``atexit`` hook (:func:`run_exit_flush`) stops every live runtime within the longest ``exit_timeout``
+(default 2 s). It never hangs the interpreter: the threads are daemons and every wait is bounded. Name resolution
+works there because the loop's default executor is our own (:class:`_LoopExecutor`), not asyncio's, which the
+interpreter has already shut down by the time atexit handlers run.
 """
 
 from __future__ import annotations
@@ -23,22 +27,34 @@ import contextvars
 import enum
 import logging
 import os
+import queue
 import threading
 import time
 import weakref
 from collections.abc import Callable, Coroutine
-from typing import Any, Protocol, TypeVar
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 from ._config import LOOP_THREAD_NAME
 from ._errors import LoopThreadError, RuntimeClosedError
 from ._metrics import Metrics
 
-__all__ = ["BaseService", "LoopRuntime", "Service"]
+__all__ = ["BaseService", "LoopRuntime", "Service", "run_exit_flush", "set_exit_timeout"]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+P = ParamSpec("P")
 
 _LAG_TICK = 0.25  # seconds between loop-lag samples
+# A blocking call hands its result back across threads: allow this much past the deadline for the hand-off itself,
+# so a call never returns False when its work finished right at the deadline. Every blocking call returns by
+# its deadline plus this (and scheduling noise).
+_HANDOFF_GRACE = 0.02
+_RESOLVER_THREADS = 4  # name resolutions at once (one per new connection); the first worker starts with the loop
+# Before a fork each lock is waited for at most this long: a lock the forking thread itself holds (a fork from a
+# signal handler or __del__) must delay the fork, never hang it. The child re-creates every lock anyway.
+_FORK_LOCK_WAIT = 1.0
+# Reasons that are not losses of this process: the parent still holds (and delivers) what a forked child discarded.
+_NOT_LOST = frozenset({"fork_discard"})
 
 
 class Service(Protocol):
@@ -97,6 +113,105 @@ class BaseService:
 
     def abandon(self) -> None:
         return None
+
+
+_Job = tuple["concurrent.futures.Future[Any]", Callable[..., Any], tuple[Any, ...], dict[str, Any]]
+
+
+class _LoopExecutor(concurrent.futures.ThreadPoolExecutor):
+    """The SDK loop's default executor, where asyncio runs ``getaddrinfo`` (name resolution) and any other
+    ``run_in_executor(None, ...)``, on daemon threads this runtime owns.
+
+    Why not asyncio's default ``ThreadPoolExecutor``: at interpreter exit ``threading._shutdown`` runs
+    ``concurrent.futures``' exit hook *before* the atexit handlers. It sets a global flag that makes every
+    ``ThreadPoolExecutor`` refuse work ("cannot schedule new futures after interpreter shutdown") and stops their
+    workers. The exit flush runs in an atexit handler, so with asyncio's executor a hostname could not be resolved
+    there and everything queued was dropped. This executor never reads that flag. Its first worker starts with the
+    loop, so the exit flush needs no new thread (3.12.0 and 3.12.1 refuse to start threads in atexit handlers);
+    if another cannot be started, jobs wait for the workers that exist.
+
+    It subclasses ``ThreadPoolExecutor`` only because ``loop.set_default_executor`` accepts nothing else (3.11+);
+    none of the base class's machinery (its queue, its threads, its exit hook) is used.
+    """
+
+    def __init__(self, name: str, max_workers: int = _RESOLVER_THREADS) -> None:
+        super().__init__(max_workers=max_workers, thread_name_prefix=name)
+        self._sdk_name = name
+        self._sdk_limit = max_workers
+        self._sdk_jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._sdk_lock = threading.Lock()
+        self._sdk_idle = threading.Semaphore(0)
+        self._sdk_workers: list[threading.Thread] = []
+        self._sdk_closed = False
+        with self._sdk_lock:
+            self._sdk_add_worker_locked()
+
+    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> concurrent.futures.Future[T]:
+        fut: concurrent.futures.Future[T] = concurrent.futures.Future()
+        with self._sdk_lock:
+            if self._sdk_closed:
+                raise RuntimeError("cannot schedule new futures after the SDK loop closed")
+            self._sdk_jobs.put((fut, fn, args, kwargs))
+            if not self._sdk_idle.acquire(blocking=False) and len(self._sdk_workers) < self._sdk_limit:
+                self._sdk_add_worker_locked()
+            if not self._sdk_workers:
+                # No worker could ever be started: run the job here rather than never (it blocks the loop briefly).
+                job = self._sdk_jobs.get_nowait()
+                if job is not None:
+                    _run_job(job)
+        return fut
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        with self._sdk_lock:
+            if self._sdk_closed:
+                return
+            self._sdk_closed = True
+            workers = list(self._sdk_workers)
+        if cancel_futures:
+            while True:
+                try:
+                    job = self._sdk_jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if job is not None:
+                    job[0].cancel()
+        for _ in workers:
+            self._sdk_jobs.put(None)
+        if wait:
+            for worker in workers:
+                if worker is not threading.current_thread():
+                    worker.join()
+
+    def _sdk_add_worker_locked(self) -> None:
+        n = len(self._sdk_workers) + 1
+        worker = threading.Thread(target=self._sdk_work, name=f"{self._sdk_name}-resolver-{n}", daemon=True)
+        try:
+            worker.start()
+        except RuntimeError:  # "can't create new thread at interpreter shutdown" (3.12.0-3.12.1), or out of threads
+            return
+        self._sdk_workers.append(worker)
+
+    def _sdk_work(self) -> None:
+        jobs, idle = self._sdk_jobs, self._sdk_idle
+        while True:
+            idle.release()
+            job = jobs.get()
+            if job is None:
+                return
+            _run_job(job)
+            del job  # drop references to the job's arguments and result while idle
+
+
+def _run_job(job: _Job) -> None:
+    fut, fn, args, kwargs = job
+    if not fut.set_running_or_notify_cancel():
+        return
+    try:
+        result = fn(*args, **kwargs)
+    except BaseException as exc:  # handed to the waiting coroutine, as ThreadPoolExecutor does
+        fut.set_exception(exc)
+    else:
+        fut.set_result(result)
 
 
 class _State(enum.Enum):
@@ -178,6 +293,8 @@ class LoopRuntime:
 
     def _run(self) -> None:
         loop = asyncio.new_event_loop()
+        # Our own default executor: name resolution must keep working in the exit flush (see _LoopExecutor).
+        loop.set_default_executor(_LoopExecutor(self._name))
         self._loop = loop
         try:
             loop.run_until_complete(self._main())
@@ -222,15 +339,18 @@ class LoopRuntime:
             m.loop_lag_max = max(lag, m.loop_lag_max * 0.9)  # decays so one old spike does not stick forever
 
     # ------------------------------------------------------------------ running work
-    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
-        """Schedule ``coro`` on the loop from any thread; never blocks (starts the loop lazily)."""
+    def submit(self, coro: Coroutine[Any, Any, T], *, wait: float = 5.0) -> concurrent.futures.Future[T]:
+        """Schedule ``coro`` on the loop from any thread (starts the loop lazily).
+
+        Blocks only while the loop is still starting, for at most ``wait`` seconds (the handshake).
+        """
         if self.stopped or not self.ensure_started(wait=None):
             coro.close()
             raise RuntimeClosedError("the judgeval_async runtime is stopped")
         loop = self._loop
         if loop is None or not self._ready.is_set():
-            # Still starting: wait briefly for the handshake. Only blocking callers reach this path.
-            self.ensure_started(wait=5.0)
+            # Still starting: wait for the handshake, within the caller's budget. Only blocking callers get here.
+            self.ensure_started(wait=max(0.0, wait))
             loop = self._loop
         if loop is None or self._state is not _State.RUNNING:
             coro.close()
@@ -252,9 +372,10 @@ class LoopRuntime:
         On timeout the coroutine is cancelled and ``TimeoutError`` is raised.
         """
         self.check_not_loop_thread("run")
-        fut = self.submit(coro)
+        deadline = time.monotonic() + max(0.0, timeout)
+        fut = self.submit(coro, wait=timeout)
         try:
-            return fut.result(timeout)
+            return fut.result(max(0.0, deadline - time.monotonic()))
         except concurrent.futures.TimeoutError:
             fut.cancel()
             raise TimeoutError(f"judgeval_async operation did not finish within {timeout:.3g}s") from None
@@ -270,6 +391,8 @@ class LoopRuntime:
     def stop(self, timeout: float) -> bool:
         """Stop accepting, drain until ``timeout``, cancel the rest, close and join. Returns True if fully drained.
 
+        Returns within ``timeout`` seconds (plus a few milliseconds of hand-off). Whatever is left undelivered is
+        counted and summed up in one WARNING line (nothing is logged when everything was delivered).
         Safe to call twice, from any thread but the loop's own, before or without start.
         """
         self.check_not_loop_thread("shutdown")
@@ -282,35 +405,72 @@ class LoopRuntime:
         self.shutting_down.set()
         for service in self._services:
             service.close_intake()
-        if state is _State.NEW:
-            self._state = _State.STOPPED
-            return True
-        # STARTING: give the handshake part of the budget.
-        self._ready.wait(max(0.0, deadline - time.monotonic()))
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            self._state = _State.STOPPED
-            return False
         drained = False
-        # Draining gets the budget less a small reserve for cancelling and closing, so the whole stop keeps it.
-        drain_deadline = deadline - min(0.25, max(0.0, timeout) * 0.25)
-        fut = asyncio.run_coroutine_threadsafe(self._shutdown(drain_deadline, deadline), loop)
-        try:
-            drained = fut.result(max(0.0, deadline - time.monotonic()) + 0.05)
-        except (concurrent.futures.TimeoutError, concurrent.futures.CancelledError, RuntimeError):
-            fut.cancel()
-        except Exception:
-            logger.exception("judgeval_async shutdown failed")
+        if state is not _State.NEW:
+            # STARTING: the handshake gets part of the budget.
+            self._ready.wait(max(0.0, deadline - time.monotonic()))
+            loop = self._loop
+            if loop is not None and not loop.is_closed():
+                drained = self._stop_loop(loop, timeout, deadline)
+        else:
+            drained = True
+        self._state = _State.STOPPED
         # Whatever the loop did not get to close in time is counted here, from this thread: nothing goes uncounted.
         for service in self._services:
             try:
                 service.abandon()
             except Exception:  # pragma: no cover - accounting must not break shutdown
                 logger.exception("judgeval_async could not count what shutdown abandoned")
-        thread = self._thread
-        if thread is not None:
-            thread.join(max(0.01, deadline - time.monotonic() + 0.05))
+        self._report_undelivered()
         return drained
+
+    def _stop_loop(self, loop: asyncio.AbstractEventLoop, timeout: float, deadline: float) -> bool:
+        drained = False
+        # Draining gets the budget less a small reserve for cancelling and closing, so the whole stop keeps it.
+        drain_deadline = deadline - min(0.25, max(0.0, timeout) * 0.25)
+        try:
+            fut = asyncio.run_coroutine_threadsafe(self._shutdown(drain_deadline, deadline), loop)
+        except RuntimeError:  # the loop closed under us (its thread died): nothing to wait for
+            return False
+        try:
+            drained = fut.result(max(0.0, deadline + _HANDOFF_GRACE - time.monotonic()))
+        except (concurrent.futures.TimeoutError, concurrent.futures.CancelledError, RuntimeError):
+            fut.cancel()
+        except Exception:
+            logger.exception("judgeval_async shutdown failed")
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            # The thread is a daemon: if it has not finished by the deadline, it is left to the interpreter.
+            thread.join(max(0.0, deadline + _HANDOFF_GRACE - time.monotonic()))
+        return drained
+
+    def _report_undelivered(self) -> None:
+        """One WARNING line summing up what this runtime's pipelines never delivered, by signal and reason.
+
+        Counts cover the tracer's whole life in this process (what the backend never received), except items a
+        forked child discarded: its parent delivers those. Silent when nothing was lost.
+        """
+        m = self._metrics
+        parts: list[str] = []
+        for ledger in (m.spans, m.evaluations, m.tags):
+            snap = ledger.snapshot()
+            reasons = {r: n for r, n in snap.dropped.items() if n and r not in _NOT_LOST}
+            if snap.queued:
+                reasons["queued"] = snap.queued
+            if snap.in_flight:
+                reasons["in_flight"] = snap.in_flight
+            if reasons:
+                detail = " ".join(f"{r}={n}" for r, n in sorted(reasons.items()))
+                parts.append(f"{ledger.name}={sum(reasons.values())} [{detail}]")
+        if parts:
+            logger.warning(
+                "judgeval_async: shut down with items not delivered: %s (delivered: spans=%d evaluations=%d "
+                "tags=%d); see the drop reasons in docs/reliability.md",
+                " ".join(parts),
+                m.spans.delivered,
+                m.evaluations.delivered,
+                m.tags.delivered,
+            )
 
     async def _shutdown(self, drain_deadline: float, deadline: float) -> bool:
         drained = True
@@ -321,12 +481,13 @@ class LoopRuntime:
                 task.cancel()
             if pending:
                 drained = False
-                await asyncio.wait(pending, timeout=max(0.01, deadline - time.monotonic()))
+                # A cancelled drain needs one loop turn to unwind, hence the floor; never past the deadline.
+                await asyncio.wait(pending, timeout=max(0.001, deadline - time.monotonic()))
             for task in done:
                 if not task.cancelled() and task.exception() is not None:
                     logger.error("judgeval_async drain failed", exc_info=task.exception())
         closes = [asyncio.ensure_future(s.aclose()) for s in self._services]
-        _, late = await asyncio.wait(closes, timeout=max(0.01, deadline - time.monotonic()))
+        _, late = await asyncio.wait(closes, timeout=max(0.001, deadline - time.monotonic()))
         for task in late:
             task.cancel()
         for task in closes:
@@ -340,26 +501,30 @@ class LoopRuntime:
     # ------------------------------------------------------------------ fork
     def _before_fork(self) -> list[threading.Lock]:
         held: list[threading.Lock] = []
-        for service in self._services:
-            for lock in service.locks():
-                lock.acquire()
+        for lock in [self._state_lock, *(lk for service in self._services for lk in service.locks())]:
+            # Bounded: a lock this very thread holds (a fork from a signal handler) must not hang the fork.
+            if lock.acquire(timeout=_FORK_LOCK_WAIT):
                 held.append(lock)
         return held
 
     def _after_fork_in_child(self) -> None:
-        # The parent's loop thread does not exist here. Do not close its loop or client: their file descriptors
-        # and sockets are shared with the parent, and closing a TLS connection would write to the parent's socket.
+        # The parent's loop thread (and its resolver threads) do not exist here. Do not close its loop or client:
+        # their file descriptors and sockets are shared with the parent, and closing a TLS connection would write
+        # to the parent's socket. Forget them; the next use starts a fresh loop thread.
         self._state_lock = threading.Lock()
         self._ready = threading.Event()
         self._loop = None
         self._thread = None
         self._stop_requested = None
-        if self._state is not _State.STOPPED:
-            self._state = _State.NEW
-            self.shutting_down = threading.Event()
+        self._loop_context = None
+        # A tracer the parent had shut down (or was shutting down) stays shut down in the child.
+        stopped = self._state in (_State.STOPPING, _State.STOPPED)
+        self._state = _State.STOPPED if stopped else _State.NEW
         for service in self._services:
             try:
                 service.after_fork_in_child()
+                if stopped:
+                    service.close_intake()  # later offers count ``shutdown``, as in the parent
             except Exception:  # pragma: no cover - must never break the child
                 logger.exception("judgeval_async fork reset failed")
 
@@ -370,9 +535,9 @@ _held_across_fork: list[threading.Lock] = []
 
 
 def _before_fork() -> None:
+    # Every runtime, whatever its state: producers take the ledger locks before the loop starts and after it stops.
     for rt in list(_live_runtimes):
-        if rt.running:
-            _held_across_fork.extend(rt._before_fork())
+        _held_across_fork.extend(rt._before_fork())
 
 
 def _after_fork_in_parent() -> None:
@@ -397,27 +562,40 @@ if hasattr(os, "register_at_fork"):
 
 # Per-runtime exit budgets; the Tracer sets it from Config.exit_timeout.
 _exit_timeouts: weakref.WeakKeyDictionary[LoopRuntime, float] = weakref.WeakKeyDictionary()
+_DEFAULT_EXIT_TIMEOUT = 2.0
 
 
 def set_exit_timeout(runtime: LoopRuntime, timeout: float) -> None:
     _exit_timeouts[runtime] = timeout
 
 
-@atexit.register
-def _stop_all_at_exit() -> None:
-    # One budget for the whole exit, however many tracers exist: the longest exit_timeout among them.
-    live = [rt for rt in list(_live_runtimes) if not rt.stopped and not rt.in_loop_thread()]
-    if not live:
-        return
-    deadline = time.monotonic() + max(_exit_timeouts.get(rt, 2.0) for rt in live)
-    for rt in live:
-        try:
-            rt.stop(max(0.0, deadline - time.monotonic()))
-        except Exception:  # pragma: no cover - never raise during interpreter exit
-            logger.debug("judgeval_async exit flush failed", exc_info=True)
+def run_exit_flush(timeout: float | None = None) -> bool:
+    """The exit flush: stop every live runtime (deliver what is queued, count and log the rest) within one budget.
+
+    The budget is ``timeout`` if given, else the longest ``exit_timeout`` among the live tracers (one budget for the
+    whole exit, however many tracers exist). Runs at interpreter exit (atexit); a signal-driven shutdown path
+    (SIGTERM handler, ASGI lifespan) may call it earlier, from any thread but the SDK loop's. Do not call it from
+    inside a signal handler that may have interrupted the tracer itself: run it from the main flow or another
+    thread. Idempotent: runtimes already stopped are skipped, so the atexit run after it does nothing. Never raises.
+    Returns True when every runtime drained completely.
+    """
+    try:
+        live = [rt for rt in list(_live_runtimes) if not rt.stopped and not rt.in_loop_thread()]
+        if not live:
+            return True
+        budget = timeout if timeout is not None else max(_exit_timeouts.get(rt, _DEFAULT_EXIT_TIMEOUT) for rt in live)
+        deadline = time.monotonic() + max(0.0, budget)
+        drained = True
+        for rt in live:
+            try:
+                drained = rt.stop(max(0.0, deadline - time.monotonic())) and drained
+            except Exception:  # pragma: no cover - never raise during interpreter exit
+                drained = False
+                logger.debug("judgeval_async exit flush failed", exc_info=True)
+        return drained
+    except Exception:  # pragma: no cover - never raise during interpreter exit
+        logger.debug("judgeval_async exit flush failed", exc_info=True)
+        return False
 
 
-def run_exit_flush() -> None:
-    """Run the exit flush now: what the atexit hook runs. ``_signals`` calls it before a signal ends the process
-    (a process killed by a signal's default action runs no atexit hook). Idempotent: stopped runtimes are skipped."""
-    _stop_all_at_exit()
+atexit.register(run_exit_flush)

@@ -88,12 +88,12 @@ class SignalGuard:
     """One per process: the exit flush to run before SIGTERM ends the process, and the handler that runs it."""
 
     def __init__(self) -> None:
-        self._exit_flush: Callable[[], None] | None = None
+        self._exit_flush: Callable[[], object] | None = None
         self._handling = False
         self._deferred: set[int] = set()
         self._release_registered = False
 
-    def enable(self, exit_flush: Callable[[], None]) -> None:
+    def enable(self, exit_flush: Callable[[], object]) -> None:
         """Arm the guard (idempotent); installs the handler now if called on the main thread, else at first use."""
         self._exit_flush = exit_flush
         self.check()

@@ -7,8 +7,13 @@ loop, and the HTTP client is created there.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as _dt
+import importlib
+import importlib.util
 import logging
+import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar, overload
@@ -44,6 +49,84 @@ KEY_MAX = 256  # attribute keys; model names (scorer caps live in _evals)
 TAG_MAX = 256  # characters per tag
 NAME_MAX = 1024  # evaluation run names
 _INT64 = (-(2**63), 2**63)
+# A blocking call waits for the loop's answer this much past its deadline (the hand-off between threads), so a
+# flush that finished right at the deadline is not reported as failed.
+_HANDOFF_GRACE = 0.02
+
+
+# Modules the SDK loop thread would otherwise import lazily, on its first send. ``Tracer()`` imports them on the
+# constructing thread, before the loop thread exists, so the loop thread never imports anything. A fork landing while
+# the loop thread was importing left the child an import lock no thread there can release, or a half-initialised
+# module ("partially initialized module 'httpcore' has no attribute 'AsyncConnectionPool'"): its tracer never sent.
+# tests/adversarial/test_fork_storm.py checks that a first send of every kind imports nothing on an SDK thread.
+_LOOP_IMPORTS = (
+    "httpcore",  # httpx imports it only when the first client is built (with h11, h2 if installed, its backends)
+    "httpcore._backends.anyio",
+    "httpcore._backends.auto",
+    "anyio._backends._asyncio",  # anyio imports its backend on first use
+    "anyio._core._resources",
+    "anyio._core._sockets",
+    "anyio._core._streams",
+    "anyio.abc",
+    "anyio.streams.stapled",
+    "anyio.streams.tls",
+    "anyio.to_thread",
+    "certifi",  # the CA bundle httpx loads when it builds the client's TLS context
+    "encodings.idna",  # the codec for host names
+)
+_loop_imports_done = False
+
+
+def _import_loop_dependencies() -> None:
+    """Import everything the loop thread needs, on the calling thread. Idempotent; never raises."""
+    global _loop_imports_done  # noqa: PLW0603 - a once-per-process flag
+    if _loop_imports_done:
+        return
+    for name in _LOOP_IMPORTS:
+        try:
+            importlib.import_module(name)
+        except Exception:  # an optional piece missing in this environment: the loop thread will not need it
+            logger.debug("judgeval_async could not preload %s", name, exc_info=True)
+    try:
+        # httpcore tries ``import sniffio`` each time it sets up a lock (every connection). When sniffio is not
+        # installed, every attempt takes that module's import lock and searches sys.path, on the loop thread.
+        # Record the absence the standard way (None in sys.modules): the import then fails at once, lock-free,
+        # exactly as it would anyway.
+        if "sniffio" not in sys.modules and importlib.util.find_spec("sniffio") is None:
+            sys.modules["sniffio"] = None  # type: ignore[assignment]
+        elif "sniffio" not in sys.modules:
+            importlib.import_module("sniffio")
+    except Exception:  # pragma: no cover - an odd import system: the loop thread imports it as before
+        logger.debug("judgeval_async could not preload sniffio", exc_info=True)
+    _loop_imports_done = True
+
+
+_LOCK_TYPE = type(threading.Lock())
+_RLOCK_TYPE = type(threading.RLock())
+
+
+class _ForkReset(BaseService):
+    """In a forked child: re-create the small locks an application thread or the loop thread may have held at the
+    fork (histograms, counters, the span metadata store, rate-limited logs). A lock copied in the held state would
+    hang the child's next span or send forever. Each guards a few counter updates: the worst a fork mid-update
+    leaves is one half-recorded sample."""
+
+    def __init__(self, tracer: Tracer) -> None:
+        self._tracer = tracer
+
+    def after_fork_in_child(self) -> None:
+        t = self._tracer
+        m = t.metrics
+        holders: list[Any] = [getattr(m, f.name) for f in dataclasses.fields(m)]
+        holders += list(m.api_request_duration.values())
+        holders += [t._metadata, t._degrade_log]
+        holders += [getattr(service, "_log", None) for service in (t._spans, t._evals, t._tags)]
+        for holder in holders:
+            lock = getattr(holder, "_lock", None)
+            if isinstance(lock, _LOCK_TYPE):
+                holder._lock = threading.Lock()
+            elif isinstance(lock, _RLOCK_TYPE):
+                holder._lock = threading.RLock()
 
 
 class _TransportCloser(BaseService):
@@ -84,6 +167,7 @@ class Tracer:
     ) -> None:
         self.config = Config.from_env(project_name=project_name, **config)
         c = self.config
+        _import_loop_dependencies()  # before any loop thread exists: see _LOOP_IMPORTS
         self.metrics = Metrics()
         self._runtime = LoopRuntime(self.metrics, on_loop_start=_suppress_instrumentation)
         set_exit_timeout(self._runtime, c.exit_timeout)
@@ -106,6 +190,8 @@ class Tracer:
         self._spans = SpanExportService(c, self.metrics, self._transport, self._resolver)
         self._evals = EvalDispatcher(c, self.metrics, self._transport, self._resolver)
         self._tags = TagBatcher(c, self.metrics, self._transport, self._resolver)
+        # First, so that in a forked child no later reset can meet a lock copied in the held state.
+        self._runtime.add_service(_ForkReset(self))
         for service in (self._spans, self._evals, self._tags):
             self._runtime.add_service(service)
         self._runtime.add_service(_TransportCloser(self._transport, self._resolver))
@@ -382,9 +468,12 @@ class Tracer:
     def force_flush(self, timeout: float = 5.0) -> bool:
         """Deliver everything created so far, waiting at most ``timeout`` seconds. True if all settled.
 
-        Raises ``LoopThreadError`` (a ``RuntimeError``) if called on the SDK's loop thread.
+        Returns by its deadline (plus a few milliseconds), whatever the backend does; items not settled by then
+        stay queued and keep being sent. Raises ``LoopThreadError`` (a ``RuntimeError``) if called on the SDK's
+        loop thread. Before exiting, call :meth:`shutdown` alone: it includes this flush.
         """
         self._runtime.check_not_loop_thread("force_flush")
+        deadline = time.monotonic() + max(0.0, timeout)
         if self._runtime.stopped:
             return self.health_snapshot().ledger_balanced
         if not self._runtime.running and not self._has_items():
@@ -392,7 +481,10 @@ class Tracer:
         try:
             if not self._runtime.ensure_started(wait=timeout):
                 return False
-            return self._runtime.run(self._aflush_all(timeout), timeout + 0.25)
+            # The loop stops waiting at the deadline (absolute: the loop may pick the work up late); run() waits
+            # for its answer a hand-off grace longer.
+            remaining = max(0.0, deadline - time.monotonic())
+            return self._runtime.run(self._aflush_until(deadline), remaining + _HANDOFF_GRACE)
         except (TimeoutError, RuntimeClosedError):
             return False
         except LoopThreadError:
@@ -402,7 +494,7 @@ class Tracer:
             return False
 
     async def aflush(self, timeout: float = 5.0) -> bool:
-        """``force_flush`` for async code: awaits without blocking the caller's event loop."""
+        """``force_flush`` for async code: awaits without blocking the caller's event loop. Same deadline."""
         try:
             if self._runtime.in_loop_thread():
                 return await self._aflush_all(timeout)
@@ -413,13 +505,14 @@ class Tracer:
             self._runtime.ensure_started(wait=None)
             # Wait for the loop thread's handshake without blocking the caller's event loop.
             loop = asyncio.get_running_loop()
-            ready_by = loop.time() + timeout
+            deadline = loop.time() + max(0.0, timeout)
             while not self._runtime.running:
-                if self._runtime.stopped or loop.time() > ready_by:
+                if self._runtime.stopped or loop.time() > deadline:
                     return False
                 await asyncio.sleep(0.005)
-            fut = self._runtime.submit(self._aflush_all(timeout))
-            return await asyncio.wait_for(asyncio.wrap_future(fut), timeout + 0.25)
+            remaining = max(0.0, deadline - loop.time())
+            fut = self._runtime.submit(self._aflush_until(time.monotonic() + remaining), wait=remaining)
+            return await asyncio.wait_for(asyncio.wrap_future(fut), remaining + _HANDOFF_GRACE)
         except (TimeoutError, asyncio.TimeoutError, RuntimeClosedError):
             return False
         except Exception:
@@ -430,6 +523,10 @@ class Tracer:
         m = self.metrics
         return bool(m.spans.created or m.evaluations.created or m.tags.created)
 
+    async def _aflush_until(self, deadline: float) -> bool:
+        """Flush on the loop until ``deadline`` (``time.monotonic()``), however late the loop started on it."""
+        return await self._aflush_all(max(0.0, deadline - time.monotonic()))
+
     async def _aflush_all(self, timeout: float) -> bool:
         results = await asyncio.gather(
             self._spans.flush(timeout), self._evals.flush(timeout), self._tags.flush(timeout)
@@ -439,10 +536,14 @@ class Tracer:
     def shutdown(self, timeout: float = 5.0) -> bool:
         """Flush what can be flushed within ``timeout`` seconds, drop (and count) the rest, stop the loop thread.
 
-        Returns True if everything was delivered or accounted for before the deadline. Idempotent.
+        ``timeout`` covers everything, the flush included: no ``force_flush`` is needed before it (one before it
+        takes its own budget, so the two together take up to twice as long). Returns by its deadline (plus a few
+        milliseconds). Anything left undelivered is counted by reason and summed up in one WARNING log line;
+        nothing is logged when everything was delivered. Returns True if everything was delivered or accounted
+        for before the deadline. Idempotent.
         """
         self._runtime.check_not_loop_thread("shutdown")
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + max(0.0, timeout)
         try:
             drained = self._runtime.stop(timeout)
         except LoopThreadError:
@@ -453,7 +554,7 @@ class Tracer:
         server, self._metrics_server = self._metrics_server, None
         if server is not None:
             try:
-                server.close(timeout=max(0.05, deadline - time.monotonic()))
+                server.close(timeout=max(0.0, deadline - time.monotonic()))
             except Exception:  # pragma: no cover
                 logger.debug("metrics server close failed", exc_info=True)
         return drained

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -117,3 +118,116 @@ def test_exit_flushes_queued_spans_when_backend_is_healthy(local_server: LocalJu
     )
     assert proc.returncode == 0, proc.stderr
     assert local_server.wait_for(spans=10, timeout=10.0)
+
+
+def _queue_items(tracer: Tracer, n: int) -> None:
+    for i in range(n):
+        with tracer.span(f"s{i}"):
+            tracer.tag("t")
+            tracer.async_evaluate("faithfulness", {"i": i})
+
+
+def _summaries(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if "shut down with items not delivered" in r.getMessage()]
+
+
+def test_shutdown_logs_one_summary_of_what_it_could_not_deliver(
+    local_server: LocalJudgmentServer, make_tracer: Callable[..., Tracer], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A shutdown that leaves items undelivered logs exactly one WARNING line with the counts by signal and reason."""
+    local_server.set_fault(None, kind="blackhole")
+    tracer = make_tracer(read_timeout=60.0, export_timeout=120.0)
+    _queue_items(tracer, 12)
+    with caplog.at_level(logging.WARNING, logger="judgeval_async"):
+        assert tracer.shutdown(timeout=0.5) is False
+        tracer.shutdown(timeout=0.5)  # idempotent: no second line
+    [record] = _summaries(caplog)
+    assert record.levelno == logging.WARNING
+    message = record.getMessage()
+    health = tracer.get_health_metrics()
+    assert health["ledger_balanced"]
+    assert health["spans_dropped_by_reason"] == {"shutdown_deadline": 12}
+    assert "spans=12 [shutdown_deadline=12]" in message
+    assert "evaluations=12 [shutdown_deadline=12]" in message
+    assert "tags=12 [shutdown_deadline=12]" in message
+    assert "(delivered: spans=0 evaluations=0 tags=0)" in message
+
+
+def test_shutdown_logs_nothing_when_everything_was_delivered(
+    local_server: LocalJudgmentServer, make_tracer: Callable[..., Tracer], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A shutdown that delivered everything logs no warning at all."""
+    tracer = make_tracer()
+    _queue_items(tracer, 12)
+    with caplog.at_level(logging.WARNING, logger="judgeval_async"):
+        assert tracer.shutdown(timeout=10.0)
+    assert local_server.wait_for(spans=12, evals=12, tag_traces=12, timeout=5.0)
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+def test_exit_flush_resolves_a_host_name(local_server: LocalJudgmentServer) -> None:
+    """At interpreter exit, spans queued for a host-name URL (localhost) are delivered, without a traceback."""
+    url = local_server.url.replace("127.0.0.1", "localhost")
+    proc, _ = _run_script(
+        f"""
+        from judgeval_async import Tracer
+        t = Tracer(project_name="p", api_key="{local_server.api_key}", organization_id="{local_server.org_id}",
+                   api_url="{url}", schedule_delay=60.0)
+        for i in range(100):
+            with t.span(f"s{{i}}"):
+                pass
+        """,
+        timeout=60.0,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert local_server.wait_for(spans=100, timeout=10.0), len(local_server.spans)
+
+
+def test_run_exit_flush_called_early_then_atexit_is_a_no_op(local_server: LocalJudgmentServer) -> None:
+    """run_exit_flush() (the entry point for a SIGTERM path) flushes within the exit budget; atexit adds nothing."""
+    local_server.set_fault("evals", kind="blackhole")
+    proc, _ = _run_script(
+        f"""
+        from judgeval_async import Tracer
+        from judgeval_async._runtime import run_exit_flush
+        t = Tracer(project_name="p", api_key="{local_server.api_key}", organization_id="{local_server.org_id}",
+                   api_url="{local_server.url}", schedule_delay=60.0, exit_timeout=1.0, read_timeout=60.0)
+        for i in range(10):
+            with t.span(f"s{{i}}"):
+                t.async_evaluate("faithfulness", {{"i": i}})
+        print(run_exit_flush())
+        with t.span("after"):
+            pass  # offered after the exit flush: counted as dropped (shutdown), not sent
+        print(t.get_health_metrics()["spans_dropped_by_reason"])
+        """,
+        timeout=60.0,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stdout.splitlines() == ["False", "{'shutdown': 1}"]
+    assert local_server.wait_for(spans=10, timeout=10.0)
+    assert proc.stderr.count("shut down with items not delivered") == 1, proc.stderr
+    assert "evaluations=10 [shutdown_deadline=10]" in proc.stderr
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # fork() in a multi-threaded process warns on 3.12+
+def test_child_of_a_shut_down_tracer_stays_shut_down(make_tracer: Callable[..., Tracer]) -> None:
+    """A child forked after shutdown neither restarts the loop nor queues: its offers count ``shutdown``."""
+    tracer = make_tracer()
+    with tracer.span("before"):
+        pass
+    assert tracer.shutdown(timeout=10.0)
+    pid = os.fork()
+    if pid == 0:  # child
+        code = 1
+        try:
+            with tracer.span("in-child"):
+                pass
+            health = tracer.get_health_metrics()
+            ok = health["spans_dropped_by_reason"].get("shutdown") == 1 and health["ledger_balanced"]
+            ok = ok and not tracer._runtime.running and tracer._runtime.loop is None
+            code = 0 if ok else 3
+        finally:
+            os._exit(code)
+    assert _wait_child(pid, 30.0) == 0
