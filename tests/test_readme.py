@@ -131,3 +131,28 @@ def test_quick_start_traces_handle_for_real(backend: LocalJudgmentServer, tmp_pa
     assert {"handle", "search", "plan"} <= names, names
     assert any({"beta", "eu"} <= tags for tags in backend.tags.values())
     assert len(backend.evals) == before_evals + 1
+
+
+def test_markers_are_read_from_the_line_before_the_fence():
+    """A skip marker carries its reason, a requires marker its modules; an unmarked block runs."""
+    text = "\n".join(
+        [
+            "## A",
+            "<!-- readme-test: skip: starts a server that never returns -->",
+            "```python",
+            "serve()",
+            "```",
+            "## B",
+            "<!-- readme-test: requires: fastapi, uvicorn -->",
+            "```python",
+            "import fastapi",
+            "```",
+            "```python",
+            "print(1)",
+            "```",
+        ]
+    )
+    a, b, c = readme_blocks(text)
+    assert (a.heading, a.skip, a.code) == ("A", "starts a server that never returns", "serve()\n")
+    assert (b.heading, b.requires, b.skip) == ("B", ("fastapi", "uvicorn"), "")
+    assert (c.skip, c.requires, c.code) == ("", (), "print(1)\n")
