@@ -38,7 +38,11 @@ from ._transport import ENDPOINTS
 
 __all__ = [
     "CATALOGUE",
+    "EVICTION_REASONS",
+    "IGNORED_CALLS",
     "METRICS_DIR_ENV",
+    "QUEUES",
+    "STATUS_CODES_SEEDED",
     "MetricSpec",
     "MetricsSource",
     "SnapshotWriter",
@@ -66,10 +70,10 @@ _EXPORT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 _OVERHEAD_BUCKETS = (0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1)
 # Label values emitted with 0 before any event. A series that appears only at its first event makes rate() and
 # increase() miss that event, and leaves dashboards and alerts blank until then, so every known value is pre-seeded.
-_STATUS_CODES_SEEDED = ("network", "timeout", "401", "403", "408", "413", "429", "500", "502", "503", "504")
-_EVICTION_REASONS = ("lru", "ttl")
-_IGNORED_CALLS = ("set_attribute", "tag", "async_evaluate")
-_QUEUES = ("spans", "evaluations", "tags")
+STATUS_CODES_SEEDED = ("network", "timeout", "401", "403", "408", "413", "429", "500", "502", "503", "504")
+EVICTION_REASONS = ("lru", "ttl")
+IGNORED_CALLS = ("set_attribute", "tag", "async_evaluate")
+QUEUES = ("spans", "evaluations", "tags")
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +107,7 @@ CATALOGUE: tuple[MetricSpec, ...] = (
     _c("judgeval_api_errors_total", "Failed Judgment API requests, by endpoint and status.", "endpoint", "status_code"),
     _c("judgeval_api_retries_total", "Judgment API requests retried, by endpoint.", "endpoint"),
     _c(
-        "judgeval_api_bytes_sent_total",
+        "judgeval_api_sent_bytes_total",
         "Request body bytes sent to the Judgment API (after gzip), by endpoint.",
         "endpoint",
     ),
@@ -116,11 +120,9 @@ CATALOGUE: tuple[MetricSpec, ...] = (
     _c("judgeval_metadata_evictions_total", "Span metadata entries evicted, by reason.", "reason"),
     _c("judgeval_values_degraded_total", "Traced values truncated or replaced, by reason.", "reason"),
     _c("judgeval_calls_ignored_total", "API calls that were counted no-ops, by call and reason.", "call", "reason"),
-    _g("judgeval_queue_size", "Spans waiting in the span queue."),
-    _g("judgeval_queue_capacity", "Capacity of the span queue."),
-    _g("judgeval_queue_utilization_percent", "Span queue fill level, 0-100 (max over processes).", merge="max"),
-    _g("judgeval_eval_queue_size", "Evaluation runs waiting in the evaluation queue."),
-    _g("judgeval_eval_queue_capacity", "Capacity of the evaluation queue."),
+    _g("judgeval_queue_size", "Items waiting in a queue (spans, evaluations, tags).", "queue"),
+    _g("judgeval_queue_capacity", "Capacity of a queue (spans, evaluations, tags).", "queue"),
+    _g("judgeval_queue_utilization_percent", "Queue fill level, 0-100 (max over processes).", "queue", merge="max"),
     _g("judgeval_tag_buffer_size", "Traces with tags buffered, not yet flushed."),
     _g("judgeval_metadata_entries", "Entries in the span metadata store."),
     _g("judgeval_spans_in_flight", "Spans taken by the SDK loop and not settled yet."),
@@ -232,37 +234,38 @@ def collect_values(source: MetricsSource) -> Values:
     c["judgeval_spans_created_total"] = {(): float(s.created)}
     c["judgeval_spans_exported_total"] = {(): float(s.delivered)}
     c["judgeval_spans_dropped_total"] = _seeded(DROP_REASONS, s.dropped)
-    errors: dict[Labels, float] = {(ep, code): 0.0 for ep in ENDPOINTS for code in _STATUS_CODES_SEEDED}
+    errors: dict[Labels, float] = {(ep, code): 0.0 for ep in ENDPOINTS for code in STATUS_CODES_SEEDED}
     for endpoint, by_status in snap.api_errors.items():
         for status, n in by_status.items():
             errors[(endpoint, status)] = float(n)
     c["judgeval_api_errors_total"] = errors
     c["judgeval_api_retries_total"] = _seeded(ENDPOINTS, {k[0]: n for k, n in m.retries.items()})
-    c["judgeval_api_bytes_sent_total"] = _seeded(ENDPOINTS, {k: st.bytes_sent for k, st in list(m.endpoints.items())})
+    c["judgeval_api_sent_bytes_total"] = _seeded(ENDPOINTS, {k: st.bytes_sent for k, st in list(m.endpoints.items())})
     c["judgeval_evaluations_enqueued_total"] = {(): float(e.created)}
     c["judgeval_evaluations_delivered_total"] = {(): float(e.delivered)}
     c["judgeval_evaluations_dropped_total"] = _seeded(DROP_REASONS, e.dropped)
     c["judgeval_tags_buffered_total"] = {(): float(t.created)}
     c["judgeval_tags_flushed_total"] = {(): float(t.delivered)}
     c["judgeval_tags_dropped_total"] = _seeded(DROP_REASONS, t.dropped)
-    c["judgeval_metadata_evictions_total"] = _seeded(_EVICTION_REASONS, snap.metadata_evictions)
+    c["judgeval_metadata_evictions_total"] = _seeded(EVICTION_REASONS, snap.metadata_evictions)
     c["judgeval_values_degraded_total"] = _seeded(DEGRADE_REASONS, snap.values_degraded)
-    ignored: dict[Labels, float] = {(call, "no_active_span"): 0.0 for call in _IGNORED_CALLS}
+    ignored: dict[Labels, float] = {(call, "no_active_span"): 0.0 for call in IGNORED_CALLS}
     for labels, n in m.calls_ignored.items():
         ignored[labels] = float(n)
     c["judgeval_calls_ignored_total"] = ignored
 
     endpoints = snap.endpoints
-    c["judgeval_queue_size"] = {(): float(s.queued)}
-    c["judgeval_queue_capacity"] = {(): float(s.capacity)}
-    c["judgeval_queue_utilization_percent"] = {(): 100.0 * s.queued / s.capacity if s.capacity else 0.0}
-    c["judgeval_eval_queue_size"] = {(): float(e.queued)}
-    c["judgeval_eval_queue_capacity"] = {(): float(e.capacity)}
+    queues = {"spans": s, "evaluations": e, "tags": t}
+    c["judgeval_queue_size"] = {(q,): float(queues[q].queued) for q in QUEUES}
+    c["judgeval_queue_capacity"] = {(q,): float(queues[q].capacity) for q in QUEUES}
+    c["judgeval_queue_utilization_percent"] = {
+        (q,): 100.0 * queues[q].queued / queues[q].capacity if queues[q].capacity else 0.0 for q in QUEUES
+    }
     c["judgeval_tag_buffer_size"] = {(): float(snap.tag_buffer_size)}
     c["judgeval_metadata_entries"] = {(): float(snap.metadata_entries)}
     c["judgeval_spans_in_flight"] = {(): float(s.in_flight)}
     ages = {"spans": s.oldest_queued_age, "evaluations": e.oldest_queued_age, "tags": t.oldest_queued_age}
-    c["judgeval_oldest_queued_age_seconds"] = {(q,): ages[q] for q in _QUEUES}
+    c["judgeval_oldest_queued_age_seconds"] = {(q,): ages[q] for q in QUEUES}
     c["judgeval_last_export_timestamp_seconds"] = {(): snap.last_export_unix}
     names = (*ENDPOINTS, *(k for k in endpoints if k not in ENDPOINTS))
     c["judgeval_circuit_open"] = {(n,): float(n in endpoints and endpoints[n].circuit_open) for n in names}

@@ -437,7 +437,7 @@ class Tracer:
         )
 
     def get_health_metrics(self) -> dict[str, Any]:
-        """The SDK's health as a dict (see docs/reliability.md for every key). Any thread; never blocks."""
+        """The SDK's health as a dict (see docs/metrics.md for every key). Any thread; never blocks."""
         try:
             return self.health_snapshot().as_dict()
         except Exception:  # pragma: no cover - health must never break a request handler

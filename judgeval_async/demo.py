@@ -3,7 +3,9 @@ healthy -> 2 s latency -> down -> healthy while it runs, printing the SDK's own 
 
     python -m judgeval_async.demo [--duration 16] [--metrics-port 9464] [--schedule healthy:4,slow:4,down:4,healthy:4]
 
-Exits 0 when every span, evaluation and tag call is accounted for (delivered, or dropped with a reason).
+With both ``--duration`` and ``--schedule``, the schedule's phases are scaled to add up to the duration. Exits 0 when
+every span, evaluation and tag call is accounted for (delivered, or dropped with a reason); 130 after Ctrl-C, which
+stops the workload, flushes briefly and prints the summary.
 """
 
 from __future__ import annotations
@@ -20,6 +22,13 @@ from ._tracer import Tracer
 from .testing import LocalJudgmentServer
 
 PHASES = {"healthy", "slow", "down", "flaky"}
+DEFAULT_PHASES = ("healthy", "slow", "down", "healthy")
+DEFAULT_DURATION = 16.0
+# One request in EVAL_EVERY runs an evaluation. Each evaluation is one POST, with max_concurrent_requests (4) in
+# flight: against the local server on a busy 2-core machine that is ~190 evaluations/s. Evaluating every request
+# (~280/s) overflowed the evaluation queue while the backend was healthy; one in four (~70/s) leaves a wide
+# margin, as sampling evaluations does in production.
+EVAL_EVERY = 4
 
 
 def parse_schedule(text: str) -> list[tuple[str, float]]:
@@ -66,41 +75,91 @@ def build_agent(tracer: Tracer) -> Any:
         yield from (t.upper() for t in tokens)
 
     @tracer.observe(span_type="chain")
-    async def handle_request(user: int, query: str) -> str:
+    async def handle_request(user: int, query: str, evaluate: bool) -> str:
         tracer.tag(["demo", f"user-{user % 5}"])
         steps = plan(query)
         docs = await retrieve(query) if "retrieve" in steps else []
         tokens = [t async for t in stream_tokens(query + " ".join(docs))]
         answer = " ".join(postprocess(tokens))
-        tracer.async_evaluate("answer_relevancy", {"input": query, "actual_output": answer, "context": docs})
+        if evaluate:
+            tracer.async_evaluate("answer_relevancy", {"input": query, "actual_output": answer, "context": docs})
         return answer
 
     return handle_request
 
 
-def live_line(phase: str, h: dict[str, Any]) -> str:
-    drops = ",".join(f"{k}={v}" for k, v in h["spans_dropped_by_reason"].items()) or "-"
+# Every line and the summary use the same words, defined once here.
+LEGEND = (
+    "legend: created = handed to the SDK; delivered = accepted by the backend; pending = queued or in flight; "
+    "dropped = lost, with the reason in [...]. Every created item is exactly one of delivered, pending, dropped."
+)
+
+
+def _dropped(by_reason: dict[str, int]) -> str:
+    """``0``, or ``279[queue_full=279]``: the total, then each reason."""
+    total = sum(by_reason.values())
+    if not total:
+        return "0"
+    return f"{total}[" + ",".join(f"{k}={v}" for k, v in sorted(by_reason.items()) if v) + "]"
+
+
+def signal_counts(h: dict[str, Any]) -> dict[str, tuple[int, int, int, dict[str, int]]]:
+    """(created, delivered, pending, dropped by reason) per signal, read from one health snapshot."""
+    return {
+        "spans": (
+            h["spans_created"],
+            h["spans_exported"],
+            h["spans_queued"] + h["spans_in_flight"],
+            h["spans_dropped_by_reason"],
+        ),
+        "evals": (
+            h["evaluations_enqueued"],
+            h["evaluations_delivered"],
+            h["evaluations_queued"] + h["evaluations_in_flight"],
+            h["evaluations_dropped_by_reason"],
+        ),
+        "tags": (
+            h["tags_buffered"],
+            h["tags_flushed"],
+            h["tags_queued"] + h["tags_in_flight"],
+            h["tags_dropped_by_reason"],
+        ),
+    }
+
+
+def live_line(phase: str, elapsed: float, h: dict[str, Any]) -> str:
+    parts = [
+        f"{name} created={c} delivered={d} pending={p} dropped={_dropped(r)}"
+        for name, (c, d, p, r) in signal_counts(h).items()
+    ]
     return (
-        f"[{phase:>7}] spans created={h['spans_created']:>6} exported={h['spans_exported']:>6} "
-        f"queued={h['spans_queued']:>5} in_flight={h['spans_in_flight']:>4} dropped={drops} | "
-        f"queue={h['queue_utilization'] * 100:5.1f}% retries={h['retries']:>4} api_errors={h['api_errors']:>4} | "
-        f"evals {h['evaluations_delivered']}/{h['evaluations_enqueued']} tags {h['tags_flushed']}/{h['tags_buffered']}"
+        f"[{phase:>7} {elapsed:4.0f}s] "
+        + " | ".join(parts)
+        + f" | span_queue={h['queue_utilization'] * 100:.0f}% retries={h['retries']} api_errors={h['api_errors']}"
         f" | observe p50={h['observe_overhead_p50_seconds'] * 1e6:.0f}us"
         f" p95={h['observe_overhead_p95_seconds'] * 1e6:.0f}us"
-        f" lag={h['loop_lag_seconds'] * 1e3:.1f}ms"
+        f" loop_lag={h['loop_lag_seconds'] * 1e3:.1f}ms"
     )
 
 
-async def workload(tracer: Tracer, server: LocalJudgmentServer, schedule: list[tuple[str, float]]) -> int:
+class Progress:
+    """What the workload has done so far; read by the summary even when Ctrl-C cut the workload short."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+
+
+async def workload(
+    tracer: Tracer, server: LocalJudgmentServer, schedule: list[tuple[str, float]], progress: Progress
+) -> None:
     handle = build_agent(tracer)
-    requests = 0
     stop = asyncio.Event()
+    started = time.monotonic()
 
     async def user(uid: int) -> None:
-        nonlocal requests
         while not stop.is_set():
-            await handle(uid, f"question {requests} from {uid}")
-            requests += 1
+            await handle(uid, f"question {progress.requests} from {uid}", progress.requests % EVAL_EVERY == 0)
+            progress.requests += 1
             await asyncio.sleep(random.uniform(0.005, 0.02))
 
     users = [asyncio.create_task(user(i)) for i in range(8)]
@@ -109,31 +168,23 @@ async def workload(tracer: Tracer, server: LocalJudgmentServer, schedule: list[t
         end = time.monotonic() + seconds
         while time.monotonic() < end:
             await asyncio.sleep(min(1.0, max(0.0, end - time.monotonic())))
-            print(live_line(phase, tracer.get_health_metrics()), flush=True)
+            print(live_line(phase, time.monotonic() - started, tracer.get_health_metrics()), flush=True)
     stop.set()
     await asyncio.gather(*users)
     server.clear_faults()
-    return requests
 
 
 def summary(tracer: Tracer, server: LocalJudgmentServer, requests: int) -> bool:
     h = tracer.get_health_metrics()
-    rows = [
-        ("spans", h["spans_created"], h["spans_exported"], len(server.spans), h["spans_dropped_by_reason"]),
-        (
-            "evaluations",
-            h["evaluations_enqueued"],
-            h["evaluations_delivered"],
-            len(server.evals),
-            h["evaluations_dropped_by_reason"],
-        ),
-        ("tag() calls", h["tags_buffered"], h["tags_flushed"], len(server.tags), h["tags_dropped_by_reason"]),
-    ]
+    seen = {"spans": len(server.spans), "evals": len(server.evals), "tags": len(server.tags)}
+    names = {"spans": "spans", "evals": "evaluations", "tags": "tag() calls"}
     print("\n=== summary ===")
-    print(f"requests handled by the app: {requests}")
-    print(f"{'signal':<12} {'produced':>9} {'delivered':>10} {'backend saw':>12}  dropped (by reason)")
-    for name, produced, delivered, seen, dropped in rows:
-        print(f"{name:<12} {produced:>9} {delivered:>10} {seen:>12}  {dropped or '{}'}")
+    print(f"requests handled by the app: {requests} (an evaluation for every {EVAL_EVERY}th)")
+    header = ("signal", "created", "delivered", "pending", "dropped", "backend saw")
+    print(f"{header[0]:<12}" + "".join(f"{h_:>13}" for h_ in header[1:]) + "  dropped by reason")
+    for key, (created, delivered, pending, by_reason) in signal_counts(h).items():
+        row = (created, delivered, pending, sum(by_reason.values()), seen[key])
+        print(f"{names[key]:<12}" + "".join(f"{n:>13}" for n in row) + f"  {_dropped(by_reason)}")
     print("(backend saw: distinct spans / eval runs / tagged traces)")
     print(f"retries={h['retries']} api_errors={h['api_errors_by_endpoint']}")
     p50, p95 = h["observe_overhead_p50_seconds"] * 1e6, h["observe_overhead_p95_seconds"] * 1e6
@@ -142,17 +193,53 @@ def summary(tracer: Tracer, server: LocalJudgmentServer, requests: int) -> bool:
     return bool(h["ledger_balanced"]) and h["spans_exported"] == len(server.spans)
 
 
+def resolve_schedule(schedule: list[tuple[str, float]] | None, duration: float | None) -> list[tuple[str, float]]:
+    """The phases to run. ``--duration`` alone splits the default four phases evenly; with ``--schedule`` it scales
+    the schedule's phases, keeping their proportions, so that they add up to it (neither is ever ignored)."""
+    if schedule is None:
+        total = DEFAULT_DURATION if duration is None else duration
+        return [(p, total / len(DEFAULT_PHASES)) for p in DEFAULT_PHASES]
+    if duration is None:
+        return schedule
+    factor = duration / sum(seconds for _, seconds in schedule)
+    return [(phase, seconds * factor) for phase, seconds in schedule]
+
+
+def _positive_seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0 seconds, got {text!r}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the demo; the exit code: 0 when every item is accounted for, 1 when not, 130 after Ctrl-C."""
+    try:
+        return _run(argv)
+    except KeyboardInterrupt:  # a Ctrl-C during shutdown itself: still no traceback
+        print("\ninterrupted", file=sys.stderr, flush=True)
+        return 130
+
+
+def _run(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="python -m judgeval_async.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--schedule", type=parse_schedule, default=None, help="phase:seconds,... (healthy/slow/down/flaky)"
     )
-    parser.add_argument("--duration", type=float, default=16.0, help="total seconds, split over the 4 default phases")
+    parser.add_argument(
+        "--duration",
+        type=_positive_seconds,
+        default=None,
+        help=f"total seconds (default {DEFAULT_DURATION:g}): split evenly over the default phases, or, with "
+        "--schedule, the schedule's phases scaled to add up to it",
+    )
     parser.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus /metrics on 127.0.0.1:PORT")
     args = parser.parse_args(argv)
-    schedule = args.schedule or [(p, args.duration / 4) for p in ("healthy", "slow", "down", "healthy")]
+    schedule = resolve_schedule(args.schedule, args.duration)
     with LocalJudgmentServer() as server:
-        print(f"local Judgment API at {server.url}; schedule: {schedule}", flush=True)
+        pretty = ", ".join(f"{phase} {seconds:g}s" for phase, seconds in schedule)
+        print(f"local Judgment API at {server.url}; schedule: {pretty}", flush=True)
+        print(LEGEND, flush=True)
         tracer = Tracer(
             project_name="demo-agent",
             api_key=server.api_key,
@@ -163,16 +250,29 @@ def main(argv: list[str] | None = None) -> int:
             retry_attempts=12,
             retry_wait_max=2.0,
         )
-        if args.metrics_port:
-            srv = tracer.start_metrics_server(port=args.metrics_port)
-            print(f"Prometheus metrics at {getattr(srv, 'url', args.metrics_port)}", flush=True)
+        progress = Progress()
+        interrupted = False
         try:
-            requests = asyncio.run(workload(tracer, server, schedule))
-            print("flushing ...", flush=True)
-            tracer.force_flush(timeout=20.0)
-            ok = summary(tracer, server, requests)
+            if args.metrics_port:
+                srv = tracer.start_metrics_server(port=args.metrics_port)
+                print(f"Prometheus metrics at {srv.url}", flush=True)
+            try:
+                asyncio.run(workload(tracer, server, schedule, progress))
+                print("flushing ...", flush=True)
+                tracer.force_flush(timeout=20.0)
+            except KeyboardInterrupt:
+                interrupted = True
+                server.clear_faults()
+                print("\ninterrupted: flushing for up to 5 s (Ctrl-C again to skip) ...", flush=True)
+                try:
+                    tracer.force_flush(timeout=5.0)
+                except KeyboardInterrupt:
+                    print("flush skipped", flush=True)
+            ok = summary(tracer, server, progress.requests)
         finally:
             tracer.shutdown(timeout=5.0)
+    if interrupted:
+        return 130
     return 0 if ok else 1
 
 

@@ -2,8 +2,9 @@
 
     python -m judgeval_async.testing.server --port 8090 --latency 100ms-500ms --failure-ratio 0.2
 
-Prints its URL, serves until SIGINT/SIGTERM, then prints what it received and exits 0. Faults can
-be changed while it runs through ``POST /_control/fault`` (see `LocalJudgmentServer`).
+Prints its URL and the credentials it expects (``--api-key``/``--org-id``, by default ``test-key``/``test-org``),
+serves until SIGINT/SIGTERM, then prints what it received and exits 0. Faults can be changed while it runs through
+``POST /_control/fault`` (see `LocalJudgmentServer`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,16 @@ from types import FrameType
 from judgeval_async.testing._faults import RATIO_MODES
 from judgeval_async.testing._protocol import ENDPOINTS
 from judgeval_async.testing._server import LocalJudgmentServer
+
+DEFAULT_API_KEY = "test-key"
+DEFAULT_ORG_ID = "test-org"
+
+_EPILOG = f"""\
+credentials: every request must carry the API key and organization id this server expects
+(default {DEFAULT_API_KEY!r} and {DEFAULT_ORG_ID!r}; change them with --api-key/--org-id), or it answers 401.
+Point a Tracer at it with:
+  JUDGMENT_API_URL=http://127.0.0.1:8090 JUDGMENT_API_KEY={DEFAULT_API_KEY} JUDGMENT_ORG_ID={DEFAULT_ORG_ID}
+"""
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s)?\s*$")
 
@@ -48,11 +59,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m judgeval_async.testing.server",
         description="Local Judgment API server with fault injection (loopback only).",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--host", default="127.0.0.1", help="loopback address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8090, help="0 picks a free port")
-    parser.add_argument("--api-key", default="test-key")
-    parser.add_argument("--org-id", default="test-org")
+    parser.add_argument(
+        "--api-key", default=DEFAULT_API_KEY, help=f"API key clients must send (default {DEFAULT_API_KEY!r})"
+    )
+    parser.add_argument(
+        "--org-id", default=DEFAULT_ORG_ID, help=f"organization id clients must send (default {DEFAULT_ORG_ID!r})"
+    )
     parser.add_argument("--seed", type=int, default=None, help="seed the fault RNG")
     parser.add_argument("--endpoint", choices=ENDPOINTS, default=None, help="scope faults to one endpoint")
     parser.add_argument("--latency", type=parse_latency, help="e.g. 2s or 100ms-500ms")
@@ -132,7 +149,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         except OSError as exc:
             print(f"cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
             return 1
+        # The URL stays the last word of the first line (scripts read it); the credentials follow, because a
+        # Tracer pointed here by JUDGMENT_API_URL alone gets 401s.
         print(f"judgeval local server listening on {server.url}", flush=True)
+        print(
+            f"expects api key {args.api_key!r} and organization id {args.org_id!r}: "
+            f"JUDGMENT_API_URL={server.url} JUDGMENT_API_KEY={args.api_key} JUDGMENT_ORG_ID={args.org_id}",
+            flush=True,
+        )
         faults = {scope: [f.to_dict() for f in fs] for scope, fs in server.active_faults().items()}
         if faults:
             print(f"faults: {json.dumps(faults)}", flush=True)

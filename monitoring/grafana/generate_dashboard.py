@@ -108,8 +108,8 @@ def _panels() -> list[tuple[Panel, int, int]]:
     dropped = f"rate(judgeval_spans_dropped_total{{{SEL}}}[5m])"
     created_5m = f"sum(rate(judgeval_spans_created_total{{{SEL}}}[5m]))"
 
-    def quantile(q: float, metric: str, by: str = "le", scale: str = "") -> str:
-        return f"histogram_quantile({q}, sum by ({by}) (rate({metric}_bucket{{{SEL}}}[{RATE}]))){scale}"
+    def quantile(q: float, metric: str, by: str = "le", scale: str = "", sel: str = "") -> str:
+        return f"histogram_quantile({q}, sum by ({by}) (rate({metric}_bucket{{{SEL}{sel}}}[{RATE}]))){scale}"
 
     export = "judgeval_export_duration_seconds"
     return [
@@ -155,11 +155,11 @@ def _panels() -> list[tuple[Panel, int, int]]:
                 "gauge",
                 "Span queue utilisation",
                 "Fill level of the span queue (highest instance). At 100% new spans are "
-                "dropped with reason queue_full. Alert JudgevalQueueSaturated: > 95% for 1m.",
-                [(f"max(judgeval_queue_utilization_percent{{{SEL}}})", "utilisation")],
+                "dropped with reason queue_full. Alert JudgevalQueueSaturated: median of 2m > 90% for 1m.",
+                [(f'max(judgeval_queue_utilization_percent{{{SEL}, queue="spans"}})', "utilisation")],
                 unit="percent",
                 maximum=100,
-                thresholds=_steps(("green", None), ("yellow", 80), ("red", 95)),
+                thresholds=_steps(("green", None), ("yellow", 80), ("red", 90)),
             ),
             6,
             8,
@@ -167,12 +167,20 @@ def _panels() -> list[tuple[Panel, int, int]]:
         (
             _panel(
                 "gauge",
-                "Evaluation queue depth",
-                "Evaluation runs waiting (highest instance). Thresholds assume the default "
-                "capacity of 1000. Alert JudgevalEvaluationQueueFull: > 90% of capacity for 2m.",
-                [(f"max(judgeval_eval_queue_size{{{SEL}}})", "queued")],
-                maximum=1000,
-                thresholds=_steps(("green", None), ("yellow", 800), ("red", 950)),
+                "Evaluation queue utilisation",
+                "Evaluation runs waiting as a share of the evaluation queue's capacity, both summed over "
+                "instances (and worker processes), so any capacity works. At 100% evaluations are dropped. "
+                "Alert JudgevalEvaluationQueueFull: median of 2m > 90% for 2m (per instance).",
+                [
+                    (
+                        f'100 * sum(judgeval_queue_size{{{SEL}, queue="evaluations"}})'
+                        f' / sum(judgeval_queue_capacity{{{SEL}, queue="evaluations"}} > 0)',
+                        "utilisation",
+                    )
+                ],
+                unit="percent",
+                maximum=100,
+                thresholds=_steps(("green", None), ("yellow", 80), ("red", 90)),
             ),
             6,
             8,
@@ -181,11 +189,17 @@ def _panels() -> list[tuple[Panel, int, int]]:
             _panel(
                 "timeseries",
                 "Export latency",
-                "Time to export one batch of spans, retries included.",
+                "batch: time to export one batch of spans the backend accepted, retries included; it "
+                "measures successes only, so it goes empty during an outage. attempt: one request to the "
+                "traces endpoint, failures and timeouts included; it keeps reporting through an outage.",
                 [
-                    (quantile(0.5, export), "p50"),
-                    (quantile(0.95, export), "p95"),
-                    (quantile(0.99, export), "p99"),
+                    (quantile(0.5, export), "batch p50 (accepted only)"),
+                    (quantile(0.95, export), "batch p95 (accepted only)"),
+                    (quantile(0.99, export), "batch p99 (accepted only)"),
+                    (
+                        quantile(0.95, "judgeval_api_request_duration_seconds", sel=', endpoint="traces"'),
+                        "attempt p95 (incl. failures)",
+                    ),
                 ],
                 unit="s",
                 thresholds=_steps(("green", None), ("red", 10)),
@@ -345,9 +359,10 @@ def _panels() -> list[tuple[Panel, int, int]]:
             _panel(
                 "timeseries",
                 "Memory pressure",
-                "Span metadata entries held in memory, per instance. Alert JudgevalMemoryPressure: > 9000 for 5m.",
+                "Span metadata entries held in memory, per instance. "
+                "Alert JudgevalMemoryPressure: median of 5m > 9000 for 5m.",
                 [(f"judgeval_metadata_entries{{{SEL}}}", "{{instance}}")],
-                thresholds=_steps(("green", None), ("yellow", 8000), ("red", 9500)),
+                thresholds=_steps(("green", None), ("yellow", 8000), ("red", 9000)),
             ),
             12,
             8,
@@ -374,7 +389,7 @@ def _panels() -> list[tuple[Panel, int, int]]:
                 "timeseries",
                 "SDK loop lag",
                 "How late the SDK's loop thread runs its timers, per instance. "
-                "Alert JudgevalLoopLagHigh: > 500ms for 5m.",
+                "Alert JudgevalLoopLagHigh: median of 5m > 500ms for 5m.",
                 [(f"judgeval_loop_lag_seconds{{{SEL}}}", "{{instance}}")],
                 unit="s",
                 thresholds=_steps(("green", None), ("red", 0.5)),
@@ -422,12 +437,13 @@ def _panels() -> list[tuple[Panel, int, int]]:
             _panel(
                 "timeseries",
                 "Queues and buffers",
-                "Items currently held: span queue, spans being exported, evaluation queue, "
-                "traces with buffered tags (summed over instances).",
+                "Items currently held: span queue, spans being exported, evaluation queue, tag-call "
+                "queue, traces with buffered tags (summed over instances).",
                 [
-                    (f"sum(judgeval_queue_size{{{SEL}}})", "span queue"),
+                    (f'sum(judgeval_queue_size{{{SEL}, queue="spans"}})', "span queue"),
                     (f"sum(judgeval_spans_in_flight{{{SEL}}})", "spans in flight"),
-                    (f"sum(judgeval_eval_queue_size{{{SEL}}})", "evaluation queue"),
+                    (f'sum(judgeval_queue_size{{{SEL}, queue="evaluations"}})', "evaluation queue"),
+                    (f'sum(judgeval_queue_size{{{SEL}, queue="tags"}})', "tag-call queue"),
                     (f"sum(judgeval_tag_buffer_size{{{SEL}}})", "tag buffer"),
                 ],
             ),

@@ -100,17 +100,81 @@ def by_label(fams: dict[str, Any], name: str, label: str) -> dict[str, float]:
     return {s.labels[label]: s.value for s in fam.samples if s.value}
 
 
-def test_every_contract_metric_is_served_with_type_and_labels(make_tracer):
-    """Every contract metric is on /metrics with the contract's type and label names."""
+def family_name(name: str, kind: str) -> str:
+    """prometheus_client's parser names a counter family without its ``_total``."""
+    return name[: -len("_total")] if kind == "counter" else name
+
+
+def exported_label_values(fam: Any) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for sample in fam.samples:
+        for label, v in sample.labels.items():
+            if label != "le":
+                out.setdefault(label, set()).add(v)
+    return out
+
+
+def test_metrics_endpoint_serves_exactly_the_contract(make_tracer):
+    """/metrics serves exactly the contract's metrics: same names, types, help, labels, label values and buckets."""
+    contract = json.loads(CONTRACT.read_text())
     tracer = make_tracer()
-    drive(tracer)
     server = tracer.start_metrics_server(port=0)
-    fams = families(fetch(server.url))
-    for name, spec in json.loads(CONTRACT.read_text()).items():
-        fam = fams[name[: -len("_total")] if spec["type"] == "counter" else name]
+    fams = families(fetch(server.url))  # a fresh tracer: only the pre-seeded label values
+    served = {fam.name for fam in fams.values()}
+    expected = {family_name(name, spec["type"]) for name, spec in contract.items()}
+    assert served == expected, f"served but not in the contract: {served - expected}; missing: {expected - served}"
+    for name, spec in contract.items():
+        fam = fams[family_name(name, spec["type"])]
         assert fam.type == spec["type"], name
+        assert fam.documentation == spec["help"], name
         assert fam.samples, name
         assert all(set(s.labels) - {"le"} == set(spec["labels"]) for s in fam.samples), name
+        exported = exported_label_values(fam)
+        open_labels = {"version"}  # judgeval_info's value is the package version
+        assert set(spec.get("label_values", {})) == set(spec["labels"]) - open_labels, f"{name}: label_values"
+        for label, values in spec.get("label_values", {}).items():
+            assert exported[label] == set(values), f"{name}{{{label}}}: exported {sorted(exported[label])}"
+        if spec["type"] == "histogram":
+            les = {float(s.labels["le"]) for s in fam.samples if s.name.endswith("_bucket")}
+            assert les == {*map(float, spec["buckets"]), float("inf")}, name
+
+
+def test_contract_label_values_are_the_codes_fixed_sets():
+    """The contract's reasons, endpoints and queues are the package's own constants (a new one needs the contract)."""
+    from judgeval_async import DROP_REASONS
+    from judgeval_async._multiprocess import QUEUES
+    from judgeval_async._serialize import DEGRADE_REASONS
+    from judgeval_async._transport import ENDPOINTS
+
+    contract = json.loads(CONTRACT.read_text())
+    for signal in ("spans", "evaluations", "tags"):
+        assert set(contract[f"judgeval_{signal}_dropped_total"]["label_values"]["reason"]) == set(DROP_REASONS)
+    assert set(contract["judgeval_values_degraded_total"]["label_values"]["reason"]) == set(DEGRADE_REASONS)
+    for name, spec in contract.items():
+        values = spec.get("label_values", {})
+        if "endpoint" in values:
+            assert set(values["endpoint"]) == set(ENDPOINTS), name
+        if "queue" in values:
+            assert set(values["queue"]) == set(QUEUES), name
+
+
+def test_error_status_codes_beyond_the_seeded_ones_are_the_only_open_values(make_tracer):
+    """A 404 adds status_code="404" (open by contract); every other label stays inside the contract's values."""
+    contract = json.loads(CONTRACT.read_text())
+    tracer = make_tracer(answering(404))
+    drive(tracer, n=2)
+    server = tracer.start_metrics_server(port=0)
+    fams = families(fetch(server.url))
+    for name, spec in contract.items():
+        exported = exported_label_values(fams[family_name(name, spec["type"])])
+        for label, values in spec.get("label_values", {}).items():
+            extra = exported[label] - set(values)
+            if label in spec.get("open_label_values", []):
+                assert extra <= {"404"}, name
+            else:
+                assert not extra, f"{name}{{{label}}}: {extra} not in the contract"
+    errors = exported_label_values(fams["judgeval_api_errors"])
+    assert "404" in errors["status_code"]
 
 
 def test_values_match_get_health_metrics_after_flush(make_tracer):
@@ -128,9 +192,9 @@ def test_values_match_get_health_metrics_after_flush(make_tracer):
     assert value(fams, "judgeval_evaluations_delivered_total") == health["evaluations_delivered"] == 6
     assert value(fams, "judgeval_tags_buffered_total") == health["tags_buffered"] == 6
     assert value(fams, "judgeval_tags_flushed_total") == health["tags_flushed"] == 6
-    assert value(fams, "judgeval_queue_capacity") == health["queue_capacity"]
-    assert value(fams, "judgeval_eval_queue_capacity") == health["eval_queue_capacity"]
-    assert value(fams, "judgeval_queue_size") == health["queue_size"] == 0
+    assert value(fams, "judgeval_queue_capacity", queue="spans") == health["queue_capacity"]
+    assert value(fams, "judgeval_queue_capacity", queue="evaluations") == health["eval_queue_capacity"]
+    assert value(fams, "judgeval_queue_size", queue="spans") == health["queue_size"] == 0
     assert value(fams, "judgeval_metadata_entries") == health["metadata_entries"]
     assert value(fams, "judgeval_tag_buffer_size") == health["tag_buffer_size"]
     assert value(fams, "judgeval_spans_in_flight") == health["spans_in_flight"] == 0

@@ -103,7 +103,7 @@ def test_one_scrape_sums_two_worker_processes(served):
     assert samples[("judgeval_export_duration_seconds_count", ())] >= 1  # only the worker whose export succeeded
     assert samples[("judgeval_api_request_duration_seconds_count", (("endpoint", "traces"),))] >= 2
     # Both workers have exited: only the serving process's own gauge remains.
-    assert samples[("judgeval_queue_capacity", ())] == 600
+    assert samples[("judgeval_queue_capacity", (("queue", "spans"),))] == 600
 
 
 def test_live_worker_gauges_count_until_it_exits(served):
@@ -116,10 +116,10 @@ def test_live_worker_gauges_count_until_it_exits(served):
         live = scrape(server.url)
     finally:
         finish(proc)
-    assert live[("judgeval_queue_capacity", ())] == 1600
+    assert live[("judgeval_queue_capacity", (("queue", "spans"),))] == 1600
     assert live[("judgeval_spans_exported_total", ())] == 4
     after = scrape(server.url)
-    assert after[("judgeval_queue_capacity", ())] == 600
+    assert after[("judgeval_queue_capacity", (("queue", "spans"),))] == 600
     assert after[("judgeval_spans_exported_total", ())] == 4
     assert sorted(p.name for p in directory.iterdir()) == sorted(
         f"judgeval_{pid}.json" for pid in (proc.pid, os.getpid())

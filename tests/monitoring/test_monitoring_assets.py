@@ -143,6 +143,7 @@ def test_contract_is_well_formed() -> None:
         assert spec["labels"] == sorted(set(spec["labels"])), name
         assert not TARGET_LABELS & set(spec["labels"]), f"{name} must not set target labels"
         assert set(spec.get("label_values", {})) <= set(spec["labels"]), name
+        assert set(spec.get("open_label_values", [])) <= set(spec.get("label_values", {})), name
         if "buckets" in spec:
             assert spec["type"] == "histogram", name
             assert spec["buckets"] == sorted(set(spec["buckets"])), name
@@ -296,7 +297,7 @@ def test_dashboard_has_seed_panels_and_schema() -> None:
         "Export latency",
         "API error rate",
         "Memory pressure",
-        "Evaluation queue depth",
+        "Evaluation queue utilisation",
         "Observe overhead (p95)",
         "Drops by reason",
         "Retries by endpoint",
@@ -306,6 +307,54 @@ def test_dashboard_has_seed_panels_and_schema() -> None:
         "Oldest queued item age",
     }
     assert expected <= titles
+
+
+def alert_threshold(name: str) -> float:
+    """The number an alert's expression compares against (its first ``> N``; later ones are guards)."""
+    (rule,) = [r for r in parse_alerts() if r["alert"] == name]
+    return float(re.findall(r">\s*([0-9.]+)", rule["expr"])[0])
+
+
+def red_step(title: str) -> float:
+    (panel,) = [p for p in data_panels() if p["title"] == title]
+    steps = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    return float(next(s["value"] for s in steps if s["color"] == "red"))
+
+
+@pytest.mark.parametrize(
+    ("title", "alert", "scale"),
+    [
+        ("Span drop rate", "JudgevalHighDropRate", 1.0),
+        ("Span queue utilisation", "JudgevalQueueSaturated", 1.0),
+        ("Evaluation queue utilisation", "JudgevalEvaluationQueueFull", 1.0),
+        ("Memory pressure", "JudgevalMemoryPressure", 1.0),
+        ("SDK loop lag", "JudgevalLoopLagHigh", 1.0),
+        ("API error rate", "JudgevalHighAPIErrorRate", 1.0),
+        ("Observe overhead (p95)", "JudgevalHighObserveOverhead", 1000.0),  # the panel shows ms
+    ],
+)
+def test_panel_red_threshold_is_the_alert_threshold(title: str, alert: str, scale: float) -> None:
+    """A panel turns red exactly where its alert's expression fires (in the panel's unit)."""
+    assert red_step(title) == pytest.approx(alert_threshold(alert) * scale)
+    (panel,) = [p for p in data_panels() if p["title"] == title]
+    assert alert in panel["description"]
+
+
+def test_evaluation_queue_gauge_reads_the_capacity_metric() -> None:
+    """The evaluation-queue gauge divides by the exported capacity (summed), not a hard-coded 1000."""
+    (panel,) = [p for p in data_panels() if p["title"] == "Evaluation queue utilisation"]
+    (target,) = panel["targets"]
+    assert 'sum(judgeval_queue_capacity{job=~"$job", instance=~"$instance", queue="evaluations"}' in target["expr"]
+    assert panel["fieldConfig"]["defaults"]["max"] == 100
+    assert "1000" not in json.dumps(panel)
+
+
+def test_export_latency_panel_shows_attempts_including_failures() -> None:
+    """Export latency also plots the traces attempt histogram, which observes failed attempts too."""
+    (panel,) = [p for p in data_panels() if p["title"] == "Export latency"]
+    exprs = [t["expr"] for t in panel["targets"]]
+    assert any("judgeval_api_request_duration_seconds_bucket" in e and 'endpoint="traces"' in e for e in exprs)
+    assert "failures" in panel["description"]
 
 
 def test_dashboard_uses_the_provisioned_datasource() -> None:

@@ -174,7 +174,7 @@ def _values(created: float, queue: float, lag: float, hist: list[float]) -> Valu
     return Values(
         scalars={
             "judgeval_spans_created_total": {(): created},
-            "judgeval_queue_size": {(): queue},
+            "judgeval_queue_size": {("spans",): queue},
             "judgeval_loop_lag_seconds": {(): lag},
         },
         histograms={"judgeval_export_duration_seconds": {(): (hist, 1.5)}},
@@ -188,7 +188,7 @@ def test_merge_sums_counters_and_histograms_sums_or_maxes_gauges():
     b = _values(5, 7, 0.5, [2.0] * n)
     out = merge([(a, True), (b, True)])
     assert out.scalars["judgeval_spans_created_total"] == {(): 8}
-    assert out.scalars["judgeval_queue_size"] == {(): 17}
+    assert out.scalars["judgeval_queue_size"] == {("spans",): 17}
     assert out.scalars["judgeval_loop_lag_seconds"] == {(): 0.5}
     assert out.histograms["judgeval_export_duration_seconds"] == {(): ([3.0] * n, 3.0)}
 
@@ -198,7 +198,7 @@ def test_merge_drops_gauges_of_dead_processes_but_keeps_their_counters():
     n = 14
     out = merge([(_values(3, 10, 0.2, [1.0] * n), True), (_values(5, 7, 0.9, [1.0] * n), False)])
     assert out.scalars["judgeval_spans_created_total"] == {(): 8}
-    assert out.scalars["judgeval_queue_size"] == {(): 10}
+    assert out.scalars["judgeval_queue_size"] == {("spans",): 10}
     assert out.scalars["judgeval_loop_lag_seconds"] == {(): 0.2}
 
 
@@ -222,7 +222,7 @@ def test_aggregate_uses_own_fresh_values_and_checks_liveness(tracer, tmp_path):
     out = aggregate(tmp_path, own=collect_values(tracer))
     assert out.scalars["judgeval_spans_created_total"] == {(): 13}
     capacity = tracer.health_snapshot().spans.capacity
-    assert out.scalars["judgeval_queue_capacity"] == {(): 2 * capacity}
+    assert out.scalars["judgeval_queue_capacity"][("spans",)] == 2 * capacity
 
 
 def test_snapshot_writer_writes_periodically_and_at_close(tracer, tmp_path):
