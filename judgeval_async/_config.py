@@ -114,6 +114,12 @@ class Config(metaclass=_ReadsEnvironment):
     retry_testing: bool = False
     circuit_cooldown: float = 60.0
     max_retry_after: float = 60.0  # a server's Retry-After is honoured up to this many seconds
+    # --- delivery: memory backlog and durable spool (docs/reliability.md, "The delivery pipeline")
+    backlog_max_bytes: int = 64 << 20  # encoded payloads held in memory per signal while they wait for a send
+    max_item_age: float = 3600.0  # held longer than this (memory or disk): dropped "expired"
+    spool: bool = True  # spill to disk when an endpoint is down or the backlog is large; persist at exit
+    spool_dir: str = ""  # default: $XDG_CACHE_HOME/judgeval_async (~/.cache/judgeval_async)
+    spool_max_bytes: int = 1 << 30
     # --- lifecycle
     exit_timeout: float = 2.0
     metrics_enabled: bool = True
@@ -267,6 +273,8 @@ _POSITIVE_INTS = (
     "max_items",
     "max_concurrent_requests",
     "retry_attempts",
+    "backlog_max_bytes",
+    "spool_max_bytes",
 )
 _POSITIVE_FLOATS = (
     "schedule_delay",
@@ -282,10 +290,11 @@ _POSITIVE_FLOATS = (
     "circuit_cooldown",
     "max_retry_after",
     "exit_timeout",
+    "max_item_age",
 )
 _NON_NEGATIVE_FLOATS = ("retry_wait_initial", "retry_wait_max")
-_BOOLS = ("gzip", "verify_tls", "retry_testing", "metrics_enabled", "install_signal_handlers")
-_STRINGS = ("api_key", "organization_id", "api_url", "project_name", "project_id", "otlp_endpoint")
+_BOOLS = ("gzip", "verify_tls", "retry_testing", "metrics_enabled", "install_signal_handlers", "spool")
+_STRINGS = ("api_key", "organization_id", "api_url", "project_name", "project_id", "otlp_endpoint", "spool_dir")
 # Sent as HTTP header values: a CR/LF would be header injection (httpx refuses it only at send time, on every
 # send), and httpx encodes headers as ASCII. Bearer tokens and ids never need anything else.
 _HEADER_VALUES = ("api_key", "organization_id", "project_id")

@@ -16,12 +16,15 @@ from collections.abc import Callable
 from typing import Any
 
 from ._config import Config
+from ._delivery._envelope import Envelope, new_envelope
 from ._introspection import placeholder, read_items, stored_attributes
 from ._metrics import Metrics
 from ._pipeline import QueueService
 from ._project import ProjectResolver
+from ._routes import route_url
+from ._sender import Lane
 from ._serialize import RateLimitedLog, SerializeLimits, bounded_text, safe_data
-from ._transport import AsyncTransport
+from ._transport import AsyncTransport, SendResult
 
 __all__ = ["EvalDispatcher", "scorer_configs"]
 
@@ -48,48 +51,34 @@ class EvalDispatcher(QueueService[EvalRun]):
         self._transport = transport
         self._resolver = resolver
         self._log = RateLimitedLog(logger)
+        self.lane = Lane("evaluations", EvalExporter(config, transport), metrics.evaluations, metrics, config)
 
     async def _consume(self) -> None:
         h = self.handoff
         while True:
             batch = await h.take_batch(self._config.eval_batch_size, 0.05)
             for run in batch:
-                await self._spawn(self._post(run), self._config.max_concurrent_requests)
+                await self._submit(run)
+            if batch:
+                self._notify()
             if not batch and h.closed and not len(h):
-                await self._join_spawned()
                 return
 
-    async def _post(self, run: EvalRun) -> None:
+    async def _submit(self, run: EvalRun) -> None:
+        """Encode one run (its body carries the project id) and hand it to the lane, which settles it."""
         led = self.ledger
+        project_id = await self._resolver.get(self._config.project_resolve_wait)
+        if project_id is None:
+            led.settle_dropped(self._resolver.failure_reason, 1)
+            return
         try:
-            project_id = await self._resolver.get(self._config.project_resolve_wait)
-            if project_id is None:
-                led.settle_dropped(self._resolver.failure_reason, 1)
-                return
-            try:
-                body = self._encode(run, project_id)
-            except Exception as exc:
-                led.settle_dropped("serialization_error", 1)
-                self._log.warning(
-                    "encode",
-                    "judgeval_async: dropped an evaluation that cannot be encoded: %r",
-                    exc,
-                )
-                return
-            url = f"{self._config.api_url.rstrip('/')}/v1/projects/{project_id}/eval-queue/examples"
-            result = await self._transport.send("evals", url, body)
-            if result.ok:
-                led.settle_delivered(1)
-            else:
-                led.settle_dropped(result.status.value, 1)
-                self._log.warning(
-                    "send:" + result.status.value,
-                    "judgeval_async: dropped an evaluation (%s, HTTP %s)",
-                    result.status.value,
-                    result.http_status,
-                )
-        finally:
-            self._notify()
+            body = self._encode(run, project_id)
+        except Exception as exc:
+            led.settle_dropped("serialization_error", 1)
+            self._log.warning("encode", "judgeval_async: dropped an evaluation that cannot be encoded: %r", exc)
+            return
+        assert self.lane is not None
+        self.lane.submit(new_envelope(body, signal="evals", items=1, route="evals", extra={"x-project-id": project_id}))
 
     def _encode(self, run: EvalRun, project_id: str) -> bytes:
         rest = {k: v for k, v in run.items() if k != "examples"}
@@ -98,6 +87,26 @@ class EvalDispatcher(QueueService[EvalRun]):
         tail = json.dumps(rest, ensure_ascii=False)
         body = '{"examples":[' + ",".join(run["examples"]) + "]," + tail[1:]
         return body.encode("utf-8", "replace")
+
+
+class EvalExporter:
+    """The evaluations' exporter seam: one POST per run to the project's eval queue."""
+
+    endpoint = "evals"
+
+    def __init__(self, config: Config, transport: AsyncTransport) -> None:
+        self._config = config
+        self._transport = transport
+
+    async def send(self, envelope: Envelope) -> SendResult:
+        project_id = envelope.extra.get("x-project-id", "")
+        url = route_url(self._config, envelope.route, project_id=project_id)
+        return await self._transport.send(
+            "evals", url, envelope.payload, retry=False, idempotency_key=envelope.idempotency_key
+        )
+
+    async def split(self, envelope: Envelope) -> list[Envelope] | None:
+        return None  # one run per payload: nothing smaller to send
 
 
 def _number(value: object, default: float, degraded: Callable[[str], None]) -> float:

@@ -2,10 +2,14 @@
 
 Every item of every signal (spans, evaluations, tags) is, at any moment, in exactly one bucket::
 
-    created == delivered + sum(dropped.values()) + queued + in_flight
+    created == delivered + sum(dropped.values()) + queued + in_flight + spooled
 
 ``queued`` means "in the bounded handoff, waiting for the loop"; ``in_flight`` means "taken by the loop and not
-settled yet" (being batched, encoded, sent or retried). All transitions of one signal happen under that signal's
+settled yet" (being batched, encoded, held in the memory backlog, sent or retried); ``spooled`` means "on disk in
+the durable spool, not settled yet". Items taken over from an earlier (or dead) process's spool are *replayed*:
+they enter this ledger at adoption as ``created`` and ``spooled`` (``replayed`` counts them, a part of ``created``),
+then settle like any other item, so the equation holds in every process and, summed, across restarts.
+All transitions of one signal happen under that signal's
 lock, which the handoff shares: producers pay for one uncontended lock they already hold for the queue, and a
 snapshot taken from any thread is consistent.
 """
@@ -44,6 +48,9 @@ DROP_REASONS: tuple[str, ...] = (
     "shutdown_deadline",  # still queued or in flight when shutdown's deadline expired
     "shutdown",  # offered after shutdown began
     "fork_discard",  # inherited from the parent process across os.fork()
+    "expired",  # held (memory backlog or spool) longer than max_item_age
+    "backlog_full",  # the memory backlog was over backlog_max_bytes and the spool could not take the payload
+    "spool_corrupt",  # a damaged spool record (its items, when its header was readable)
 )
 
 
@@ -58,6 +65,8 @@ class LedgerSnapshot:
     in_flight: int
     capacity: int
     oldest_queued_age: float
+    spooled: int = 0
+    replayed: int = 0
 
     @property
     def dropped_total(self) -> int:
@@ -66,7 +75,7 @@ class LedgerSnapshot:
     @property
     def balanced(self) -> bool:
         """True when every created item is accounted for exactly once."""
-        return self.created == self.delivered + self.dropped_total + self.queued + self.in_flight
+        return self.created == self.delivered + self.dropped_total + self.queued + self.in_flight + self.spooled
 
 
 class SignalLedger:
@@ -84,6 +93,8 @@ class SignalLedger:
         "oldest",
         "parked",
         "refused",
+        "replayed",
+        "spooled",
     )
 
     def __init__(self, name: str, capacity: int = 0) -> None:
@@ -98,6 +109,8 @@ class SignalLedger:
         # Taken off the handoff by the loop but waiting again (spans encoded to bytes, waiting for a send slot):
         # reported as queued, because that is what they are from the user's point of view.
         self.parked = 0
+        self.spooled = 0  # on disk in the spool (see the module docstring)
+        self.replayed = 0  # adopted from an earlier process's spool; part of created
         self.dropped: dict[str, int] = dict.fromkeys(DROP_REASONS, 0)
         # Set by the handoff: a callable giving (queued count, monotonic time of the oldest queued item or None).
         self.oldest: QueueView | None = None
@@ -116,6 +129,38 @@ class SignalLedger:
                 if not self.abandoned:
                     self.in_flight -= n
                     self.dropped[reason] += n
+
+    def spill(self, n: int) -> None:
+        """``n`` in-flight items were written to the spool."""
+        if n:
+            with self.lock:
+                if not self.abandoned:
+                    self.in_flight -= n
+                    self.spooled += n
+
+    def unspill(self, n: int) -> None:
+        """``n`` spooled items were read back for a send (in flight again)."""
+        if n:
+            with self.lock:
+                if not self.abandoned:
+                    self.spooled -= n
+                    self.in_flight += n
+
+    def settle_spooled_dropped(self, reason: str, n: int) -> None:
+        """``n`` spooled items will never be sent (expired or corrupt on disk)."""
+        if n:
+            with self.lock:
+                if not self.abandoned:
+                    self.spooled -= n
+                    self.dropped[reason] += n
+
+    def adopt_replayed(self, n: int) -> None:
+        """``n`` items found in an earlier process's spool join this ledger: created, replayed, spooled."""
+        if n:
+            with self.lock:
+                self.created += n
+                self.replayed += n
+                self.spooled += n
 
     def abandon_in_flight(self, reason: str) -> int:
         """Count every in-flight (and parked) item as dropped for ``reason`` and ignore later settles of them (a send
@@ -154,6 +199,8 @@ class SignalLedger:
                 in_flight=self.in_flight,
                 capacity=self.capacity,
                 oldest_queued_age=0.0 if oldest is None else max(0.0, time.monotonic() - oldest),
+                spooled=self.spooled,
+                replayed=self.replayed,
             )
 
 
@@ -256,6 +303,8 @@ class EndpointState:
     bytes_sent: int = 0  # request bodies as sent on the wire (after gzip), retries included
     last_error: str = ""  # "HTTP 503", "ConnectError", "ReadTimeout", ...: never a message (it may hold a URL)
     last_error_unix: float = 0.0
+    state: str = "up"  # the delivery pipeline's view: "up", "down" or "probing" (_delivery._endpoint)
+    concurrency: int = 0  # the current AIMD limit (0 until the pipeline sends to this endpoint)
 
 
 @dataclass
@@ -274,6 +323,12 @@ class Metrics:
     observe_overhead: Histogram = field(default_factory=Histogram)
     api_request_duration: dict[str, Histogram] = field(default_factory=dict)
     endpoints: dict[str, EndpointState] = field(default_factory=dict)
+    # The delivery pipeline's memory backlog and spool, per signal (written on the loop, read anywhere).
+    backlog_bytes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(("spans", "evaluations", "tags"), 0))
+    spool_bytes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(("spans", "evaluations", "tags"), 0))
+    backlog_max_bytes: int = 0
+    spool_max_bytes: int = 0
+    spool_available: bool = False
     last_export_unix: float = 0.0
     loop_lag: float = 0.0
     loop_lag_max: float = 0.0

@@ -20,6 +20,7 @@ from typing import Any, Generic, TypeVar
 
 from ._handoff import Handoff
 from ._metrics import SignalLedger
+from ._sender import Lane
 
 __all__ = ["QueueService"]
 
@@ -36,6 +37,7 @@ class QueueService(Generic[T]):
         self._task: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[None]] = set()  # sends spawned by the consumer (bounded by _spawn)
         self._progress: asyncio.Event | None = None
+        self.lane: Lane | None = None  # the sending half (set by the subclass): backlog, spool, endpoint health
 
     # ------------------------------------------------------------------ producer side
     def offer(self, item: T) -> bool:
@@ -48,6 +50,9 @@ class QueueService(Generic[T]):
 
     async def start(self) -> None:
         self._progress = asyncio.Event()
+        if self.lane is not None:
+            self.lane.on_progress = self._notify
+            self.lane.start()
         self._task = asyncio.get_running_loop().create_task(self._guarded())
 
     def close_intake(self) -> None:
@@ -58,6 +63,9 @@ class QueueService(Generic[T]):
         if task is not None:
             # shield: when the runtime's deadline cancels drain(), aclose() decides what happens to the task.
             await asyncio.shield(task)
+        if self.lane is not None:
+            # Send what memory holds while the endpoint answers; aclose() persists the rest to the spool.
+            await self.lane.drain(lambda: False)
 
     async def aclose(self) -> None:
         task, self._task = self._task, None
@@ -67,6 +75,9 @@ class QueueService(Generic[T]):
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
         await self._on_close()
+        if self.lane is not None:
+            # Milliseconds: one writev per payload and one fsync. What it could not persist is counted below.
+            await self.lane.aclose(timeout=0.2)
         self.abandon()
         self._notify()
 
@@ -87,6 +98,8 @@ class QueueService(Generic[T]):
         led.delivered = 0
         led.in_flight = 0
         led.parked = 0
+        led.spooled = 0  # the parent's spool files stay the parent's (or are adopted once it has died)
+        led.replayed = 0
         led.refused = 0
         led.abandoned = False
         led.dropped = dict.fromkeys(led.dropped, 0)
@@ -95,6 +108,8 @@ class QueueService(Generic[T]):
         self._task = None
         self._running = set()
         self._progress = None
+        if self.lane is not None:
+            self.lane.after_fork_in_child()
         self._forget_after_fork()
 
     # ------------------------------------------------------------------ flush
@@ -112,6 +127,8 @@ class QueueService(Generic[T]):
             progress = self._progress
             if progress is None or self._task is None or self._task.done():
                 return False
+            if self.lane is not None:
+                self.lane.kick()
             progress.clear()
             remaining = None if deadline is None else deadline - loop.time()
             if remaining is not None and remaining <= 0:

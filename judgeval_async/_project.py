@@ -12,6 +12,7 @@ import json
 import logging
 
 from ._config import Config
+from ._routes import route_url
 from ._transport import AsyncTransport, SendResult, SendStatus
 
 __all__ = ["ProjectResolver"]
@@ -66,7 +67,7 @@ class ProjectResolver:
         return project_id
 
     async def _resolve(self) -> str | None:
-        url = self._config.api_url.rstrip("/") + "/v1/projects/resolve/"
+        url = route_url(self._config, "resolve")
         body = json.dumps({"project_name": self._config.project_name}).encode()
         result = await self._transport.send("resolve", url, body)
         if result.ok:

@@ -18,9 +18,12 @@ from dataclasses import dataclass, field
 import aiometer
 
 from ._config import Config
+from ._delivery._envelope import Envelope, new_envelope
 from ._metrics import Metrics
 from ._pipeline import QueueService
 from ._project import ProjectResolver
+from ._routes import route_url
+from ._sender import Lane
 from ._serialize import RateLimitedLog
 from ._transport import AsyncTransport, SendResult, SendStatus
 
@@ -47,8 +50,8 @@ class TagBatcher(QueueService[TagItem]):
         self._transport = transport
         self._resolver = resolver
         self._buffer: dict[str, _TraceTags] = {}
-        self._batch_supported = True
         self._flush_now = False
+        self.lane = Lane("tags", TagExporter(config, transport, resolver), metrics.tags, metrics, config)
         self._log = RateLimitedLog(logger)
 
     @property
@@ -81,7 +84,6 @@ class TagBatcher(QueueService[TagItem]):
                 next_flush = loop.time() + interval
             self._notify()
             if done and not self._buffer:
-                await self._join_spawned()
                 return
 
     def _on_flush_requested(self) -> None:
@@ -111,73 +113,22 @@ class TagBatcher(QueueService[TagItem]):
             self._log.warning("full", "judgeval_async: tag buffer full; dropped %d tag() calls", dropped)
 
     async def _flush(self, *, wait_for_slot: bool) -> None:
-        """Send the buffer in chunks of ``tag_flush_traces`` traces, each as a background send.
-
-        Unless draining at shutdown, only as many chunks as there are free send slots go out; the rest stay
-        buffered, and the consumer goes on merging (deduplication keeps the buffer bounded by traces) instead of
-        letting raw tag() calls pile up in the queue behind a slow backend.
-        """
-        limit = self._config.max_concurrent_requests
-        while self._buffer and (wait_for_slot or len(self._running) < limit):
-            size = self._config.tag_flush_traces
+        """Hand the buffer to the lane in chunks of ``tag_flush_traces`` traces, one envelope each."""
+        del wait_for_slot  # the lane's byte-bounded backlog holds what the endpoint cannot take yet
+        size = self._config.tag_flush_traces
+        while self._buffer:
             chunk = dict(list(self._buffer.items())[:size])
             for trace_id in chunk:
                 del self._buffer[trace_id]
-            await self._spawn(self._send_chunk(chunk), limit)
-
-    def _spawned_done(self, task: asyncio.Task[None]) -> None:
-        super()._spawned_done(task)
-        # A slot came free: if a flush is owed, wake the consumer now rather than at the next interval.
-        if self._buffer and (self._flush_now or len(self._buffer) >= self._config.tag_flush_traces):
-            self.handoff.wake_consumer()
-
-    async def _send_chunk(self, chunk: dict[str, _TraceTags]) -> None:
-        led = self.ledger
-        calls = sum(e.calls for e in chunk.values())
-        if self._batch_supported:
-            url = self._config.api_url.rstrip("/") + "/traces/tags/add_batch"
             body = json.dumps(
                 {
                     "project_name": self._config.project_name,
                     "tags_by_trace": {t: list(e.tags) for t, e in chunk.items()},
                 }
             ).encode()
-            result = await self._transport.send("tags_batch", url, body)
-            if result.ok:
-                led.settle_delivered(calls)
-                return
-            if not _batch_unsupported(result):
-                self._drop(result, calls)
-                return
-            # Remembered for the session: this backend has no batch endpoint.
-            self._batch_supported = False
-            logger.info("judgeval_async: batch tag endpoint unavailable; sending tags per trace")
-        project_id = await self._resolver.get(self._config.project_resolve_wait)
-        if project_id is None:
-            led.settle_dropped(self._resolver.failure_reason, calls)
-            return
-        base = self._config.api_url.rstrip("/")
-
-        async def one(item: tuple[str, _TraceTags]) -> None:
-            trace_id, entry = item
-            url = f"{base}/v1/projects/{project_id}/traces/{trace_id}/tags"
-            result = await self._transport.send("tags", url, json.dumps({"tags": list(entry.tags)}).encode())
-            if result.ok:
-                led.settle_delivered(entry.calls)
-            else:
-                self._drop(result, entry.calls)
-
-        await aiometer.run_on_each(one, list(chunk.items()), max_at_once=self._config.max_concurrent_requests)
-
-    def _drop(self, result: SendResult, calls: int) -> None:
-        self.ledger.settle_dropped(result.status.value, calls)
-        self._log.warning(
-            "send:" + result.status.value,
-            "judgeval_async: dropped %d tag() calls (%s, HTTP %s)",
-            calls,
-            result.status.value,
-            result.http_status,
-        )
+            calls = sum(e.calls for e in chunk.values())
+            assert self.lane is not None
+            self.lane.submit(new_envelope(body, signal="tags", items=calls, route="tags_batch"))
 
     async def _on_close(self) -> None:
         # Buffered calls are already in_flight in the ledger; the base class counts them as shutdown_deadline.
@@ -185,6 +136,55 @@ class TagBatcher(QueueService[TagItem]):
 
     def _forget_after_fork(self) -> None:
         self._buffer.clear()
+
+
+class TagExporter:
+    """The tags' exporter seam: one ``add_batch`` call per envelope; if the backend has no batch endpoint (404/405),
+    per-trace calls for the rest of the session (an envelope is delivered when every trace in it is)."""
+
+    endpoint = "tags_batch"
+
+    def __init__(self, config: Config, transport: AsyncTransport, resolver: ProjectResolver) -> None:
+        self._config = config
+        self._transport = transport
+        self._resolver = resolver
+        self._batch_supported = True
+
+    async def send(self, envelope: Envelope) -> SendResult:
+        if self._batch_supported:
+            result = await self._transport.send(
+                "tags_batch",
+                route_url(self._config, "tags_batch"),
+                envelope.payload,
+                retry=False,
+                idempotency_key=envelope.idempotency_key,
+            )
+            if not _batch_unsupported(result):
+                return result
+            # Remembered for the session: this backend has no batch endpoint.
+            self._batch_supported = False
+            logger.info("judgeval_async: batch tag endpoint unavailable; sending tags per trace")
+        project_id = await self._resolver.get(self._config.project_resolve_wait)
+        if project_id is None:
+            reason = self._resolver.failure_reason
+            known = {s.value for s in SendStatus}
+            return SendResult(SendStatus(reason) if reason in known else SendStatus.EXHAUSTED)
+        by_trace: dict[str, list[str]] = json.loads(envelope.payload)["tags_by_trace"]
+        results: list[SendResult] = []
+
+        async def one(item: tuple[str, list[str]]) -> None:
+            trace_id, tags = item
+            url = route_url(self._config, "tags", project_id=project_id, trace_id=trace_id)
+            # Tags are a set: a trace re-sent when its envelope is retried adds nothing twice.
+            key = f"{envelope.idempotency_key}-{trace_id}"
+            body = json.dumps({"tags": tags}).encode()
+            results.append(await self._transport.send("tags", url, body, retry=False, idempotency_key=key))
+
+        await aiometer.run_on_each(one, list(by_trace.items()), max_at_once=self._config.max_concurrent_requests)
+        return next((r for r in results if not r.ok), SendResult(SendStatus.DELIVERED))
+
+    async def split(self, envelope: Envelope) -> list[Envelope] | None:
+        return None
 
 
 def _batch_unsupported(result: SendResult) -> bool:

@@ -133,6 +133,7 @@ class SendResult:
     status: SendStatus
     http_status: int | None = None
     body: bytes = b""
+    retry_after: float | None = None  # seconds the server asked us to wait (429/503 Retry-After), capped
 
     @property
     def ok(self) -> bool:
@@ -227,8 +228,13 @@ class AsyncTransport:
         compress: bool = False,
         timeout: float | None = None,  # noqa: ASYNC109 - a deadline for the whole retry loop, not one await
         retry: bool = True,
+        idempotency_key: str | None = None,
     ) -> SendResult:
-        """POST ``content`` to ``url`` with retries; never raises (except CancelledError, at shutdown)."""
+        """POST ``content`` to ``url`` with retries; never raises (except CancelledError, at shutdown).
+
+        ``idempotency_key``: the payload's own key (the delivery pipeline's ``Envelope`` carries it across retries,
+        spills and replays); None mints one for this send, reused by its retries.
+        """
         state = self._metrics.endpoint(endpoint)
         started = time.monotonic()
         policy = self._policy if timeout is None else dataclasses.replace(self._policy, timeout=timeout)
@@ -239,7 +245,7 @@ class AsyncTransport:
             # Cool-down over: this request is the one probe; others keep failing fast until it answers.
             self._probe_at[endpoint] = time.monotonic() + self._config.circuit_cooldown
         # One key per logical send, reused by its retries, so a backend can drop a redelivery of the same batch.
-        request_headers = {"Content-Type": content_type, "Idempotency-Key": uuid.uuid4().hex}
+        request_headers = {"Content-Type": content_type, "Idempotency-Key": idempotency_key or uuid.uuid4().hex}
         body = content
         if compress and len(content) >= _GZIP_MIN_BYTES:
             # Level 1: within a few percent of level 6 on OTLP batches, at ~40 % of the CPU (docs/performance.md).
@@ -282,9 +288,11 @@ class AsyncTransport:
                 return SendResult(SendStatus.TOO_LARGE, status_code, resp_body)
             if outcome is Outcome.REJECTED:
                 return SendResult(SendStatus.REJECTED, status_code, resp_body)
-            if not retry:
-                return SendResult(gave_up, status_code, resp_body)
             retry_after = self._capped(endpoint, parse_retry_after(retry_after_header, now=time.time()))
+            if not retry:
+                if status_code == 429 and retry_after is None:
+                    retry_after = 1.0
+                return SendResult(gave_up, status_code, resp_body, retry_after)
             if status_code == 429:
                 # Default to a short pause when the server asks us to slow down without saying for how long.
                 pause_for = retry_after if retry_after is not None else 1.0

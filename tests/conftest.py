@@ -14,6 +14,12 @@ from judgeval_async.testing.fixtures import local_server, local_server_factory
 __all__ = ["local_server", "local_server_factory"]
 
 
+@pytest.fixture(autouse=True)
+def _private_spool_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test (and its subprocesses) spools into its own directory, never the user's cache."""
+    monkeypatch.setenv("JUDGMENT_SPOOL_DIR", str(tmp_path_factory.mktemp("spool")))
+
+
 @pytest.fixture
 def make_tracer(local_server: LocalJudgmentServer) -> Iterator[Callable[..., Tracer]]:
     """Build tracers pointed at the local server (zero-backoff retry by default); all shut down afterwards."""

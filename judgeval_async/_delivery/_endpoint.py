@@ -223,6 +223,17 @@ class EndpointHealth:
             self._mark_down(now, retry_after)
         return verdict
 
+    def cancel(self, permit: Permit) -> None:
+        """A permit that sent nothing, or whose request was cut off (shutdown): release it without a verdict. A
+        cancelled probe leaves the endpoint DOWN with its next probe due at once."""
+        if permit.probe:
+            if self._state is EndpointState.PROBING:
+                self._state = EndpointState.DOWN
+                self._next_probe_at = self._clock()
+            self._probe_started = None
+            return
+        self.aimd.on_neutral(permit.ticket)
+
     def forget(self, payload_key: str) -> None:
         """Drop the failure record of a payload that left by another way (expired, spilled and replayed later)."""
         self._strikes.pop(payload_key, None)

@@ -26,6 +26,9 @@ def test_drop_reasons_are_the_documented_fixed_set() -> None:
         "shutdown_deadline",
         "shutdown",
         "fork_discard",
+        "expired",
+        "backlog_full",
+        "spool_corrupt",
     )
     assert isinstance(DROP_REASONS, tuple)
     assert judgeval_async.DROP_REASONS is DROP_REASONS
