@@ -28,6 +28,8 @@ class EndpointHealth:
     bytes_sent: int
     last_error: str
     last_error_age_seconds: float | None
+    state: str  # "up", "down" or "probing" (the delivery pipeline's endpoint health)
+    concurrency: int  # the current AIMD limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +44,9 @@ class HealthSnapshot:
     metadata_entries: int
     metadata_evictions: dict[str, int]
     tag_buffer_size: int
+    backlog_bytes: dict[str, int]
+    spool_bytes: dict[str, int]
+    spool_available: bool
     values_degraded: dict[str, int]
     calls_ignored: dict[str, int]
     last_export_unix: float
@@ -97,6 +102,16 @@ class HealthSnapshot:
             "tags_queued": t.queued,
             "tags_in_flight": t.in_flight,
             "tag_buffer_size": self.tag_buffer_size,
+            # --- delivery: memory backlog, disk spool (docs/reliability.md, "The delivery pipeline")
+            "spans_spooled": s.spooled,
+            "spans_replayed": s.replayed,
+            "evaluations_spooled": e.spooled,
+            "evaluations_replayed": e.replayed,
+            "tags_spooled": t.spooled,
+            "tags_replayed": t.replayed,
+            "backlog_bytes": dict(self.backlog_bytes),
+            "spool_bytes": dict(self.spool_bytes),
+            "spool_available": self.spool_available,
             # --- transport
             "api_errors_by_endpoint": {k: dict(v) for k, v in self.api_errors.items()},
             "retries": sum(ep.retries for ep in self.endpoints.values()),
@@ -133,6 +148,8 @@ def take_snapshot(metrics: Metrics, *, metadata_entries: int, tag_buffer_size: i
             bytes_sent=st.bytes_sent,
             last_error=st.last_error,
             last_error_age_seconds=max(0.0, time.time() - st.last_error_unix) if st.last_error_unix else None,
+            state=st.state,
+            concurrency=st.concurrency,
         )
         for name, st in list(metrics.endpoints.items())
     }
@@ -146,6 +163,9 @@ def take_snapshot(metrics: Metrics, *, metadata_entries: int, tag_buffer_size: i
         metadata_entries=metadata_entries,
         metadata_evictions={labels[0]: n for labels, n in metrics.metadata_evictions.items()},
         tag_buffer_size=tag_buffer_size,
+        backlog_bytes=dict(metrics.backlog_bytes),
+        spool_bytes=dict(metrics.spool_bytes),
+        spool_available=metrics.spool_available,
         values_degraded={labels[0]: n for labels, n in metrics.values_degraded.items()},
         calls_ignored={":".join(labels): n for labels, n in metrics.calls_ignored.items()},
         last_export_unix=metrics.last_export_unix,

@@ -307,6 +307,7 @@ class Lane:
                 self._metrics.last_export_unix = time.time()
             self._settle(env, record, None)
         elif verdict is Verdict.RETRY:
+            self._metrics.retries.inc(self._exporter.endpoint)
             self._hold(env, record)
             if self.health.state is not EndpointState.UP:
                 self._spill_backlog()
@@ -392,3 +393,5 @@ class Lane:
         ep = m.endpoint(self._exporter.endpoint)
         ep.state = snap.state.value
         ep.concurrency = snap.limit
+        if snap.paused_for_seconds > 0:  # a Retry-After the endpoint's health honours
+            ep.paused_until = max(ep.paused_until, time.monotonic() + snap.paused_for_seconds)

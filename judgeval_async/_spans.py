@@ -129,8 +129,8 @@ class SpanExportService(QueueService[SpanItem]):
         return (
             len(pending) >= size
             or pending[0][2] + delay <= time.monotonic()
-            or self._flush_wanted
-            or self.handoff.closed
+            or (self._flush_wanted and not len(self.handoff))  # partial batches only once the queue is empty
+            or (self.handoff.closed and not len(self.handoff))
         )
 
     def _on_flush_requested(self) -> None:
