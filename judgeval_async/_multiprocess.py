@@ -135,6 +135,15 @@ CATALOGUE: tuple[MetricSpec, ...] = (
     _g("judgeval_circuit_open", "1 while the auth circuit for an endpoint is open, else 0.", "endpoint", merge="max"),
     _g("judgeval_endpoint_paused", "1 while an endpoint is paused by a 429 Retry-After.", "endpoint", merge="max"),
     _g("judgeval_in_flight_requests", "Judgment API requests currently in flight, by endpoint.", "endpoint"),
+    _g("judgeval_backlog_bytes", "Encoded payload bytes held in memory waiting for a send, by signal.", "signal"),
+    _g("judgeval_backlog_max_bytes", "The memory backlog budget per signal (backlog_max_bytes).", merge="max"),
+    _g("judgeval_spool_bytes", "Bytes on disk in this process's spool, by signal.", "signal"),
+    _g("judgeval_spool_max_bytes", "The disk spool budget (spool_max_bytes; 0 when the spool is off).", merge="max"),
+    _g("judgeval_spool_available", "1 when the spool can write, 0 when disabled or unavailable.", merge="max"),
+    _g("judgeval_spooled_items", "Items on disk in the spool now (ledger state spooled), by signal.", "signal"),
+    _c("judgeval_replayed_total", "Items adopted from an earlier or dead process's spool, by signal.", "signal"),
+    _g("judgeval_endpoint_up", "1 while an endpoint is up, 0 while down or probing.", "endpoint", merge="max"),
+    _g("judgeval_endpoint_concurrency", "Current adaptive (AIMD) concurrency limit, by endpoint.", "endpoint"),
     _g("judgeval_loop_lag_seconds", "How late the SDK loop runs a timer (max over processes).", merge="max"),
     _g("judgeval_info", "Always 1; the version label says which judgeval_async is running.", "version", merge="max"),
     _h(
@@ -273,6 +282,15 @@ def collect_values(source: MetricsSource) -> Values:
     c["judgeval_in_flight_requests"] = {
         (n,): float(endpoints[n].in_flight_requests if n in endpoints else 0) for n in names
     }
+    c["judgeval_backlog_bytes"] = {(q,): float(snap.backlog_bytes.get(q, 0)) for q in QUEUES}
+    c["judgeval_backlog_max_bytes"] = {(): float(m.backlog_max_bytes)}
+    c["judgeval_spool_bytes"] = {(q,): float(snap.spool_bytes.get(q, 0)) for q in QUEUES}
+    c["judgeval_spool_max_bytes"] = {(): float(m.spool_max_bytes)}
+    c["judgeval_spool_available"] = {(): float(snap.spool_available)}
+    c["judgeval_spooled_items"] = {(q,): float(queues[q].spooled) for q in QUEUES}
+    c["judgeval_replayed_total"] = {(q,): float(queues[q].replayed) for q in QUEUES}
+    c["judgeval_endpoint_up"] = {(n,): float(n not in endpoints or endpoints[n].state == "up") for n in names}
+    c["judgeval_endpoint_concurrency"] = {(n,): float(endpoints[n].concurrency if n in endpoints else 0) for n in names}
     c["judgeval_loop_lag_seconds"] = {(): snap.loop_lag_seconds}
     c["judgeval_info"] = {(_version(),): 1.0}
 

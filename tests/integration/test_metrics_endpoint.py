@@ -204,7 +204,7 @@ def test_values_match_get_health_metrics_after_flush(make_tracer):
 
 
 def test_api_errors_and_drop_reasons_match_health(make_tracer):
-    """A backend answering 500 shows up as api_errors{endpoint,status_code} and retries_exhausted drops."""
+    """A backend answering 500 shows up as api_errors{endpoint,status_code}; its spans are held, not dropped."""
     tracer = make_tracer(answering(500))
     drive(tracer, n=3)
     server = tracer.start_metrics_server(port=0)
@@ -212,11 +212,14 @@ def test_api_errors_and_drop_reasons_match_health(make_tracer):
     health = tracer.get_health_metrics()
     for endpoint, by_status in health["api_errors_by_endpoint"].items():
         for status, n in by_status.items():
-            assert value(fams, "judgeval_api_errors_total", endpoint=endpoint, status_code=status) == n
+            # Probes of the down endpoints go on between the scrape and the health read: never fewer in health.
+            assert 0 < value(fams, "judgeval_api_errors_total", endpoint=endpoint, status_code=status) <= n
     assert value(fams, "judgeval_api_errors_total", endpoint="traces", status_code="500") >= 1
     assert by_label(fams, "judgeval_spans_dropped_total", "reason") == health["spans_dropped_by_reason"]
-    assert health["spans_dropped_by_reason"] == {"retries_exhausted": 3}
-    assert value(fams, "judgeval_api_retries_total", endpoint="traces") == health["endpoints"]["traces"]["retries"]
+    assert health["spans_dropped_by_reason"] == {}  # an endpoint failing everything is down: spans wait
+    assert health["spans_queued"] + health["spans_in_flight"] + health["spans_spooled"] == 3
+    assert value(fams, "judgeval_endpoint_up", endpoint="traces") == 0
+    assert value(fams, "judgeval_api_retries_total", endpoint="traces") <= health["endpoints"]["traces"]["retries"]
     assert by_label(fams, "judgeval_evaluations_dropped_total", "reason") == health["evaluations_dropped_by_reason"]
 
 
@@ -234,7 +237,7 @@ def test_api_key_appears_nowhere(make_tracer, caplog):
         reasons[status] = set(health["spans_dropped_by_reason"])
         texts += [str(health), repr(tracer), repr(tracer.config)]
     texts.append(caplog.text)
-    assert reasons == {401: {"auth_error"}, 500: {"retries_exhausted"}}
+    assert reasons == {401: {"auth_error"}, 500: set()}  # 500 everywhere: held, not dropped
     assert caplog.records
     for text in texts:
         assert SECRET not in text
