@@ -213,7 +213,7 @@ def test_api_errors_and_drop_reasons_match_health(make_tracer):
     for endpoint, by_status in health["api_errors_by_endpoint"].items():
         for status, n in by_status.items():
             # Probes of the down endpoints go on between the scrape and the health read: never fewer in health.
-            assert 0 < value(fams, "judgeval_api_errors_total", endpoint=endpoint, status_code=status) <= n
+            assert value(fams, "judgeval_api_errors_total", endpoint=endpoint, status_code=status) <= n
     assert value(fams, "judgeval_api_errors_total", endpoint="traces", status_code="500") >= 1
     assert by_label(fams, "judgeval_spans_dropped_total", "reason") == health["spans_dropped_by_reason"]
     assert health["spans_dropped_by_reason"] == {}  # an endpoint failing everything is down: spans wait
