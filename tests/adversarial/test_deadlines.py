@@ -81,7 +81,8 @@ def test_shutdown_after_force_flush_is_bounded_by_its_own_timeout(
     assert shutdown_elapsed < 1.0 + SLACK
     health = tracer.get_health_metrics()
     assert health["ledger_balanced"]
-    assert health["spans_dropped_by_reason"].get("shutdown_deadline") == 20
+    # Persisted to the spool at shutdown (the next process replays them), or counted if persisting ran out of time.
+    assert health["spans_dropped_by_reason"].get("shutdown_deadline", 0) + health["spans_spooled"] == 20
 
 
 @pytest.mark.slow
