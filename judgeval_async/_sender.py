@@ -91,6 +91,7 @@ class Lane:
         self._wake: asyncio.Event | None = None
         self._next_housekeeping = 0.0
         self._next_adopt = 0.0
+        self._failed_probe = ""  # Idempotency-Key of the payload whose probe failed last
         self.on_progress: Callable[[], None] | None = None  # wakes flush() waiters after a settle
         metrics.backlog_max_bytes = config.backlog_max_bytes
         metrics.spool_max_bytes = config.spool_max_bytes if config.spool else 0
@@ -249,6 +250,12 @@ class Lane:
                 await asyncio.wait_for(wake.wait(), _PROBE_CHECK if wait is None else min(max(wait, 0.001), 1.0))
             return
         taken = self._take()
+        if taken is not None and permit.probe and taken[0].idempotency_key == self._failed_probe:
+            # Probe with another payload than the one that failed the last probe: a poison payload alone at the
+            # front must not hold the endpoint down for everyone behind it.
+            other = self._take()
+            self._hold(*taken)
+            taken = other
         if taken is None:
             self.health.cancel(permit)
             return
@@ -300,6 +307,8 @@ class Lane:
             self._hold(env, record)
             return
         kind = _HEALTH.get(result.status, Health.FAILED)
+        if permit.probe:
+            self._failed_probe = env.idempotency_key if kind is Health.FAILED else ""
         verdict = self.health.on_result(permit, kind, payload_key=env.idempotency_key, retry_after=result.retry_after)
         if verdict is Verdict.DELIVERED:
             if self.signal == "spans":
