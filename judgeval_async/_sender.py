@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -120,15 +121,27 @@ class Lane:
             self._open_spool()
         self._runner = asyncio.get_running_loop().create_task(self._run())
 
+    def _spool_directory(self) -> Path:
+        c = self._config
+        root = Path(c.spool_dir) if c.spool_dir else default_spool_dir()
+        url = c.traces_url if self.signal == "spans" else c.api_url
+        return root / spool_key(url, c.project_id or c.project_name) / self.signal
+
+    def has_leftovers(self) -> bool:
+        """Whether the spool directory holds segments (of an earlier process): one directory listing."""
+        if not self._config.spool:
+            return False
+        try:
+            return any(name.endswith(".seg") for name in os.listdir(self._spool_directory()))
+        except OSError:
+            return False
+
     def _open_spool(self) -> None:
         c = self._config
         if not c.spool:
             return
         try:
-            root = Path(c.spool_dir) if c.spool_dir else default_spool_dir()
-            project = c.project_id or c.project_name
-            directory = root / spool_key(c.traces_url if self.signal == "spans" else c.api_url, project) / self.signal
-            self._spool = Spool(directory, max_bytes=c.spool_max_bytes, max_item_age=c.max_item_age)
+            self._spool = Spool(self._spool_directory(), max_bytes=c.spool_max_bytes, max_item_age=c.max_item_age)
         except Exception:
             logger.warning("judgeval_async: the %s spool could not be opened; memory only", self.signal, exc_info=True)
             self._spool = None
@@ -254,10 +267,12 @@ class Lane:
             # Probe with another payload than the one that failed the last probe: a poison payload alone at the
             # front must not hold the endpoint down for everyone behind it.
             other = self._take()
-            self._hold(*taken)
-            taken = other
+            if other is not None:  # else it is the only payload there is: probe with it
+                self._hold(*taken)
+                taken = other
         if taken is None:
             self.health.cancel(permit)
+            await asyncio.sleep(0.05)  # nothing sendable after all (skipped records): never spin
             return
         env, record = taken
         task = asyncio.get_running_loop().create_task(self._send(permit, env, record))

@@ -213,6 +213,9 @@ class Tracer:
                 # Our own atexit hook keeps exit_timeout; OTel's would call shutdown() with no deadline of ours.
                 shutdown_on_exit=False,
             )
+        if any(s.lane is not None and s.lane.has_leftovers() for s in (self._spans, self._evals, self._tags)):
+            # An earlier process left payloads in the spool: start now and replay them, not at the first span.
+            self._start_nowait()
         tracer_provider.add_span_processor(self.processor)
         self.provider = tracer_provider
         if set_global:
