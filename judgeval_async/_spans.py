@@ -61,7 +61,8 @@ class SpanExportService(QueueService[SpanItem]):
     Spans leave the handoff in small slices (``_TAKE``) and are encoded right away, so what waits for the network
     is compact bytes, not live span objects: a backlog behind a slow backend then costs the application's garbage
     collector nothing (bytes are not GC-tracked), where thousands of queued spans would be walked by every full
-    collection. The encoded backlog is bounded by ``max_queue_size`` and its overflow follows ``span_overflow``.
+    collection. The whole backlog (the handoff plus the encoded bytes) is bounded by one ``max_queue_size``, and its
+    overflow follows ``span_overflow``: ``queue_utilization`` never exceeds 1.0.
     """
 
     def __init__(self, config: Config, metrics: Metrics, transport: AsyncTransport, resolver: ProjectResolver) -> None:
@@ -91,6 +92,15 @@ class SpanExportService(QueueService[SpanItem]):
             return depth, oldest
 
         ledger.oldest = view
+        self.handoff.evict_parked = self._evict_oldest_pending
+
+    def _evict_oldest_pending(self) -> bool:
+        # Called by offer() under the ledger lock (drop_oldest, backlog full, nothing older in the handoff).
+        if not self._pending:
+            return False
+        self._pending.popleft()
+        self.ledger.parked -= 1
+        return True
 
     # ------------------------------------------------------------------ the consumer
     async def _consume(self) -> None:
@@ -159,15 +169,16 @@ class SpanExportService(QueueService[SpanItem]):
                     self._drop_unencodable(body)
                 else:
                     encoded.append((self._groups.id_of(span), body, now))
-            with led.lock:
+            with led.updating():
                 if led.abandoned:
                     return  # shutdown's deadline passed and counted these already (shutdown_deadline)
                 led.in_flight -= len(encoded)
                 led.parked += len(encoded)
                 self._pending.extend(encoded)
-                overflow = len(self._pending) - self.handoff.capacity
+                # One bound for the whole backlog (the handoff and these bytes), as offer() enforces it: the queue's
+                # capacity and overflow policy. drop_newest keeps what waited longest.
+                overflow = min(len(self._pending), len(self.handoff) + len(self._pending) - self.handoff.capacity)
                 if overflow > 0:
-                    # The backlog's bound and overflow policy are the queue's: drop_newest keeps what waited longest.
                     for _ in range(overflow):
                         if self._drop_oldest:
                             self._pending.popleft()
@@ -181,7 +192,7 @@ class SpanExportService(QueueService[SpanItem]):
 
     def _cut(self, size: int) -> list[tuple[int, bytes, float]]:
         led = self.ledger
-        with led.lock:
+        with led.updating():
             if led.abandoned:
                 self._pending.clear()
                 return []
@@ -261,7 +272,7 @@ class SpanExportService(QueueService[SpanItem]):
 
     # ------------------------------------------------------------------ shutdown and fork
     def abandon(self) -> None:
-        with self.ledger.lock:
+        with self.ledger.updating():
             self._pending.clear()  # counted below with everything else still held (parked)
         super().abandon()
 

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
+import types
 from collections import Counter
+from collections.abc import Callable
 
 import pytest
 
+from judgeval_async import _handoff
 from judgeval_async._handoff import Handoff
-from judgeval_async._metrics import SignalLedger
+from judgeval_async._metrics import LedgerSnapshot, SignalLedger
 
 WAIT = 10.0  # generous bound for "this should happen promptly" on a noisy 2-core box
 
@@ -471,3 +475,69 @@ async def test_wake_consumer_resolves_a_parked_take() -> None:
     task = await park(h, 50)
     h.wake_consumer()
     assert await asyncio.wait_for(task, WAIT) == []
+
+
+# ---------------------------------------------------------------------- re-entrance (a signal handler, a __del__)
+def _in_thread(fn: Callable[[], object]) -> object:
+    """Run ``fn`` on a daemon thread; fail (instead of hanging the session) if it does not return promptly."""
+    out: list[object] = []
+    t = threading.Thread(target=lambda: out.append(fn()), daemon=True)
+    t.start()
+    t.join(WAIT)
+    assert not t.is_alive(), "deadlocked on re-entrance"
+    return out[0]
+
+
+def test_offer_reentered_mid_update_is_refused_and_counted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An offer re-entering from inside another offer's locked update (as a signal handler or __del__ can, on the
+    same thread) returns False at once, counted ``reentrant``; the outer offer completes and the ledger balances."""
+    h, ledger = make(8)
+    inner: list[bool] = []
+    real = time.monotonic
+
+    def reentering_clock() -> float:  # called inside offer's locked region
+        if not inner:
+            inner.append(h.offer(99))
+        return real()
+
+    monkeypatch.setattr(_handoff, "time", types.SimpleNamespace(monotonic=reentering_clock))
+    assert _in_thread(lambda: h.offer(1)) is True
+    assert inner == [False]
+    snap = ledger.snapshot()
+    assert (snap.created, snap.queued, snap.dropped) == (2, 1, {"reentrant": 1})
+    assert snap.balanced
+    assert h.offer(2) is True  # nothing stays stuck: the next offer is normal
+
+
+def test_offer_reentered_from_a_snapshot_and_a_take_is_refused() -> None:
+    """Offers re-entering a snapshot (via the queue view) or a take (via a __del__ during its allocation) are
+    refused and counted, never deadlock, and never corrupt what the interrupted call reads or takes."""
+    h, ledger = make(8)
+    h.offer(1)
+    view = ledger.oldest
+    assert view is not None
+    results: list[bool] = []
+
+    def reentering_view() -> tuple[int, float | None]:
+        results.append(h.offer(2))
+        return view()
+
+    ledger.oldest = reentering_view
+    snap = _in_thread(ledger.snapshot)
+    assert isinstance(snap, LedgerSnapshot)
+    assert results == [False]
+    assert snap.balanced
+    ledger.oldest = view
+    assert _in_thread(lambda: h.take_nowait(10)) == [1]
+    final = ledger.snapshot()
+    assert (final.created, final.in_flight, final.dropped) == (2, 1, {"reentrant": 1})
+    assert final.balanced
+
+
+def test_reentrant_counts_start_afresh_in_a_forked_child() -> None:
+    """reset_after_fork forgets the parent's re-entrant refusals (the child's ledger starts from its own counts)."""
+    h, ledger = make(8)
+    next(ledger.reentrant)
+    h.reset_after_fork()
+    assert ledger.snapshot().dropped == {}
+    assert ledger.busy is False
