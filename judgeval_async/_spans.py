@@ -1,8 +1,8 @@
 """Spans: the OpenTelemetry processor (caller side: one offer) and the OTLP export service (loop side).
 
 Caller side, in ``on_end``: pop the span's internal metadata and offer the span to the bounded handoff. That is all.
-Loop side: take batches (512 spans or 5 s, whichever first; at once on flush; after 0.2 s when no send is in flight,
-so a quiet healthy service holds spans briefly), encode them to OTLP protobuf with
+Loop side: take batches (512 spans or 5 s, whichever first; at once on flush; after 0.2 s when no send is in flight
+and spans arrive slower than a batch a second, so a quiet healthy service holds spans briefly), encode them to OTLP protobuf with
 the lean encoder of ``_otlp`` (yielding to the loop between chunks so the GIL is shared), gzip, and send with
 retry. A 413 splits the batch in half and resends each half; a single span still too large is replaced by a small
 marker span and counted ``payload_too_large``. A span that fails to encode is dropped alone
@@ -39,9 +39,10 @@ logger = logging.getLogger(__name__)
 _TAKE = 64  # spans taken off the handoff per wake-up: finished spans turn into bytes soon
 _TAKE_WAIT = 0.1  # at most this long between looks at the handoff (fewer than _TAKE spans wake nobody)
 _ENCODE_CHUNK = 32  # spans encoded between two yields: each yield polls the selector, which releases the GIL
-# With no send in flight (a healthy, quiet backend), a partial batch goes out once its oldest span waited this long
-# (or schedule_delay, if shorter), not a whole schedule_delay: a span spends ~0.3 s in memory, not 5 s. Under load a
-# send is nearly always in flight, so batches still fill (max_export_batch_size) or wait out schedule_delay.
+# With no send in flight (a healthy backend) and spans arriving slower than a batch a second, a partial batch goes out
+# once its oldest span waited this long (or schedule_delay, if shorter), not a whole schedule_delay: a quiet service
+# holds a span ~0.3 s, not 5 s. Faster arrivals fill a batch within a second anyway, so they still go out in full
+# batches (or after schedule_delay), as under load, where a send is nearly always in flight.
 _IDLE_DELAY = 0.2
 _PROTOBUF = "application/x-protobuf"
 
@@ -133,8 +134,11 @@ class SpanExportService(QueueService[SpanItem]):
             elif self._send_due(size, delay):
                 wait = delay
             else:
-                due = self._pending[0][2] + (delay if self._running else min(delay, _IDLE_DELAY))
-                wait = min(_TAKE_WAIT, max(0.0, due - time.monotonic()))
+                oldest, now = self._pending[0][2], time.monotonic()
+                due = oldest + delay
+                if not self._running and now - oldest < _IDLE_DELAY:
+                    due = min(due, oldest + _IDLE_DELAY)  # re-checked then by _send_due's idle rule
+                wait = min(_TAKE_WAIT, max(0.0, due - now))
             # Wake at _TAKE spans, but take everything there (up to a batch): a consumer behind must catch up.
             items = await h.take_batch(size, wait, wake_at=_TAKE)
             if items:
@@ -146,7 +150,8 @@ class SpanExportService(QueueService[SpanItem]):
         return (
             len(pending) >= size
             or waited >= delay
-            or (not self._running and waited >= _IDLE_DELAY)  # idle: nothing in flight, no reason to hold spans
+            # Idle: nothing in flight and arrivals slower than a batch a second: no reason to hold these spans.
+            or (not self._running and waited >= _IDLE_DELAY and len(pending) < size * waited)
             or self._flush_wanted
             or self.handoff.closed
         )

@@ -16,6 +16,7 @@ import faulthandler
 import gc
 import itertools
 import json
+import os
 import signal
 import sys
 import threading
@@ -27,7 +28,7 @@ from opentelemetry import trace
 
 from judgeval_async import Tracer
 
-HANG_AFTER = 60.0
+HANG_AFTER = float(os.environ.get("REENTRANCY_HANG_AFTER", "60"))
 
 
 def count_value(counter: itertools.count[int]) -> int:
