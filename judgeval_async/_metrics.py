@@ -13,8 +13,9 @@ Re-entrancy: a signal handler, a ``__del__`` or weakref callback run by the garb
 function *on a thread that is already inside one of these locked regions*, at any bytecode. A plain lock would
 deadlock there for ever. So every lock here is re-entrant, and every region that updates state under it sets a
 ``busy`` flag: a call that finds the lock already held by its own thread *and* ``busy`` set knows that a frame below
-it is mid-update, touches nothing that frame may be touching, and degrades (an item is dropped as ``reentrant``, on a
-counter only that path increments, merged when read). Other threads never see ``busy`` set: they wait for the lock.
+it is mid-update, touches nothing that frame may be touching, and degrades: an offered item is set aside and admitted
+by the next update or read (dropped as ``reentrant`` only if that side deque is full, on a counter only that path
+increments, merged when read). Other threads never see ``busy`` set: they wait for the lock.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, cast
 
 # Called with the ledger lock held: (queued count, monotonic enqueue time of the oldest item or None).
 QueueView = Callable[[], tuple[int, "float | None"]]
@@ -55,7 +56,7 @@ DROP_REASONS: tuple[str, ...] = (
     "shutdown_deadline",  # still queued or in flight when shutdown's deadline expired
     "shutdown",  # offered after shutdown began
     "fork_discard",  # inherited from the parent process across os.fork()
-    "reentrant",  # offered by a signal handler or GC callback that interrupted this thread mid-update (see above)
+    "reentrant",  # offered re-entrantly (signal handler, GC callback) mid-update, with the set-aside deque full
 )
 
 
@@ -106,6 +107,7 @@ class SignalLedger:
         "dropped",
         "in_flight",
         "lock",
+        "merge",
         "name",
         "oldest",
         "parked",
@@ -132,18 +134,22 @@ class SignalLedger:
         self.dropped: dict[str, int] = dict.fromkeys(DROP_REASONS, 0)
         # Set by the handoff: a callable giving (queued count, monotonic time of the oldest queued item or None).
         self.oldest: QueueView | None = None
+        # Set by the handoff: admits items set aside by re-entrant offers (lock held); returns objects to release
+        # after the lock. Every read calls it first, so what was offered is in the counts it reports.
+        self.merge: Callable[[], list[Any]] | None = None
 
     @contextlib.contextmanager
-    def updating(self) -> Iterator[None]:
-        """Hold ``lock`` with ``busy`` set, for a region that changes (or reads several of) the counters.
+    def updating(self) -> Iterator[bool]:
+        """Hold ``lock`` with ``busy`` set, for a region that changes (or reads several of) the counters; yields
+        True unless this region itself re-entered a busy one (then it must only read, or touch what is its own).
 
-        A producer re-entering on this thread meanwhile is refused (``reentrant``) instead of interleaving its update
-        with ours. Restores ``busy`` on exit, so a (rare) nested use keeps the outer region protected.
+        A producer re-entering on this thread meanwhile is set aside instead of interleaving its update with ours.
+        Restores ``busy`` on exit, so a (rare) nested use keeps the outer region protected.
         """
         with self.lock:
             busy, self.busy = self.busy, True
             try:
-                yield
+                yield not busy
             finally:
                 self.busy = busy
 
@@ -184,19 +190,27 @@ class SignalLedger:
         """(items that entered the queue, how many of those are settled). ``flush`` compares the two; items
         refused at the door are left out of both, so a refusal after a flush began cannot end it early (``reentrant``
         refusals are not in either count until a snapshot merges them)."""
-        with self.updating():
+        released = None
+        with self.updating() as fresh:
+            if fresh and self.merge is not None:
+                released = self.merge()
             settled = self.delivered + sum(self.dropped.values()) - self.refused
-            return self.created - self.refused, settled
+            accepted = self.created - self.refused
+        del released  # after the lock: a refused item's __del__ may trace
+        return accepted, settled
 
     def snapshot(self) -> LedgerSnapshot:
-        with self.updating():
+        released = None
+        with self.updating() as fresh:
+            if fresh and self.merge is not None:
+                released = self.merge()
             queued, oldest = self.oldest() if self.oldest is not None else (0, None)
             queued += self.parked
             reentrant = count_value(self.reentrant)
             dropped = {k: v for k, v in self.dropped.items() if v}
             if reentrant:
                 dropped["reentrant"] = dropped.get("reentrant", 0) + reentrant
-            return LedgerSnapshot(
+            snap = LedgerSnapshot(
                 created=self.created + reentrant,
                 delivered=self.delivered,
                 dropped=dropped,
@@ -205,6 +219,8 @@ class SignalLedger:
                 capacity=self.capacity,
                 oldest_queued_age=0.0 if oldest is None else max(0.0, time.monotonic() - oldest),
             )
+        del released  # after the lock: a refused item's __del__ may trace
+        return snap
 
 
 # Latency buckets from 10 µs to 60 s: wide enough for both observe overhead and export durations.
