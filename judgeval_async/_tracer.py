@@ -41,6 +41,14 @@ F = TypeVar("F", bound=Callable[..., Any])
 _PRIMITIVES = (str, bool, int, float)
 
 
+def _span_busy(span: Any) -> bool:
+    """True while OpenTelemetry's own lock on ``span`` is held. It is a plain lock: held by the frame a signal handler
+    or ``__del__`` interrupted on this very thread, calling into the span would deadlock for ever (re-entrancy,
+    docs/reliability.md). Held by another thread it is a rare race on one span; either way the call is skipped."""
+    locked = getattr(getattr(span, "_lock", None), "locked", None)
+    return bool(locked()) if callable(locked) else False
+
+
 class _TransportCloser(BaseService):
     """The last service: closes the HTTP client once every pipeline has drained or been cancelled."""
 
@@ -220,7 +228,11 @@ class Tracer:
             keep = isinstance(value, _PRIMITIVES) and not (
                 isinstance(value, str) and len(value) > self._limits.max_length
             )
-            span.set_attribute(key, value if keep else self.serialize(value))
+            value = value if keep else self.serialize(value)
+            if _span_busy(span):
+                self.metrics.calls_ignored.inc("set_attribute", "span_busy")
+                return
+            span.set_attribute(key, value)
         except Exception:
             logger.debug("judgeval_async set_attribute failed", exc_info=True)
 
@@ -236,7 +248,11 @@ class Tracer:
         try:
             span = self._current_span(call)
             if span is not None:
-                span.set_attribute(key, self.serialize(value))
+                text = self.serialize(value)
+                if _span_busy(span):
+                    self.metrics.calls_ignored.inc(call, "span_busy")
+                    return
+                span.set_attribute(key, text)
         except Exception:
             logger.debug("judgeval_async %s failed", call, exc_info=True)
 

@@ -83,6 +83,7 @@ def signals(tracer: Tracer, seconds: float) -> dict[str, int]:
         nested[0] = 1
         try:
             n = next(handled)
+            tracer.set_attribute("from_handler", n)  # on the interrupted frame's span, maybe mid-update
             in_handler(n)
             with tracer.span("signal-span"):
                 tracer.set_attribute("n", n)
