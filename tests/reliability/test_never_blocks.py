@@ -23,22 +23,34 @@ def _eventually(condition: Callable[[], bool], timeout: float) -> bool:
     return condition()
 
 
-def _worst_call_seconds(tracer: Tracer, n: int = 200) -> float:
+def _worst_call_seconds(tracer: Tracer, n: int = 200, *, control: bool = False) -> float:
+    """Worst single tag() + async_evaluate() pair over ``n`` calls; ``control`` times the same loop with no-ops."""
+    tag: Callable[..., None] = (lambda *a: None) if control else tracer.tag
+    evaluate: Callable[..., None] = (lambda *a: None) if control else tracer.async_evaluate
     worst = 0.0
     with tracer.span("caller"):
         for _ in range(n):
             t0 = time.perf_counter()
-            tracer.tag(["a", "b"])
-            tracer.async_evaluate("faithfulness", {"input": "x"})
+            tag(["a", "b"])
+            evaluate("faithfulness", {"input": "x"})
             worst = max(worst, time.perf_counter() - t0)
     return worst
+
+
+# The tracer adds a thread that competes for the GIL, so on a loaded machine some extra stall is physics, not a bug:
+# bounds are relative to a control measured in the same test (the same loop without the SDK call), with an absolute
+# floor for very quiet machines. A real blocking call (a sync send, a lock wait, a long C call holding the GIL)
+# takes the backend's 10 s, or 100s of ms.
+STALL_RATIO = 4.0
+STALL_FLOOR = 0.025
 
 
 @pytest.mark.parametrize("fault", ["latency", "blackhole", "refuse"])
 def test_tag_and_evaluate_return_fast_whatever_the_backend(
     local_server: LocalJudgmentServer, make_tracer: Callable[..., Tracer], fault: str
 ) -> None:
-    """With the backend 10 s slow, black-holing or refusing, tag() and async_evaluate() return in well under 10 ms."""
+    """With the backend 10 s slow, black-holing or refusing, tag() and async_evaluate() never take longer than a
+    few times the same loop's jitter without them (measured alongside), nor than 25 ms on a quiet machine."""
     if fault == "latency":
         local_server.set_fault(None, kind="latency", seconds=10.0)
     else:
@@ -48,19 +60,15 @@ def test_tag_and_evaluate_return_fast_whatever_the_backend(
     _worst_call_seconds(tracer, 10)
     if fault != "refuse":
         assert _eventually(lambda: tracer.get_health_metrics()["in_flight_requests"] >= 1, timeout=10.0)
-    # Best of three: a real blocking call would be slow every time; a noisy neighbour is not.
-    best = min(_worst_call_seconds(tracer) for _ in range(3))
-    assert best < 0.010
+    # Best of three, interleaved with the control: a real blocking call is slow every time; a noisy neighbour is not.
+    calls, control = [], []
+    for _ in range(3):
+        control.append(_worst_call_seconds(tracer, control=True))
+        calls.append(_worst_call_seconds(tracer))
+    assert min(calls) <= max(STALL_RATIO * min(control), STALL_FLOOR), (calls, control)
     health = tracer.get_health_metrics()
     assert health["evaluations_enqueued"] == 10 + 3 * 200
     tracer.shutdown(timeout=0.5)
-
-
-# The tracer adds a thread that competes for the GIL, so on a loaded machine some extra stall is physics, not a bug:
-# the bound is relative to a no-tracer control measured in the same test, with an absolute floor for very quiet
-# machines. A real blocking call (a sync send, a lock wait, a long C call holding the GIL) stalls for 100s of ms.
-STALL_RATIO = 4.0
-STALL_FLOOR = 0.025
 
 
 def test_application_loop_is_never_blocked(
