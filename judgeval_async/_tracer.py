@@ -129,6 +129,14 @@ class _ForkReset(BaseService):
                 holder._lock = threading.RLock()
 
 
+def _span_busy(span: Any) -> bool:
+    """True while OpenTelemetry's own lock on ``span`` is held. It is a plain lock: held by the frame a signal handler
+    or ``__del__`` interrupted on this very thread, calling into the span would deadlock for ever (re-entrancy,
+    docs/reliability.md). Held by another thread it is a rare race on one span; either way the call is skipped."""
+    locked = getattr(getattr(span, "_lock", None), "locked", None)
+    return bool(locked()) if callable(locked) else False
+
+
 class _TransportCloser(BaseService):
     """The last service: closes the HTTP client once every pipeline has drained or been cancelled."""
 
@@ -315,7 +323,11 @@ class Tracer:
             span = self._current_span("set_attribute")
             if span is None:
                 return
-            span.set_attribute(self.text(key, KEY_MAX), self._attribute_value(value))
+            key, value = self.text(key, KEY_MAX), self._attribute_value(value)
+            if _span_busy(span):
+                self.metrics.calls_ignored.inc("set_attribute", "span_busy")
+                return
+            span.set_attribute(key, value)
         except Exception:
             self.metrics.calls_ignored.inc("set_attribute", "error")
             logger.debug("judgeval_async set_attribute failed", exc_info=True)
@@ -347,7 +359,11 @@ class Tracer:
         try:
             span = self._current_span(call)
             if span is not None:
-                span.set_attribute(key, self.serialize(value))
+                text = self.serialize(value)
+                if _span_busy(span):
+                    self.metrics.calls_ignored.inc(call, "span_busy")
+                    return
+                span.set_attribute(key, text)
         except Exception:
             self.metrics.calls_ignored.inc(call, "error")
             logger.debug("judgeval_async %s failed", call, exc_info=True)
