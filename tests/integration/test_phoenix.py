@@ -85,7 +85,7 @@ def _listening_addresses(pid: int) -> list[str]:
 
 
 def _is_loopback(ip: str) -> bool:
-    addr = ipaddress.ip_address(ip.split("%")[0])
+    addr = ipaddress.ip_address(ip.partition("%")[0])
     if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
         addr = addr.ipv4_mapped
     return addr.is_loopback
