@@ -36,9 +36,6 @@ KIND_MAX = 256  # characters of a span_type
 MODEL_MAX = 256  # characters of an llm span's model argument
 MESSAGE_MAX = 8192  # characters of a recorded exception's message
 STACKTRACE_MAX = 32_768  # characters of a recorded exception's stack trace
-ATTR_INPUT = "judgment.input"
-ATTR_OUTPUT = "judgment.output"
-ATTR_SPAN_KIND = "judgment.span_kind"
 
 
 class Recorder(Protocol):
@@ -190,7 +187,7 @@ def wrap(
     names = tuple(params) if simple else None
     # An llm span whose function takes a ``model`` string names the requested model (llm.model_name, gen_ai).
     model_keys = sc.model_keys(span_type) if "model" in params else ()
-    model_at = params.index("model") if model_keys else -1
+    model_at = _positional_index(sig, "model") if model_keys else -1
     counter = [0]
 
     def begin(args: Any, kwargs: Any) -> tuple[tuple[Span, object] | None, float]:
@@ -327,10 +324,22 @@ def wrap(
     return sync_wrapper
 
 
+def _positional_index(sig: inspect.Signature | None, name: str) -> int:
+    """Where ``name`` is in a call's positional arguments, or -1 if it can only be passed by keyword."""
+    if sig is None:
+        return -1
+    for i, p in enumerate(sig.parameters.values()):
+        if p.kind not in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+            return -1
+        if p.name == name:
+            return i
+    return -1
+
+
 def _put_model(
     rec: Recorder, attributes: dict[str, Any], keys: tuple[str, ...], at: int, args: Any, kwargs: Any
 ) -> None:
-    model = kwargs.get("model") if "model" in kwargs else (args[at] if at < len(args) else None)
+    model = kwargs.get("model") if "model" in kwargs else (args[at] if 0 <= at < len(args) else None)
     if type(model) is str and model:
         text = rec.text(model, MODEL_MAX)
         for key in keys:

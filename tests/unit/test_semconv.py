@@ -310,7 +310,10 @@ def test_otel_service_name_wins_over_project_name(monkeypatch: pytest.MonkeyPatc
     """OTEL_SERVICE_NAME sets service.name (over OTEL_RESOURCE_ATTRIBUTES' too); the project stays in judgment.*."""
     attrs = _resource(
         monkeypatch,
-        {"OTEL_SERVICE_NAME": "checkout", "OTEL_RESOURCE_ATTRIBUTES": "service.name=ignored,deployment.environment=prod"},
+        {
+            "OTEL_SERVICE_NAME": "checkout",
+            "OTEL_RESOURCE_ATTRIBUTES": "service.name=ignored,deployment.environment=prod",
+        },
     )
     assert attrs["service.name"] == "checkout"
     assert attrs["deployment.environment"] == "prod"
@@ -349,3 +352,17 @@ def test_semconv_object_precomputes_keys() -> None:
     """Semconv lists the input/output keys once; an empty selection of openinference has no mime keys."""
     sc = Semconv(("judgment",))
     assert (sc.input_keys, sc.output_keys, sc.input_mime_key) == (("judgment.input",), ("judgment.output",), "")
+
+
+def test_model_keyword_only_and_after_varargs(traced: Any) -> None:
+    """A keyword-only ``model`` is read from keywords only, never from a positional argument at its index."""
+    tracer, exporter = traced(semconv=("openinference",))
+
+    @tracer.observe(span_type="llm")
+    def varargs(*parts: str, model: str = "m") -> None:
+        return None
+
+    varargs("not-a-model", "x")
+    varargs("p", model="real")
+    models = [s.attributes.get("llm.model_name") for s in exporter.get_finished_spans()]  # type: ignore[union-attr]
+    assert models == [None, "real"]
