@@ -424,13 +424,18 @@ class Tracer:
         try:
             attributes = getattr(span, "attributes", None)
             previous = attributes.get(ATTR_TAGS) if attributes is not None else None
-            merged = dict.fromkeys(previous) if previous else {}
             limit = self.config.tag_max_per_trace
-            for tag in tags:
-                if len(merged) >= limit:
-                    break
-                merged.setdefault(tag, None)
-            span.set_attribute(ATTR_TAGS, list(merged))
+            if previous:
+                if len(previous) >= limit:
+                    return
+                seen = set(previous)
+                added = [tag for tag in dict.fromkeys(tags) if tag not in seen]
+                if not added:
+                    return  # nothing new: no write (the span's lock and OTel's per-element check are skipped)
+                merged = (*previous, *added)
+            else:
+                merged = tuple(dict.fromkeys(tags))
+            span.set_attribute(ATTR_TAGS, merged[:limit])
         except Exception:
             logger.debug("judgeval_async could not set tag.tags on the span", exc_info=True)
 
