@@ -71,17 +71,16 @@ class TagBatcher(QueueService[TagItem]):
             while len(h) and len(self._buffer) < self._config.tag_flush_traces:
                 self._merge(h.take_nowait(self._config.tag_flush_traces))
             done = h.closed and not len(h)
-            if (
-                self._flush_now
-                or done
-                or loop.time() >= next_flush
-                or len(self._buffer) >= self._config.tag_flush_traces
-            ):
-                await self._flush(wait_for_slot=done)
+            # A partial batch goes only when asked to (flush once the queue is empty, shutdown, the interval).
+            due = loop.time() >= next_flush
+            partial = done or due or (self._flush_now and not len(h))
+            if partial or len(self._buffer) >= self._config.tag_flush_traces:
+                await self._flush(partial=partial)
                 if not len(h) and not self._buffer:
                     # Everything offered before the flush request has reached a send: the request is served.
                     self._flush_now = False
-                next_flush = loop.time() + interval
+                if due:
+                    next_flush = loop.time() + interval
             self._notify()
             if done and not self._buffer:
                 return
@@ -112,11 +111,10 @@ class TagBatcher(QueueService[TagItem]):
             led.settle_dropped("buffer_full", dropped)
             self._log.warning("full", "judgeval_async: tag buffer full; dropped %d tag() calls", dropped)
 
-    async def _flush(self, *, wait_for_slot: bool) -> None:
+    async def _flush(self, *, partial: bool) -> None:
         """Hand the buffer to the lane in chunks of ``tag_flush_traces`` traces, one envelope each."""
-        del wait_for_slot  # the lane's byte-bounded backlog holds what the endpoint cannot take yet
         size = self._config.tag_flush_traces
-        while self._buffer:
+        while self._buffer and (partial or len(self._buffer) >= size):
             chunk = dict(list(self._buffer.items())[:size])
             for trace_id in chunk:
                 del self._buffer[trace_id]
