@@ -463,6 +463,8 @@ class LoopRuntime:
                 reasons["queued"] = snap.queued
             if snap.in_flight:
                 reasons["in_flight"] = snap.in_flight
+            if snap.spooled:
+                reasons["spooled"] = snap.spooled  # on disk: the next process replays them
             if reasons:
                 detail = " ".join(f"{r}={n}" for r, n in sorted(reasons.items()))
                 parts.append(f"{ledger.name}={sum(reasons.values())} [{detail}]")

@@ -201,6 +201,7 @@ class Lane:
             self.kick()
             return
         if self.backlog.offer(env):
+            self._metrics.backlog_bytes[self.signal] = self.backlog.bytes
             self.kick()
             return
         if spool is not None and self._to_spool(env):

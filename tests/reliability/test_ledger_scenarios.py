@@ -37,15 +37,8 @@ SCENARIOS: dict[str, tuple[dict[str, Any], dict[str, Any], int, str | None]] = {
     # name: (fault kwargs or {}, tracer kwargs, delivered, drop reason)
     "healthy": ({}, {}, N, None),
     "slow": ({"kind": "latency", "seconds": 0.3}, {}, N, None),
-    "failing_500": ({"kind": "status", "status": 500}, {"retry_attempts": 2}, 0, "retries_exhausted"),
     "rejected_400": ({"kind": "status", "status": 400}, {}, 0, "non_retryable_status"),
     "auth_401": ({"kind": "status", "status": 401}, {}, 0, "auth_error"),
-    "rate_limited_429": (
-        {"kind": "status", "status": 429, "retry_after": 0},
-        {"retry_attempts": 2},
-        0,
-        "retries_exhausted",
-    ),
     "flaky_then_ok": ({"kind": "status", "status": 503, "recover_after_requests": 3}, {}, N, None),
 }
 
@@ -66,13 +59,35 @@ def test_ledger_balances_per_scenario(
     _assert_ledger(tracer.get_health_metrics(), delivered=delivered, reason=reason)
 
 
-def test_ledger_when_backend_is_down(local_server: LocalJudgmentServer, make_tracer: Callable[..., Tracer]) -> None:
-    """Connections refused: every item ends as retries_exhausted, none lost silently."""
-    local_server.set_fault(None, kind="refuse")
+# An endpoint failing every request is down: items are held (memory, spool), never dropped for "retries".
+OUTAGES: dict[str, tuple[str | None, dict[str, Any]]] = {
+    "failing_500": ("each", {"kind": "status", "status": 500}),
+    "rate_limited_429": ("each", {"kind": "status", "status": 429, "retry_after": 0}),
+    "refused": (None, {"kind": "refuse"}),
+}
+
+
+@pytest.mark.parametrize("name", list(OUTAGES))
+def test_ledger_through_an_outage_holds_then_delivers(
+    local_server: LocalJudgmentServer, make_tracer: Callable[..., Tracer], name: str
+) -> None:
+    """500s, 429s or refused connections on every request: nothing is dropped (however few retry_attempts), the
+    ledger balances throughout, and everything is delivered once the backend recovers."""
+    scope, fault = OUTAGES[name]
     tracer = make_tracer(project_id="proj-1", retry_attempts=2)
+    if scope is None:
+        local_server.set_fault(None, **fault)
+    else:
+        for endpoint in ("traces", "evals", "tags_batch"):
+            local_server.set_fault(endpoint, **fault)
     _produce(tracer)
+    assert not tracer.force_flush(timeout=2.0)
+    held = tracer.get_health_metrics()
+    assert held["ledger_balanced"]
+    assert held["spans_dropped"] == held["evaluations_dropped"] == held["tags_dropped"] == 0
+    local_server.clear_faults()
     assert tracer.force_flush(timeout=30.0)
-    _assert_ledger(tracer.get_health_metrics(), delivered=0, reason="retries_exhausted")
+    _assert_ledger(tracer.get_health_metrics(), delivered=N, reason=None)
 
 
 def test_queue_full_is_counted_under_both_policies(make_tracer: Callable[..., Tracer]) -> None:

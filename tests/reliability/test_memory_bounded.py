@@ -70,7 +70,8 @@ def test_memory_is_bounded_during_an_outage(
 def test_backlog_behind_a_dead_backend_is_bytes_not_spans(
     local_server: LocalJudgmentServer, make_tracer: Callable[..., Tracer]
 ) -> None:
-    """Spans waiting behind a black-holed backend are held as encoded bytes: few live span objects for the GC."""
+    """Spans waiting behind a black-holed backend are held (not dropped) as encoded bytes: few live span objects for
+    the GC, and the backlog's bytes are reported."""
     from opentelemetry.sdk.trace import ReadableSpan
 
     local_server.set_fault(None, kind="blackhole")
@@ -85,9 +86,12 @@ def test_backlog_behind_a_dead_backend_is_bytes_not_spans(
     gc.collect()
     live_spans = sum(1 for o in gc.get_objects() if isinstance(o, ReadableSpan))
     health = tracer.get_health_metrics()
-    assert health["queue_size"] == 2000  # the encoded backlog, full, reported as queued
-    assert health["spans_in_flight"] > 0  # the batch stuck in the black hole
-    assert health["spans_dropped_by_reason"]["queue_full"] == 6000 - 2000 - health["spans_in_flight"]
+    # Only the queue's own bound drops (a producer faster than the loop); what got in is held, not dropped: in the
+    # byte-bounded backlog (in flight) or on disk (spooled).
+    assert set(health["spans_dropped_by_reason"]) <= {"queue_full"}
+    held = health["spans_queued"] + health["spans_in_flight"] + health["spans_spooled"]
+    assert held == 6000 - health["spans_dropped"] and held >= 2000
+    assert health["backlog_bytes"]["spans"] + health["spool_bytes"]["spans"] > 0
     assert live_spans < 200, live_spans
     assert health["ledger_balanced"]
     tracer.shutdown(timeout=1.0)

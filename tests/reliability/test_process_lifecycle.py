@@ -146,10 +146,11 @@ def test_shutdown_logs_one_summary_of_what_it_could_not_deliver(
     message = record.getMessage()
     health = tracer.get_health_metrics()
     assert health["ledger_balanced"]
-    assert health["spans_dropped_by_reason"] == {"shutdown_deadline": 12}
-    assert "spans=12 [shutdown_deadline=12]" in message
-    assert "evaluations=12 [shutdown_deadline=12]" in message
-    assert "tags=12 [shutdown_deadline=12]" in message
+    # Encoded items are persisted to the spool at shutdown (replayed by the next process); the rest are counted.
+    assert health["spans_dropped_by_reason"].get("shutdown_deadline", 0) + health["spans_spooled"] == 12
+    assert "spans=12 [" in message
+    assert "evaluations=12 [" in message
+    assert "tags=12 [" in message
     assert "(delivered: spans=0 evaluations=0 tags=0)" in message
 
 
@@ -208,7 +209,7 @@ def test_run_exit_flush_called_early_then_atexit_is_a_no_op(local_server: LocalJ
     assert proc.stdout.splitlines() == ["False", "{'shutdown': 1}"]
     assert local_server.wait_for(spans=10, timeout=10.0)
     assert proc.stderr.count("shut down with items not delivered") == 1, proc.stderr
-    assert "evaluations=10 [shutdown_deadline=10]" in proc.stderr
+    assert "evaluations=10 [" in proc.stderr  # persisted to the spool (spooled=) or counted shutdown_deadline
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # fork() in a multi-threaded process warns on 3.12+
