@@ -221,12 +221,10 @@ class Lane:
         return False
 
     def _spill_backlog(self) -> None:
+        """The endpoint is down: move the newest queued payloads to disk (the oldest stay: they are sent first)."""
         if self._spool is not None:
-            moved = self.backlog.spill(self._to_spool_quiet)
-            del moved
-
-    def _to_spool_quiet(self, env: Envelope) -> bool:
-        return self._to_spool(env)
+            self.backlog.spill(self._to_spool)
+            self._metrics.backlog_bytes[self.signal] = self.backlog.bytes
 
     def _expired(self, env: Envelope) -> None:
         self._ledger.settle_dropped("expired", env.items)
