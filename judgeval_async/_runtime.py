@@ -219,8 +219,8 @@ def _start_thread(thread: threading.Thread) -> None:
 
     The new thread inherits its mask from the starting thread at creation, so they are blocked here around
     ``start``: blocking them in the new thread itself would leave the window in which it takes them. Only what
-    was added is unblocked afterwards. (A handler of the SIGTERM guard that lands in between changes no mask: it
-    interrupted SDK code, so it re-posts itself until this returns.)
+    was added is unblocked afterwards. (If the SIGTERM guard's handler ran in between and held the signal, the
+    guard blocks it again at the next span end.)
     """
     if not hasattr(signal, "pthread_sigmask"):  # pragma: no cover - Windows: no per-thread masks
         thread.start()

@@ -32,13 +32,13 @@ asyncio's ``add_signal_handler`` install their own), and ``signal.signal`` only 
 it again (one ``signal.getsignal`` call when nothing changed).
 
 Re-entrancy: the handler may interrupt the main thread while it is inside this package, possibly holding a lock the
-flush needs (or starting an SDK thread with the signal blocked for a moment). Then, whatever the previous handler,
-it re-posts the signal instead, so it runs again as soon as that code has returned.
+flush needs. Then it re-posts the signal instead, so it runs again as soon as that code has returned.
 
 Which thread takes the signal: a process-directed signal goes to any thread that does not block it, and CPython
 only sets a flag when that is not the main thread; a main thread asleep in ``time.sleep`` or a read would then not
 run the handler until that call returns. The SDK's threads are started with SIGTERM (and the other signals an
-application handles) blocked (``_runtime``), so the kernel hands it to an application thread, normally the main one.
+application handles) blocked (``_runtime._start_thread``), so the kernel hands it to an application thread,
+normally the main one.
 
 Limits (docs/deployment.md): SIGKILL and the OOM killer give no chance to run code; a server that re-raises the
 signal at the whole process (``os.kill(os.getpid(), ...)``) or leaves with ``os._exit`` bypasses the deferral; a
@@ -96,7 +96,6 @@ class SignalGuard:
     def __init__(self) -> None:
         self._exit_flush: Callable[[], object] | None = None
         self._handling = False
-        self._flushing = False  # our own flush runs package code: a signal landing in it is not re-posted
         self._deferred: set[int] = set()
         self._release_registered = False
 
@@ -116,6 +115,10 @@ class SignalGuard:
             # A server re-raised the held signal but the process goes on producing spans instead of exiting: it
             # meant to die, so do not hold the signal any longer than the exit flush takes.
             self._release_if_pending()
+            if self._deferred:
+                # Still held: block it again, in case the mask was restored under us (the handler ran while the
+                # SDK was starting a thread with the signal blocked for a moment, see _runtime._start_thread).
+                signal.pthread_sigmask(signal.SIG_BLOCK, self._deferred)
         for sig in SIGNALS:
             if isinstance(_raw_getsignal(sig), _Chain):
                 continue  # ours: the usual case
@@ -134,14 +137,6 @@ class SignalGuard:
         """What :class:`_Chain` runs on the main thread when the signal arrives."""
         if previous is signal.SIG_IGN:
             return
-        if not self._flushing and _inside_package(frame) and callable(_raw_getsignal(signum)):
-            # The main thread was stopped inside our own code, maybe holding a lock the flush needs, or starting
-            # an SDK thread with the signal blocked for a moment: post the signal again without delivering it now
-            # (raise_signal would run this handler nested, right here), so the handler runs at the interpreter's
-            # next check, once that code has returned. (Only possible while a Python handler is installed;
-            # otherwise flushing now is the only chance left.)
-            _thread.interrupt_main(signal.Signals(signum))
-            return
         if callable(previous):
             # Someone else shuts the process down gracefully; hold a re-raised signal until our exit hook ran.
             self._defer(signum)
@@ -152,6 +147,13 @@ class SignalGuard:
         # SIG_DFL: the process dies as soon as we return. Flush first, then die by the same signal.
         if self._handling:
             return  # a second signal while we flush: the first one is re-raised when the flush is done
+        if _inside_package(frame) and callable(_raw_getsignal(signum)):
+            # The main thread was stopped inside our own code, maybe holding a lock the flush needs: post the
+            # signal again without delivering it now (raise_signal would run this handler nested, right here),
+            # so the handler runs at the interpreter's next check, until that code has returned. (Only possible
+            # while a Python handler is installed; otherwise flushing now is the only chance left.)
+            _thread.interrupt_main(signal.Signals(signum))
+            return
         self._handling = True
         try:
             self._flush()
@@ -166,13 +168,10 @@ class SignalGuard:
         exit_flush = self._exit_flush
         if exit_flush is None:
             return
-        self._flushing = True
         try:
             exit_flush()
         except Exception:  # never let a failed flush keep the signal from ending the process
             logger.debug("judgeval_async exit flush on signal failed", exc_info=True)
-        finally:
-            self._flushing = False
 
     def _defer(self, signum: int) -> None:
         if signum in self._deferred or not hasattr(signal, "pthread_sigmask"):
@@ -205,7 +204,6 @@ class SignalGuard:
         if held:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
         self._handling = False
-        self._flushing = False
 
 
 def _inside_package(frame: FrameType | None) -> bool:
