@@ -34,6 +34,12 @@ it again (one ``signal.getsignal`` call when nothing changed).
 Re-entrancy: the handler may interrupt the main thread while it is inside this package, possibly holding a lock the
 flush needs. Then it re-posts the signal instead, so it runs again as soon as that code has returned.
 
+Which thread takes the signal: a process-directed signal goes to any thread that does not block it, and CPython
+only sets a flag when that is not the main thread; a main thread asleep in ``time.sleep`` or a read would then not
+run the handler until that call returns. The SDK's threads are started with SIGTERM (and the other signals an
+application handles) blocked (``_runtime._start_thread``), so the kernel hands it to an application thread,
+normally the main one.
+
 Limits (docs/deployment.md): SIGKILL and the OOM killer give no chance to run code; a server that re-raises the
 signal at the whole process (``os.kill(os.getpid(), ...)``) or leaves with ``os._exit`` bypasses the deferral; a
 process started during the deferral inherits the blocked signal.
@@ -109,6 +115,10 @@ class SignalGuard:
             # A server re-raised the held signal but the process goes on producing spans instead of exiting: it
             # meant to die, so do not hold the signal any longer than the exit flush takes.
             self._release_if_pending()
+            if self._deferred:
+                # Still held: block it again, in case the mask was restored under us (the handler ran while the
+                # SDK was starting a thread with the signal blocked for a moment, see _runtime._start_thread).
+                signal.pthread_sigmask(signal.SIG_BLOCK, self._deferred)
         for sig in SIGNALS:
             if isinstance(_raw_getsignal(sig), _Chain):
                 continue  # ours: the usual case

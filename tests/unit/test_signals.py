@@ -322,3 +322,40 @@ def test_knob_off_installs_nothing(local_server: LocalJudgmentServer) -> None:
     assert Config(install_signal_handlers=False).install_signal_handlers is False
     assert Config.from_env({"JUDGMENT_INSTALL_SIGNAL_HANDLERS": "false"}).install_signal_handlers is False
     assert Config().install_signal_handlers is True
+
+
+def test_sdk_threads_never_take_the_signal(local_server: LocalJudgmentServer) -> None:
+    """The loop and resolver threads start with SIGTERM and SIGINT blocked, the main thread's mask is unchanged: a
+    process-directed SIGTERM always reaches an application thread, which wakes a main thread asleep in a call (an
+    SDK thread that took it only set a flag, and the process slept on: the flaky hang of this file)."""
+    proc = _spawn(
+        local_server,
+        """
+        import asyncio
+        before = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+        produce(1)
+        assert tracer.force_flush(timeout=10.0)  # the loop and a resolver thread (name resolution) exist
+
+        async def masks():
+            here = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+            loop = asyncio.get_running_loop()
+            resolver = await loop.run_in_executor(None, signal.pthread_sigmask, signal.SIG_BLOCK, [])
+            return here, resolver
+
+        loop_mask, resolver_mask = tracer._runtime.run(masks(), timeout=10.0)
+        for name, mask in (("loop", loop_mask), ("resolver", resolver_mask)):
+            print(name, signal.SIGTERM in mask, signal.SIGINT in mask, flush=True)
+        print("main-unchanged", signal.pthread_sigmask(signal.SIG_BLOCK, []) == before, flush=True)
+        """,
+    )
+    with proc:
+        try:
+            out, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    assert proc.returncode == 0, err
+    assert "loop True True" in out
+    assert "resolver True True" in out
+    assert "main-unchanged True" in out
