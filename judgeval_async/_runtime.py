@@ -600,6 +600,24 @@ _exit_timeouts: weakref.WeakKeyDictionary[LoopRuntime, float] = weakref.WeakKeyD
 _DEFAULT_EXIT_TIMEOUT = 2.0
 
 
+def post_signal_later(signum: int, delay: float) -> bool:
+    """Deliver ``signum`` to the main thread ``delay`` seconds from now, from a running SDK loop (``_signals`` uses it
+    to come back once the main thread has left SDK code it interrupted). False when no loop runs (then nothing is
+    queued on a loop either, so the caller may flush at once). Any thread; never raises."""
+    target = threading.main_thread().ident
+    if target is None or not hasattr(signal, "pthread_kill"):
+        return False
+    for rt in list(_live_runtimes):
+        loop = rt.loop
+        if rt.running and loop is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(loop.call_later, delay, signal.pthread_kill, target, signum)
+            except RuntimeError:  # closed between the check and the call: try the next runtime
+                continue
+            return True
+    return False
+
+
 def set_exit_timeout(runtime: LoopRuntime, timeout: float) -> None:
     _exit_timeouts[runtime] = timeout
 

@@ -359,3 +359,33 @@ def test_sdk_threads_never_take_the_signal(local_server: LocalJudgmentServer) ->
     assert "loop True True" in out
     assert "resolver True True" in out
     assert "main-unchanged True" in out
+
+
+def test_signal_in_application_code_under_an_observed_function_flushes_at_once(
+    local_server: LocalJudgmentServer,
+) -> None:
+    """An application whose main function is wrapped by observe (our wrapper is on its stack all along) still flushes
+    and dies by SIGTERM: only the innermost code counts as "inside the SDK" (this used to recurse until a
+    RecursionError and exit 1)."""
+    proc = _spawn(
+        local_server,
+        """
+        @tracer.observe
+        def main():
+            produce(3)
+            ready()
+            time.sleep(60)
+            print("continued", flush=True)
+        main()
+        """,
+    )
+    status, elapsed, out, err = _terminate_when_ready(proc)
+    assert status == -signal.SIGTERM, err
+    assert "RecursionError" not in err and "Traceback" not in err
+    assert "continued" not in out
+    assert elapsed < 5.0 + 15.0  # exit_timeout plus slack for a loaded machine, not the 60 s sleep
+    # The three spans (main is still open when the process dies: never ended, so never created), their evaluations,
+    # and the tag of their one trace (main's).
+    assert local_server.wait_for(spans=3, evals=3, tag_traces=1, timeout=10.0)
+    assert (len(local_server.spans), len(local_server.evals), len(local_server.tags)) == (3, 3, 1)
+
