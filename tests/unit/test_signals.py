@@ -388,4 +388,3 @@ def test_signal_in_application_code_under_an_observed_function_flushes_at_once(
     # and the tag of their one trace (main's).
     assert local_server.wait_for(spans=3, evals=3, tag_traces=1, timeout=10.0)
     assert (len(local_server.spans), len(local_server.evals), len(local_server.tags)) == (3, 3, 1)
-
