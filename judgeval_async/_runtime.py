@@ -32,14 +32,22 @@ import signal
 import threading
 import time
 import weakref
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, ParamSpec, Protocol, TypeVar
 
 from ._config import LOOP_THREAD_NAME
 from ._errors import LoopThreadError, RuntimeClosedError
 from ._metrics import Metrics
 
-__all__ = ["BaseService", "LoopRuntime", "Service", "run_exit_flush", "set_exit_timeout"]
+__all__ = [
+    "BaseService",
+    "LoopRuntime",
+    "Service",
+    "app_signals_blocked",
+    "post_signal_later",
+    "run_exit_flush",
+    "set_exit_timeout",
+]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -215,19 +223,27 @@ class _LoopExecutor(concurrent.futures.ThreadPoolExecutor):
 
 
 def _start_thread(thread: threading.Thread) -> None:
-    """Start one of our threads with the application's signals blocked in it (see _APP_SIGNALS).
+    """Start one of our threads with the application's signals blocked in it (see _APP_SIGNALS)."""
+    with app_signals_blocked():
+        thread.start()
 
-    The new thread inherits its mask from the starting thread at creation, so they are blocked here around
-    ``start``: blocking them in the new thread itself would leave the window in which it takes them. Only what
-    was added is unblocked afterwards. (If the SIGTERM guard's handler ran in between and held the signal, the
-    guard blocks it again at the next span end.)
+
+@contextlib.contextmanager
+def app_signals_blocked() -> Iterator[None]:
+    """Threads started inside this block never take the application's signals (see _APP_SIGNALS); also for threads
+    a library starts for us (prometheus_client's metrics server).
+
+    A new thread inherits its mask from the starting thread at creation, so they are blocked here, around the
+    start: blocking them in the new thread itself would leave the window in which it takes them. Only what was
+    added is unblocked afterwards. (If the SIGTERM guard's handler ran in between and held the signal, the guard
+    blocks it again at the next span end.)
     """
     if not hasattr(signal, "pthread_sigmask"):  # pragma: no cover - Windows: no per-thread masks
-        thread.start()
+        yield
         return
     added = _APP_SIGNALS - signal.pthread_sigmask(signal.SIG_BLOCK, _APP_SIGNALS)
     try:
-        thread.start()
+        yield
     finally:
         if added:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, added)

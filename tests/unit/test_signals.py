@@ -388,3 +388,29 @@ def test_signal_in_application_code_under_an_observed_function_flushes_at_once(
     # and the tag of their one trace (main's).
     assert local_server.wait_for(spans=3, evals=3, tag_traces=1, timeout=10.0)
     assert (len(local_server.spans), len(local_server.evals), len(local_server.tags)) == (3, 3, 1)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="reads thread signal masks from /proc (Linux)")
+def test_metrics_server_thread_never_takes_the_signal(local_server: LocalJudgmentServer) -> None:
+    """prometheus_client's server thread (started for start_metrics_server) has SIGTERM and SIGINT blocked too."""
+    from judgeval_async import Tracer
+    from judgeval_async._prometheus import _THREAD_NAME
+
+    tracer = Tracer(
+        project_name="sig",
+        api_url=local_server.url,
+        api_key=local_server.api_key,
+        organization_id=local_server.org_id,
+        install_signal_handlers=False,
+    )
+    try:
+        tracer.start_metrics_server(port=0)
+        import threading
+
+        (thread,) = [t for t in threading.enumerate() if t.name == _THREAD_NAME]
+        with open(f"/proc/self/task/{thread.native_id}/status") as status:
+            blocked = int(next(line for line in status if line.startswith("SigBlk:")).split()[1], 16)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            assert blocked & (1 << (sig - 1)), sig
+    finally:
+        tracer.shutdown(timeout=5.0)
