@@ -23,6 +23,8 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Span, Status, StatusCode
 
+from ._provider import EngineTracer
+
 __all__ = ["Recorder", "wrap"]
 
 logger = logging.getLogger(__name__)
@@ -56,7 +58,10 @@ class Recorder(Protocol):
 
 def _start(rec: Recorder, name: str, attributes: dict[str, Any]) -> tuple[Span, object] | None:
     try:
-        span = rec.otel_tracer.start_span(name, attributes=attributes)
+        tracer = rec.otel_tracer
+        if type(tracer) is EngineTracer:
+            return tracer.start_current(name, attributes)  # the span engine: one call, attributes adopted
+        span = tracer.start_span(name, attributes=attributes)
         token = otel_context.attach(trace.set_span_in_context(span))
         return span, token
     except Exception:

@@ -33,6 +33,7 @@ from ._metrics import Metrics
 from ._multiprocess import SnapshotWriter, metrics_dir
 from ._observe import ATTR_INPUT, ATTR_OUTPUT, SpanContextManager, wrap
 from ._project import ProjectResolver
+from ._provider import EngineTracerProvider
 from ._runtime import BaseService, LoopRuntime, run_exit_flush, set_exit_timeout
 from ._serialize import RateLimitedLog, SerializeLimits, bounded_text, bounded_texts, safe_json
 from ._signals import signal_guard
@@ -207,21 +208,28 @@ class Tracer:
             shutdown=lambda: self.shutdown(timeout=c.exit_timeout),
             ensure_started=self._start_nowait,
         )
+        self.provider: trace.TracerProvider
         if tracer_provider is None:
-            tracer_provider = TracerProvider(
+            # The span engine (issue 12): our own API-level provider; ended spans go straight to the pipeline.
+            self.provider = EngineTracerProvider(
                 resource=Resource.create({"service.name": c.project_name}),
-                # Our own atexit hook keeps exit_timeout; OTel's would call shutdown() with no deadline of ours.
-                shutdown_on_exit=False,
+                on_end=self.processor.on_engine_end,
+                flush=lambda timeout: self.force_flush(timeout=timeout),
+                shutdown=lambda: self.shutdown(timeout=c.exit_timeout),
             )
-        tracer_provider.add_span_processor(self.processor)
-        self.provider = tracer_provider
+        else:
+            tracer_provider.add_span_processor(self.processor)
+            self.provider = tracer_provider
         if set_global:
-            trace.set_tracer_provider(tracer_provider)
-        self.otel_tracer = tracer_provider.get_tracer("judgeval_async")
+            trace.set_tracer_provider(self.provider)
+        self.otel_tracer = self.provider.get_tracer("judgeval_async")
         self._metrics_server: Any = None
         if c.install_signal_handlers:
             # SIGTERM must not end the process with our items in memory (uvicorn, gunicorn): see _signals.
             signal_guard.enable(run_exit_flush)
+        # Start the loop thread now (it does no I/O until there is something to send), so the first traced call
+        # does not pay for a thread start. Its imports were done above, on this thread (see _LOOP_IMPORTS).
+        self._runtime.ensure_started(wait=None)
 
     def __repr__(self) -> str:
         return f"Tracer(project_name={self.config.project_name!r}, api_url={self.config.api_url!r})"
