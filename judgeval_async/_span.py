@@ -383,10 +383,13 @@ class EngineSpan(_SpanBase):
         self.add_event("exception", attrs, timestamp)
 
     def end(self, end_time: int | None = None) -> None:
+        # The clock is read first so that the check and the store below run with no call between them: the
+        # interpreter switches threads only at calls and loop jumps, so two threads ending one span hand it over once.
+        now = end_time if end_time is not None else time_ns()
         if self._end is not None:
             logger.warning("Calling end() on an ended span.")
             return
-        self._end = end_time if end_time is not None else time_ns()
+        self._end = now
         self._owner.on_end(self)
 
     def __enter__(self) -> EngineSpan:
