@@ -1,7 +1,8 @@
 """The Tracer: the only place that wires config, metrics, runtime, transport and the three pipelines together.
 
-Nothing in ``Tracer.__init__`` does I/O: the loop thread starts on first use, the project id is resolved on the
-loop, and the HTTP client is created there.
+Nothing in ``Tracer.__init__`` does I/O: the loop thread starts here but only waits for work (so the first traced
+call does not pay for starting it), the project id is resolved on the loop, and the HTTP client is created there.
+Spans come from the span engine (``_provider``/``_span``) unless ``tracer_provider=`` brings an SDK provider.
 """
 
 from __future__ import annotations
@@ -152,7 +153,7 @@ class Tracer:
     sizes, timeouts, retry knobs); unset ones come from ``JUDGMENT_*`` environment variables, then defaults.
     Invalid values raise ``ValueError`` naming the field.
 
-    ``tracer_provider``: add our processor to an existing provider instead of creating one.
+    ``tracer_provider``: add our processor to an existing SDK provider instead of using our span engine.
     ``set_global``: install our provider as OpenTelemetry's global one (default: isolated).
     ``http_transport``: an ``httpx`` transport to send through (tests use ``httpx.MockTransport``).
     """
