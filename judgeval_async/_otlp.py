@@ -146,6 +146,27 @@ def _span(span: ReadableSpan) -> bytes:
     return b"".join(parts)
 
 
+def _vlen(n: int) -> bytes:
+    return _SMALL[n] if n < 128 else _varint(n)
+
+
+def _span_attributes(parts: list[bytes], attributes: Mapping[str, Any]) -> None:
+    """Span attributes (field 9) onto ``parts``. A string value (inputs, outputs: most of a span's bytes) is written
+    as one header piece plus the encoded text itself, never copied into intermediate messages."""
+    for key, value in attributes.items():
+        enc = _KEYS.get(key)
+        if enc is None or type(value) is not str:
+            parts.append(_ld(b"\x4a", _key_value(key, value)))
+            continue
+        text = value.encode("utf-8")
+        n = len(text)
+        head = b"\x0a" + _vlen(n)  # AnyValue.string_value
+        m = len(head) + n
+        kv = len(enc) + 1 + len(_vlen(m)) + m  # KeyValue: key, value (AnyValue)
+        parts.append(b"\x4a" + _vlen(kv) + enc + b"\x12" + _vlen(m) + head)
+        parts.append(text)
+
+
 def _engine_span(span: EngineSpan) -> bytes:
     """``_span`` for the span engine's record: the same bytes, read from its slots (no ReadableSpan, no views)."""
     parts = [b"\x0a\x10", span._trace_id.to_bytes(16, "big"), b"\x12\x08", span._span_id.to_bytes(8, "big")]
@@ -162,7 +183,7 @@ def _engine_span(span: EngineSpan) -> bytes:
         parts.append(b"\x39" + _pack_q(span._start))
     if span._end:
         parts.append(b"\x41" + _pack_q(span._end))
-    parts.append(_attributes(b"\x4a", span._attrs))
+    _span_attributes(parts, span._attrs)
     if span._dropped_attrs:
         parts.append(b"\x50" + _varint(span._dropped_attrs))
     if span._events:
