@@ -13,10 +13,10 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent / "judgeval_async"
 ROWS: list[set[str]] = [
     {"_errors"},
     {"_retry", "_semconv"},
-    {"_config", "_introspection"},
+    {"_config", "_introspection", "_span"},
     {"_delivery", "_routes"},
     {"_metrics", "_serialize", "_metadata", "_otlp"},
-    {"_handoff", "_health"},
+    {"_handoff", "_health", "_provider"},
     {"_runtime", "_transport", "_signals"},
     {"_sender"},
     {"_pipeline", "_project", "_multiprocess"},
@@ -37,7 +37,7 @@ DELIVERY_ROWS: list[set[str]] = [
 HOMES = {
     "httpx": {"_transport", "_tracer"},
     "prometheus_client": {"_prometheus", "_multiprocess"},
-    "opentelemetry": {"_spans", "_tracer", "_observe", "_otlp"},
+    "opentelemetry": {"_spans", "_tracer", "_observe", "_otlp", "_span", "_provider"},
     "aiometer": {"_spans", "_tags", "_evals"},
 }
 
