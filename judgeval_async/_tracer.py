@@ -260,7 +260,10 @@ class Tracer:
         else:
             tracer_provider.add_span_processor(self.processor)
             self.provider = tracer_provider
-        if any(s.lane is not None and s.lane.has_leftovers() for s in (self._spans, self._evals, self._tags)):
+        self._replaying = any(
+            s.lane is not None and s.lane.has_leftovers() for s in (self._spans, self._evals, self._tags)
+        )
+        if self._replaying:
             # An earlier process left payloads in the spool: start now and replay them, not at the first span.
             self._start_nowait()
         if set_global:
@@ -568,8 +571,8 @@ class Tracer:
         deadline = time.monotonic() + max(0.0, timeout)
         if self._runtime.stopped:
             return self.health_snapshot().ledger_balanced
-        if not self._runtime.running and not self._has_items():
-            return True  # nothing was ever offered: no reason to start the loop thread
+        if not self._runtime.running and not self._has_items() and not self._replaying:
+            return True  # nothing was ever offered (nor left in a spool): no reason to start the loop thread
         try:
             if not self._runtime.ensure_started(wait=timeout):
                 return False

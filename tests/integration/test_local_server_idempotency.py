@@ -89,10 +89,11 @@ def test_control_stats_report_duplicates(local_server: LocalJudgmentServer) -> N
 
 # ------------------------------------------------------------------ the client's side
 @pytest.mark.slow
-def test_batch_answered_after_the_read_timeout_is_recorded_once_and_counted_unacknowledged(
+def test_batch_answered_after_the_read_timeout_is_recorded_once_and_held_until_acknowledged(
     local_server: LocalJudgmentServer, make_tracer: Callable[..., Tracer]
 ) -> None:
-    """A backend that records each attempt but answers after the read timeout keeps one copy; the client says so."""
+    """A backend that records each attempt but answers after the read timeout keeps one copy (every attempt carries
+    the payload's one key); the client holds the batch, not dropping it, until an answer arrives in time."""
     spans = 5
     # Every attempt is read in full, then answered 2 s later, long after the client's 0.3 s read timeout.
     local_server.set_fault("traces", kind="latency", seconds=2.0)
@@ -100,15 +101,19 @@ def test_batch_answered_after_the_read_timeout_is_recorded_once_and_counted_unac
     for i in range(spans):
         with tracer.span(f"s{i}"):
             pass
-    assert tracer.force_flush(timeout=20.0)  # one batch, three attempts under one key
+    assert not tracer.force_flush(timeout=3.0)  # every attempt times out: held, not dropped
     health = tracer.get_health_metrics()
-    assert health["spans_dropped_by_reason"] == {"unacknowledged": spans}
+    assert health["spans_dropped_by_reason"] == {}
     assert health["spans_exported"] == 0
     assert health["ledger_balanced"]
-    # The server processes the three late requests: the first is recorded, the two redeliveries are not.
+    # The server processes the late requests: the first is recorded, the redeliveries (same key) are not.
     assert local_server.wait_for(requests={"traces": 3}, timeout=20.0)
     assert len(local_server.raw_spans) == spans
-    assert local_server.duplicates("traces") == 2
+    assert local_server.duplicates("traces") >= 2
+    local_server.clear_faults()
+    assert tracer.force_flush(timeout=20.0)
+    assert tracer.get_health_metrics()["spans_exported"] == spans
+    assert len(local_server.raw_spans) == spans  # the acknowledged resend was a duplicate too
 
 
 @pytest.mark.slow

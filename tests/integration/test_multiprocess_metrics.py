@@ -98,7 +98,8 @@ def test_one_scrape_sums_two_worker_processes(served):
     samples = scrape(server.url)
     assert samples[("judgeval_spans_created_total", ())] == 8
     assert samples[("judgeval_spans_exported_total", ())] == 3
-    assert samples[("judgeval_spans_dropped_total", (("reason", "retries_exhausted"),))] == 5
+    # The failing worker's 5 spans were held, then persisted to its spool at exit (not dropped).
+    assert sum(v for (name, _), v in samples.items() if name == "judgeval_spans_dropped_total") == 0
     assert samples[("judgeval_api_errors_total", (("endpoint", "traces"), ("status_code", "500")))] >= 1
     assert samples[("judgeval_export_duration_seconds_count", ())] >= 1  # only the worker whose export succeeded
     assert samples[("judgeval_api_request_duration_seconds_count", (("endpoint", "traces"),))] >= 2

@@ -19,13 +19,15 @@ import pytest
 from judgeval_async import Tracer
 from judgeval_async.testing import LocalJudgmentServer
 
-# Small knobs: a retry budget of about a second, so an outage of a few seconds is many budgets long.
+# Small knobs: a retry budget of a few seconds, so an outage of several seconds is longer than it; timeouts generous
+# enough that a loaded machine does not look like an outage; probes at least every second.
 _SMALL = {
     "project_id": "proj-durable",
     "retry_attempts": 2,
-    "export_timeout": 0.5,
-    "connect_timeout": 0.3,
-    "read_timeout": 0.3,
+    "export_timeout": 3.0,
+    "connect_timeout": 2.0,
+    "read_timeout": 2.0,
+    "retry_wait_max": 1.0,
     "max_export_batch_size": 50,
     "schedule_delay": 0.05,
     "tag_flush_interval": 0.05,
@@ -156,7 +158,7 @@ def test_exit_with_backend_down_persists_and_the_next_process_replays(
     assert second["spans_replayed"] == first["spans_spooled"]
     assert second["evaluations_replayed"] == first["evaluations_spooled"]
     assert second["tags_replayed"] == first["tags_spooled"]
-    assert second["spans_dropped"] == 0 and second["spans_spooled"] == 0
+    assert second["spans_dropped"] == 0 and second["spans_spooled"] == 0, (second["flushed"], second["endpoints"])
     assert _names(local_server) == {f"a{i}" for i in range(300)}
     assert len(local_server.raw_evals) >= 30
 
@@ -243,7 +245,8 @@ def test_corrupt_spool_record_is_skipped_and_counted(local_server: LocalJudgment
     assert second["ledger_balanced"]
     corrupt = second["spans_dropped_by_reason"].get("spool_corrupt", 0)
     assert corrupt == 50  # one batch of max_export_batch_size spans
-    assert len(_names(local_server)) == 150
+    assert second["spans_exported"] == 150, second
+    assert len(_names(local_server)) == 150, (local_server.duplicates("traces"), sorted(_names(local_server)))
 
 
 @pytest.mark.timeout(60)
