@@ -117,10 +117,6 @@ class QueueService(Generic[T]):
         """Deliver (or drop, with a reason) everything created before this call. Runs on the loop."""
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
-        # A flush submitted while the runtime is still starting its services waits for this one's start: it adopts
-        # an earlier process's spool, and those items are part of "everything before this call".
-        while self._progress is None and self._task is None and (deadline is None or loop.time() < deadline):
-            await asyncio.sleep(0.005)
         target, _ = self.ledger.accepted_and_settled()
         self.handoff.request_flush()
         self._on_flush_requested()
