@@ -26,7 +26,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from ._config import Config
 from ._errors import LoopThreadError, RuntimeClosedError
-from ._evals import EvalDispatcher, scorer_configs
+from ._evals import EvalDispatcher, SpanEvalCarrier, scorer_configs
 from ._health import HealthSnapshot, take_snapshot
 from ._metadata import SpanMetadataStore
 from ._metrics import Metrics
@@ -189,6 +189,8 @@ class Tracer:
         )
         self._spans = SpanExportService(c, self.metrics, self._transport, self._resolver)
         self._evals = EvalDispatcher(c, self.metrics, self._transport, self._resolver)
+        self._span_evals = SpanEvalCarrier(self.metrics.evaluations) if c.eval_transport == "span" else None
+        self._span_eval_log = RateLimitedLog(logger)
         self._tags = TagBatcher(c, self.metrics, self._transport, self._resolver)
         # First, so that in a forked child no later reset can meet a lock copied in the held state.
         self._runtime.add_service(_ForkReset(self))
@@ -401,13 +403,10 @@ class Tracer:
             span_id = format(ctx.span_id, "016x")
             reasons: set[str] = set()
             judgment, custom = scorer_configs(scorer, scorers, threshold, self.config.serialize_budget, reasons.add)
+            named = not (eval_name is None or (type(eval_name) is str and not eval_name))
             run = {
                 "project_name": self.config.project_name,
-                "eval_name": (
-                    f"async_evaluate_{span_id}"
-                    if eval_name is None or (type(eval_name) is str and not eval_name)
-                    else bounded_text(eval_name, NAME_MAX, reasons.add)
-                ),
+                "eval_name": bounded_text(eval_name, NAME_MAX, reasons.add) if named else f"async_evaluate_{span_id}",
                 "trace_id": format(ctx.trace_id, "032x"),
                 "trace_span_id": span_id,
                 # Serialized here, bounded, on the caller: the loop never runs user code (a slow __repr__ there
@@ -420,7 +419,17 @@ class Tracer:
             }
             for reason in reasons:
                 self.degraded(reason)
-            self._evals.offer(run)
+            carrier, project_id = self._span_evals, self._resolver.project_id
+            # eval_transport="span" needs the project id in the payload: until it is resolved (the first moments
+            # of a process given only project_name), or past the per-span caps, the API transport sends the run.
+            if carrier is None or project_id is None or not carrier.attach(span, project_id, run, named=named):
+                if carrier is not None and project_id is not None:
+                    self._span_eval_log.warning(
+                        "fallback",
+                        "judgeval_async: an evaluation exceeds what one span can carry (eval_transport='span'); "
+                        "sent by the API instead",
+                    )
+                self._evals.offer(run)
             self._start_nowait()
         except Exception:
             # Every call is accounted for: one that failed here is a lost evaluation, not silence.
