@@ -266,7 +266,7 @@ class Recorder:
                 "evals": len(self._evals),
                 "raw_evals": len(self._raw_evals),
                 "duplicates": dict(sorted(self._duplicates.items())),
-            }
+            } | {"span_evals": len(self.span_evals)}
 
     def wait_for(
         self,
