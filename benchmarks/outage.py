@@ -235,6 +235,9 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     }
     subject.shutdown(timeout=5.0)
     result["health"] = subject.health() if subject.health else None
+    # What the server holds once shutdown has flushed (it may deliver a little more than the window saw).
+    final = _stats(spec["url"])
+    result["delivered_after_shutdown"] = delivered if final is None else _delivered(final, eval_on_span)
     return result
 
 

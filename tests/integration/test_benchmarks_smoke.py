@@ -157,7 +157,9 @@ def test_outage_benchmark_quick_run_balances_its_ledger(tmp_path):
         assert totals["created"] == outage["produced"][signal] > 0, (signal, outage)
         assert totals["created"] == totals["delivered"] + totals["dropped"], (signal, totals)
         # The server never holds more than was produced, and the ledger never claims more than the server holds.
-        assert totals["delivered"] <= outage["delivered"][signal] <= outage["produced"][signal], (signal, outage)
+        final = outage["delivered_after_shutdown"][signal]
+        assert outage["delivered"][signal] <= final <= outage["produced"][signal], (signal, outage)
+        assert totals["delivered"] <= final, (signal, outage)
     kinds = {(c["subject"], c["end"]) for c in doc["crash"] if "error" not in c}
     assert kinds == {("ours", "kill"), ("ours", "exit")}, doc["crash"]
     for crash in doc["crash"]:
