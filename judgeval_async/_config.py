@@ -6,7 +6,10 @@ An invalid environment value is logged once and the default is used instead: a t
 must not take the application down.
 
 Environment variable for a field ``x_y`` is ``JUDGMENT_X_Y``, except the three the judgeval SDK already uses:
-``JUDGMENT_API_KEY``, ``JUDGMENT_ORG_ID`` (field ``organization_id``) and ``JUDGMENT_API_URL``.
+``JUDGMENT_API_KEY``, ``JUDGMENT_ORG_ID`` (field ``organization_id``) and ``JUDGMENT_API_URL``, and the two mapping
+fields, which follow OpenTelemetry: ``otlp_headers`` comes from ``OTEL_EXPORTER_OTLP_TRACES_HEADERS`` (else
+``OTEL_EXPORTER_OTLP_HEADERS``); ``resource_attributes`` is keyword-only, merged over ``OTEL_RESOURCE_ATTRIBUTES``
+and ``OTEL_SERVICE_NAME`` (:func:`resource_from_env`) when the tracer builds its resource.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import inspect
 import logging
 import math
 import os
+import re
+import types
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -22,8 +27,16 @@ from typing import Any, Literal, cast
 
 from ._errors import ConfigError
 from ._retry import RetryPolicy
+from ._semconv import DEFAULT_SEMCONV, SEMCONVS
 
-__all__ = ["LOOP_THREAD_NAME", "OVERFLOW_POLICIES", "Config", "env_name"]
+__all__ = [
+    "LOOP_THREAD_NAME",
+    "OVERFLOW_POLICIES",
+    "Config",
+    "env_name",
+    "parse_key_values",
+    "resource_from_env",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +50,13 @@ LOOP_THREAD_NAME = "judgeval-async-loop"
 
 _ENV_ALIASES = {"organization_id": "JUDGMENT_ORG_ID"}
 _SECRET_FIELDS = frozenset({"api_key"})
+# OpenTelemetry's variables for the mapping fields, highest priority first (the per-signal one wins).
+_HEADERS_ENV = ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS")
+_MAPPING_FIELDS = frozenset({"otlp_headers", "resource_attributes"})
+
+
+def _empty_mapping() -> Mapping[str, Any]:
+    return types.MappingProxyType({})
 
 
 def env_name(field_name: str) -> str:
@@ -75,6 +95,13 @@ class Config(metaclass=_ReadsEnvironment):
     project_name: str = "default_project"
     project_id: str = ""  # set it to skip the resolve call
     otlp_endpoint: str = ""  # full URL; default f"{api_url}/otel/v1/traces"
+    # Headers for the OTLP endpoint's own backend (Phoenix, Langfuse, a collector); read-only once built. Applied by
+    # the delivery pipeline's OTLP sender (issue 10/11); here: parsed and validated.
+    otlp_headers: Mapping[str, str] = field(default_factory=_empty_mapping, hash=False)
+    # Added to the tracer's OpenTelemetry resource, over OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME.
+    resource_attributes: Mapping[str, Any] = field(default_factory=_empty_mapping, hash=False)
+    # Which attribute conventions spans are written in: "judgment", "openinference", "gen_ai" (see _semconv).
+    semconv: tuple[str, ...] = DEFAULT_SEMCONV
     # --- span pipeline (seed Problem 6 defaults)
     max_queue_size: int = 8192
     max_export_batch_size: int = 512
@@ -89,6 +116,7 @@ class Config(metaclass=_ReadsEnvironment):
     eval_overflow: OverflowPolicy = "drop_oldest"
     eval_batch_size: int = 50
     eval_transport: EvalTransport = "api"  # "span": evaluations ride on their span (judgment.pending_trace_eval)
+    evaluations_enabled: bool = True  # False: async_evaluate() is a counted no-op (no Judgment API to take them)
     # --- tags (seed Problem 2)
     tag_flush_interval: float = 5.0
     tag_flush_traces: int = 100
@@ -124,14 +152,22 @@ class Config(metaclass=_ReadsEnvironment):
     install_signal_handlers: bool = True
 
     def __post_init__(self) -> None:
+        _normalize(self)
         _validate(self)
 
     def __repr__(self) -> str:
         # Hand-written so the key can never leak through repr(), logs or tracebacks.
-        shown = ", ".join(
-            f"{f.name}={'***' if f.name in _SECRET_FIELDS and getattr(self, f.name) else getattr(self, f.name)!r}"
-            for f in fields(self)
-        )
+        def show(name: str) -> str:
+            value = getattr(self, name)
+            if name in _SECRET_FIELDS and value:
+                return "'***'"
+            if name == "otlp_headers":
+                return repr({k: "***" for k in value})  # header values are often credentials
+            if name in _MAPPING_FIELDS:
+                return repr(dict(value))
+            return repr(value)
+
+        shown = ", ".join(f"{f.name}={show(f.name)}" for f in fields(self))
         return f"Config({shown})"
 
     @classmethod
@@ -187,6 +223,8 @@ def _build(cls: type[Config], env: Mapping[str, str], given: dict[str, Any]) -> 
     defaults = _plain(cls, {})
     from_env: dict[str, Any] = {}
     for name in known:
+        if name in _MAPPING_FIELDS:
+            continue
         raw = env.get(env_name(name))
         if name in given or raw is None or raw == "":
             continue
@@ -202,6 +240,12 @@ def _build(cls: type[Config], env: Mapping[str, str], given: dict[str, Any]) -> 
         queue = given.get("max_queue_size", from_env.get("max_queue_size"))
         if isinstance(queue, int) and not isinstance(queue, bool) and 0 < queue < defaults.max_export_batch_size:
             given = {**given, "max_export_batch_size": queue}
+    if "otlp_headers" not in given:
+        for var in _HEADERS_ENV:
+            raw = env.get(var)
+            if raw is not None and raw.strip():
+                from_env["otlp_headers"] = _headers_from_env(raw, var)
+                break
     config = _plain(cls, given)
     if not from_env:
         return config
@@ -225,7 +269,7 @@ def _build(cls: type[Config], env: Mapping[str, str], given: dict[str, Any]) -> 
 
 
 def _shown(name: str, raw: str) -> str:
-    if name in _SECRET_FIELDS:
+    if name in _SECRET_FIELDS or name == "otlp_headers":
         return "***"
     if name in ("api_url", "otlp_endpoint"):
         return "(an invalid URL)"  # may embed credentials
@@ -252,7 +296,76 @@ def _parse_env(raw: str, kind: type) -> object:
         return int(raw.replace("_", ""))
     if kind is float:
         return float(raw)
+    if kind is tuple:
+        return tuple(part.strip().lower() for part in raw.split(",") if part.strip())
     return raw
+
+
+# ---------------------------------------------------------------- OpenTelemetry's key=value lists
+# OTEL_EXPORTER_OTLP_*HEADERS and OTEL_RESOURCE_ATTRIBUTES: "k1=v1,k2=v2", W3C-baggage-like, values percent-encoded.
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an HTTP header name (RFC 9110 token)
+_warned_entries: set[str] = set()
+
+
+def _log_bad_entry_once(var: str, what: str) -> None:
+    if var in _warned_entries:
+        return
+    _warned_entries.add(var)
+    logger.warning("ignoring %s in %s (expected comma-separated key=value pairs, values percent-encoded)", what, var)
+
+
+def parse_key_values(raw: str, var: str, *, secret: bool = False) -> dict[str, str]:
+    """``k1=v1,k2=v2`` as a dict: keys and values trimmed and percent-decoded (UTF-8); empty members skipped. A
+    malformed member (no ``=``, an empty key, bad UTF-8 after decoding, a ``;property``) is skipped, and the first
+    one per variable is logged (its text only when not ``secret``). A later duplicate key wins, as in OTel."""
+    out: dict[str, str] = {}
+    for member in raw.split(","):
+        if not member.strip():
+            continue
+        key, eq, value = member.partition("=")
+        try:
+            key = urllib.parse.unquote(key.strip(), errors="strict")
+            value = urllib.parse.unquote(value.strip(), errors="strict")
+        except UnicodeDecodeError:
+            key = ""
+        if not eq or not key or ";" in value:
+            _log_bad_entry_once(var, "a malformed entry" if secret else f"the malformed entry {member.strip()!r}")
+            continue
+        out[key] = value
+    return out
+
+
+def _headers_from_env(raw: str, var: str) -> Mapping[str, str]:
+    """Header pairs from ``var``, names lower-cased (as OTel Python does); invalid names or values are skipped."""
+    headers: dict[str, str] = {}
+    for key, value in parse_key_values(raw, var, secret=True).items():
+        if _header_problem(key, value) is not None:
+            _log_bad_entry_once(var, "an invalid header")
+            continue
+        headers[key.lower()] = value
+    return headers
+
+
+def resource_from_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The resource attributes the environment asks for: ``OTEL_RESOURCE_ATTRIBUTES``, then ``OTEL_SERVICE_NAME``
+    over its ``service.name`` (the OpenTelemetry precedence). Never raises; bad entries are logged once, skipped."""
+    env = os.environ if environ is None else environ
+    attributes = parse_key_values(env.get("OTEL_RESOURCE_ATTRIBUTES", ""), "OTEL_RESOURCE_ATTRIBUTES")
+    service = env.get("OTEL_SERVICE_NAME", "").strip()
+    if service:
+        attributes["service.name"] = service
+    return attributes
+
+
+def _header_problem(key: object, value: object) -> str | None:
+    if not isinstance(key, str) or not _TOKEN.match(key):
+        return "has a header name that is not an HTTP token"
+    if not isinstance(value, str):
+        return "has a header value that is not a string"
+    # Printable ASCII plus space and tab inside (httpx encodes headers as ASCII; CR/LF would be header injection).
+    if not all(" " <= ch <= "~" or ch == "\t" for ch in value):
+        return "has a header value with control or non-ASCII characters"
+    return None
 
 
 _POSITIVE_INTS = (
@@ -287,7 +400,14 @@ _POSITIVE_FLOATS = (
     "exit_timeout",
 )
 _NON_NEGATIVE_FLOATS = ("retry_wait_initial", "retry_wait_max")
-_BOOLS = ("gzip", "verify_tls", "retry_testing", "metrics_enabled", "install_signal_handlers")
+_BOOLS = (
+    "gzip",
+    "verify_tls",
+    "retry_testing",
+    "metrics_enabled",
+    "install_signal_handlers",
+    "evaluations_enabled",
+)
 _STRINGS = ("api_key", "organization_id", "api_url", "project_name", "project_id", "otlp_endpoint")
 # Sent as HTTP header values: a CR/LF would be header injection (httpx refuses it only at send time, on every
 # send), and httpx encodes headers as ASCII. Bearer tokens and ids never need anything else.
@@ -302,7 +422,60 @@ def _has_space_or_control(value: str) -> bool:
     return any(ch <= " " or "\x7f" <= ch <= "\x9f" for ch in value)
 
 
+def _normalize(c: Config) -> None:
+    """Read-only copies of the mapping fields (a later change to the caller's dict changes nothing) and a tuple
+    ``semconv``. Values that cannot be normalized are left for ``_validate`` to name."""
+    for name in _MAPPING_FIELDS:
+        value = getattr(c, name)
+        if isinstance(value, Mapping) and not isinstance(value, types.MappingProxyType):
+            object.__setattr__(c, name, types.MappingProxyType(dict(value)))
+    semconv = c.semconv
+    if isinstance(semconv, str):
+        semconv = tuple(part.strip() for part in semconv.split(",") if part.strip())
+    if isinstance(semconv, (list, tuple, frozenset, set)):
+        # Duplicates removed, order kept (sets sorted, so the config is deterministic).
+        items = sorted(semconv, key=str) if isinstance(semconv, (set, frozenset)) else semconv
+        object.__setattr__(c, "semconv", tuple(dict.fromkeys(items)))
+
+
+_INT64_RANGE = (-(2**63), 2**63)
+
+
+def _resource_value_ok(value: object) -> bool:
+    if isinstance(value, bool | str):
+        return True
+    if isinstance(value, int):
+        return _INT64_RANGE[0] <= value < _INT64_RANGE[1]
+    return isinstance(value, float)
+
+
+def _validate_mappings(c: Config) -> None:
+    if not isinstance(c.otlp_headers, Mapping):
+        raise ConfigError("otlp_headers", "must be a dict of header name -> value")
+    for key, value in c.otlp_headers.items():
+        problem = _header_problem(key, value)
+        if problem is not None:
+            # Only the name is echoed, and only a valid one: the value may be a credential.
+            raise ConfigError("otlp_headers", problem)
+    if not isinstance(c.resource_attributes, Mapping):
+        raise ConfigError("resource_attributes", "must be a dict of attribute name -> value")
+    for key, value in c.resource_attributes.items():
+        if not isinstance(key, str) or not key:
+            raise ConfigError("resource_attributes", f"keys must be non-empty strings, got {key!r}")
+        if not _resource_value_ok(value):
+            raise ConfigError(
+                "resource_attributes", f"value of {key!r} must be a str, bool, int (64-bit) or float, got {value!r}"
+            )
+    semconv = c.semconv
+    if not isinstance(semconv, tuple) or not semconv or not all(isinstance(n, str) for n in semconv):
+        raise ConfigError("semconv", f"must be a non-empty tuple of names from {sorted(SEMCONVS)}, got {semconv!r}")
+    unknown = [n for n in semconv if n not in SEMCONVS]
+    if unknown:
+        raise ConfigError("semconv", f"unknown convention {unknown[0]!r}; expected names from {sorted(SEMCONVS)}")
+
+
 def _validate(c: Config) -> None:
+    _validate_mappings(c)
     for name in _POSITIVE_INTS:
         v = getattr(c, name)
         if isinstance(v, bool) or not isinstance(v, int) or v <= 0:

@@ -10,17 +10,27 @@ schedule nothing at all. The consumer's own timer covers the partial-batch case,
 
 Races, documented: ``offer`` and ``close`` may race; an offer that takes the lock after ``close`` returns False and
 is counted as dropped with reason ``shutdown``. Every other item is taken by the consumer or discarded with a reason.
+
+Re-entrance: ``offer`` may run *inside* a locked region of the same thread (a signal handler, or a ``__del__`` /
+weakref callback run by the garbage collector, at any bytecode). The lock is re-entrant, and every locked region sets
+the ledger's ``busy`` flag while it updates: an ``offer`` that finds it set touches nothing that region may be
+touching. It sets the item aside on a deque of its own (one atomic append, bounded by the capacity), and the
+consumer's next take (or the next read of the ledger) admits it under the usual rules; only when that deque is full
+is the item refused, counted ``reentrant`` on a counter of its own. A plain lock would deadlock there; a bare
+re-entrant lock would interleave two updates. Objects are released outside the lock where a ``__del__`` could run.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 from ._config import OVERFLOW_POLICIES
-from ._metrics import SignalLedger
+from ._metrics import SignalLedger, new_lock
 
 __all__ = ["Handoff"]
 
@@ -33,6 +43,7 @@ class Handoff(Generic[T]):
     __slots__ = (
         "_capacity",
         "_closed",
+        "_deferred",
         "_drop_oldest",
         "_flush_requested",
         "_items",
@@ -44,6 +55,7 @@ class Handoff(Generic[T]):
         "_times",
         "_waiter",
         "_wake_pending",
+        "evict_parked",
         "name",
         "wakeups",
     )
@@ -61,6 +73,10 @@ class Handoff(Generic[T]):
         self._items: deque[T] = deque()
         self._times: deque[float] = deque()  # enqueue time per item, for "oldest queued age"
         self._closed = False
+        # Items offered by a re-entrant call (a signal handler or GC callback interrupting this thread mid-update),
+        # not yet in the ledger: admitted, under offer()'s rules, by the consumer's next take or the next read of the
+        # ledger (offer itself does not look, to stay cheap).
+        self._deferred: deque[T] = deque()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._threshold = 0  # > 0 only while the consumer is parked waiting for that many items
@@ -68,8 +84,12 @@ class Handoff(Generic[T]):
         self._flush_requested = False
         self._kicked = False  # set by wake_consumer(): the next take returns at once (loop thread only)
         self.wakeups = 0  # how many cross-thread wake-ups offer() scheduled (tests check coalescing)
+        # Set by a consumer that parks items (counted in ledger.parked): under drop_oldest, with the lock held, drop
+        # the oldest parked item (counting nothing: offer counts the queue_full) and return True if there was one.
+        self.evict_parked: Callable[[], bool] | None = None
         ledger.capacity = capacity
         ledger.oldest = self._view
+        ledger.merge = self._merge_deferred_locked
 
     # ------------------------------------------------------------------ producer side (any thread, never blocks)
     def offer(self, item: T) -> bool:
@@ -79,26 +99,47 @@ class Handoff(Generic[T]):
         """
         loop = None
         evicted: T | None = None  # released after the lock: its __del__ may call offer() again (re-entrancy)
+        led = self._ledger
         with self._lock:
-            led = self._ledger
-            led.created += 1
-            if self._closed:
-                led.dropped["shutdown"] += 1
-                led.refused += 1
+            if led.busy:
+                # This thread re-entered a region that is mid-update (see the module docstring): touch nothing that
+                # region may be touching. Set the item aside (one atomic append); the next update admits it.
+                if len(self._deferred) < self._capacity:
+                    self._deferred.append(item)
+                    return True
+                next(led.reentrant)
                 return False
-            items = self._items
-            if len(items) >= self._capacity:
-                led.dropped["queue_full"] += 1
-                if not self._drop_oldest:
+            try:
+                led.busy = True
+                led.created += 1
+                if self._closed:
+                    led.dropped["shutdown"] += 1
                     led.refused += 1
                     return False
-                evicted = items.popleft()
-                self._times.popleft()
-            items.append(item)
-            self._times.append(time.monotonic())
-            if self._threshold and len(items) >= self._threshold and not self._wake_pending:
-                self._wake_pending = True
-                loop = self._loop
+                items = self._items
+                # One bound for the whole backlog: what waits here plus what the consumer parked (encoded, waiting
+                # for a send slot) never exceeds the capacity, so utilization never exceeds 1.0.
+                if len(items) + led.parked >= self._capacity:
+                    led.dropped["queue_full"] += 1
+                    if not self._drop_oldest:
+                        led.refused += 1
+                        return False
+                    # drop_oldest: parked items were taken before anything still here, so they go first.
+                    if led.parked and self.evict_parked is not None and self.evict_parked():
+                        pass
+                    elif items:
+                        evicted = items.popleft()
+                        self._times.popleft()
+                    else:
+                        led.refused += 1
+                        return False
+                items.append(item)
+                self._times.append(time.monotonic())
+                if self._threshold and len(items) >= self._threshold and not self._wake_pending:
+                    self._wake_pending = True
+                    loop = self._loop
+            finally:
+                led.busy = False
         if loop is not None:
             self._schedule_wake(loop)
         del evicted
@@ -106,7 +147,7 @@ class Handoff(Generic[T]):
 
     def close(self) -> None:
         """Stop accepting items and wake the consumer so it can drain what is left. Idempotent, any thread."""
-        with self._lock:
+        with self._ledger.updating():
             self._closed = True
             loop = self._loop if self._threshold else None
             self._wake_pending = True
@@ -115,7 +156,7 @@ class Handoff(Generic[T]):
 
     def request_flush(self) -> None:
         """Ask the consumer to take whatever is queued now instead of waiting for a full batch. Any thread."""
-        with self._lock:
+        with self._ledger.updating():
             self._flush_requested = True
             loop = self._loop if self._threshold else None
             self._wake_pending = True
@@ -141,8 +182,12 @@ class Handoff(Generic[T]):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         threshold = max_items if wake_at is None else max(1, min(wake_at, max_items))
+        updating = self._ledger.updating
         while True:
-            with self._lock:
+            released: list[T] = []  # admitted-then-refused items: let go after the lock (a __del__ may trace)
+            with updating() as fresh:
+                if fresh and self._deferred:
+                    released = self._merge_deferred_locked()
                 self._loop = loop
                 n = len(self._items)
                 expired = loop.time() >= deadline
@@ -154,19 +199,25 @@ class Handoff(Generic[T]):
                 self._waiter = fut
                 self._threshold = threshold
                 self._wake_pending = False
+            del released
             timer = loop.call_at(deadline, _resolve, fut)
             try:
                 await fut
             finally:
                 timer.cancel()
-                with self._lock:
+                with updating():
                     self._threshold = 0
                     self._waiter = None
 
     def take_nowait(self, max_items: int) -> list[T]:
         """Take up to ``max_items`` without waiting (used when draining)."""
-        with self._lock:
-            return self._take_locked(max_items)
+        released: list[T] = []
+        with self._ledger.updating() as fresh:
+            if fresh and self._deferred:
+                released = self._merge_deferred_locked()
+            batch = self._take_locked(max_items)
+        del released
+        return batch
 
     def wake_consumer(self) -> None:
         """Make the consumer's current (or next) ``take_batch`` return now with what is there, e.g. because a send
@@ -176,17 +227,29 @@ class Handoff(Generic[T]):
 
     def discard_all(self, reason: str) -> int:
         """Drop every queued item, counted under ``reason``. Any thread. Returns how many were dropped."""
-        with self._lock:
+        released: list[T] = []
+        with self._ledger.updating() as fresh:
+            if fresh and self._deferred:
+                released = self._merge_deferred_locked()
             dropped, self._items = self._items, deque()
             self._times.clear()
             n = len(dropped)
             self._ledger.dropped[reason] += n
         dropped.clear()  # outside the lock: an item's __del__ may call offer() again
+        del released
         return n
 
     def reset_after_fork(self) -> None:
         """In a forked child: forget the parent's loop and waiter (they belong to a thread that does not exist
         here). The caller holds or has just re-created the lock; see ``_runtime``."""
+        led = self._ledger
+        led.lock = self._lock = new_lock()  # re-entrant, whatever the caller re-created
+        led.busy = False
+        led.reentrant = itertools.count()  # the parent's refusals are the parent's
+        inherited = len(self._deferred)  # set aside in the parent and never admitted: the parent's too
+        self._deferred.clear()
+        led.created += inherited
+        led.dropped["fork_discard"] += inherited
         self._loop = None
         self._waiter = None
         self._threshold = 0
@@ -196,6 +259,44 @@ class Handoff(Generic[T]):
         self._closed = False
 
     # ------------------------------------------------------------------ internals
+    def _merge_deferred_locked(self) -> list[T]:
+        """Admit the items re-entrant offers set aside, oldest first, under offer()'s rules. Call with the lock held
+        and ``busy`` set by a region that is not itself re-entrant. Returns the items to release after the lock."""
+        released: list[T] = []
+        deferred = self._deferred
+        while deferred:
+            self._admit_locked(deferred.popleft(), released)
+        return released
+
+    def _admit_locked(self, item: T, released: list[T]) -> None:
+        # offer()'s admission steps (offer inlines them: it is the hot path). Refused or evicted items go to
+        # ``released``, to be let go after the lock (their __del__ may trace).
+        led = self._ledger
+        led.created += 1
+        if self._closed:
+            led.dropped["shutdown"] += 1
+            led.refused += 1
+            released.append(item)
+            return
+        items = self._items
+        if len(items) + led.parked >= self._capacity:
+            led.dropped["queue_full"] += 1
+            if not self._drop_oldest:
+                led.refused += 1
+                released.append(item)
+                return
+            if led.parked and self.evict_parked is not None and self.evict_parked():
+                pass
+            elif items:
+                released.append(items.popleft())
+                self._times.popleft()
+            else:
+                led.refused += 1
+                released.append(item)
+                return
+        items.append(item)
+        self._times.append(time.monotonic())
+
     def _take_locked(self, max_items: int) -> list[T]:
         items = self._items
         k = min(len(items), max_items)

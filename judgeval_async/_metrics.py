@@ -8,16 +8,27 @@ Every item of every signal (spans, evaluations, tags) is, at any moment, in exac
 settled yet" (being batched, encoded, sent or retried). All transitions of one signal happen under that signal's
 lock, which the handoff shares: producers pay for one uncontended lock they already hold for the queue, and a
 snapshot taken from any thread is consistent.
+
+Re-entrancy: a signal handler, a ``__del__`` or weakref callback run by the garbage collector can call a traced
+function *on a thread that is already inside one of these locked regions*, at any bytecode. A plain lock would
+deadlock there for ever. So every lock here is re-entrant, and every region that updates state under it sets a
+``busy`` flag: a call that finds the lock already held by its own thread *and* ``busy`` set knows that a frame below
+it is mid-update, touches nothing that frame may be touching, and degrades: an offered item is set aside and admitted
+by the next update or read (dropped as ``reentrant`` only if that side deque is full, on a counter only that path
+increments, merged when read). Other threads never see ``busy`` set: they wait for the lock.
 """
 
 from __future__ import annotations
 
 import bisect
+import contextlib
+import itertools
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 # Called with the ledger lock held: (queued count, monotonic enqueue time of the oldest item or None).
 QueueView = Callable[[], tuple[int, "float | None"]]
@@ -29,6 +40,8 @@ __all__ = [
     "Metrics",
     "QueueView",
     "SignalLedger",
+    "count_value",
+    "new_lock",
 ]
 
 # The fixed set of reasons an item can be dropped for. docs/reliability.md explains each one.
@@ -44,7 +57,21 @@ DROP_REASONS: tuple[str, ...] = (
     "shutdown_deadline",  # still queued or in flight when shutdown's deadline expired
     "shutdown",  # offered after shutdown began
     "fork_discard",  # inherited from the parent process across os.fork()
+    "reentrant",  # offered re-entrantly (signal handler, GC callback) mid-update, with the set-aside deque full
 )
+
+
+def new_lock() -> threading.Lock:
+    """A re-entrant lock for state that a signal handler or GC callback may re-enter (see the module docstring).
+
+    Typed as ``threading.Lock`` because its other users (the fork hooks) only acquire and release it.
+    """
+    return cast("threading.Lock", threading.RLock())
+
+
+def count_value(counter: itertools.count[int]) -> int:
+    """The next value ``counter`` would return, without advancing it (``count(7)`` -> 7)."""
+    return int(repr(counter)[6:-1])
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,22 +101,29 @@ class SignalLedger:
 
     __slots__ = (
         "abandoned",
+        "busy",
         "capacity",
         "created",
         "delivered",
         "dropped",
         "in_flight",
         "lock",
+        "merge",
         "name",
         "oldest",
         "parked",
+        "reentrant",
         "refused",
     )
 
     def __init__(self, name: str, capacity: int = 0) -> None:
         self.name = name
         self.capacity = capacity
-        self.lock = threading.Lock()
+        self.lock = new_lock()
+        self.busy = False  # True while a holder of ``lock`` is mid-update (see the module docstring)
+        # Items refused because they re-entered a busy region: advanced only by that path (``next`` is one C call, so
+        # it cannot be interrupted half-way the way ``created += 1`` can), and merged into created/dropped when read.
+        self.reentrant = itertools.count()
         self.created = 0
         self.delivered = 0
         self.in_flight = 0
@@ -101,18 +135,36 @@ class SignalLedger:
         self.dropped: dict[str, int] = dict.fromkeys(DROP_REASONS, 0)
         # Set by the handoff: a callable giving (queued count, monotonic time of the oldest queued item or None).
         self.oldest: QueueView | None = None
+        # Set by the handoff: admits items set aside by re-entrant offers (lock held); returns objects to release
+        # after the lock. Every read calls it first, so what was offered is in the counts it reports.
+        self.merge: Callable[[], list[Any]] | None = None
+
+    @contextlib.contextmanager
+    def updating(self) -> Iterator[bool]:
+        """Hold ``lock`` with ``busy`` set, for a region that changes (or reads several of) the counters; yields
+        True unless this region itself re-entered a busy one (then it must only read, or touch what is its own).
+
+        A producer re-entering on this thread meanwhile is set aside instead of interleaving its update with ours.
+        Restores ``busy`` on exit, so a (rare) nested use keeps the outer region protected.
+        """
+        with self.lock:
+            busy, self.busy = self.busy, True
+            try:
+                yield not busy
+            finally:
+                self.busy = busy
 
     # --- transitions of items the loop holds (call from the loop; they take the lock)
     def settle_delivered(self, n: int) -> None:
         if n:
-            with self.lock:
+            with self.updating():
                 if not self.abandoned:
                     self.in_flight -= n
                     self.delivered += n
 
     def settle_dropped(self, reason: str, n: int) -> None:
         if n:
-            with self.lock:
+            with self.updating():
                 if not self.abandoned:
                     self.in_flight -= n
                     self.dropped[reason] += n
@@ -120,7 +172,7 @@ class SignalLedger:
     def abandon_in_flight(self, reason: str) -> int:
         """Count every in-flight (and parked) item as dropped for ``reason`` and ignore later settles of them (a send
         that was cut off at shutdown may still finish on the loop; it must not be counted twice). Any thread."""
-        with self.lock:
+        with self.updating():
             n = self.in_flight + self.parked
             self.in_flight = 0
             self.parked = 0
@@ -130,31 +182,46 @@ class SignalLedger:
 
     def drop_untracked(self, reason: str, n: int = 1) -> None:
         """Count an item that was refused before it entered the ledger (created and dropped at once)."""
-        with self.lock:
+        with self.updating():
             self.created += n
             self.dropped[reason] += n
             self.refused += n
 
     def accepted_and_settled(self) -> tuple[int, int]:
         """(items that entered the queue, how many of those are settled). ``flush`` compares the two; items
-        refused at the door are left out of both, so a refusal after a flush began cannot end it early."""
-        with self.lock:
+        refused at the door are left out of both, so a refusal after a flush began cannot end it early (``reentrant``
+        refusals are not in either count until a snapshot merges them)."""
+        released = None
+        with self.updating() as fresh:
+            if fresh and self.merge is not None:
+                released = self.merge()
             settled = self.delivered + sum(self.dropped.values()) - self.refused
-            return self.created - self.refused, settled
+            accepted = self.created - self.refused
+        del released  # after the lock: a refused item's __del__ may trace
+        return accepted, settled
 
     def snapshot(self) -> LedgerSnapshot:
-        with self.lock:
+        released = None
+        with self.updating() as fresh:
+            if fresh and self.merge is not None:
+                released = self.merge()
             queued, oldest = self.oldest() if self.oldest is not None else (0, None)
             queued += self.parked
-            return LedgerSnapshot(
-                created=self.created,
+            reentrant = count_value(self.reentrant)
+            dropped = {k: v for k, v in self.dropped.items() if v}
+            if reentrant:
+                dropped["reentrant"] = dropped.get("reentrant", 0) + reentrant
+            snap = LedgerSnapshot(
+                created=self.created + reentrant,
                 delivered=self.delivered,
-                dropped={k: v for k, v in self.dropped.items() if v},
+                dropped=dropped,
                 queued=queued,
                 in_flight=self.in_flight,
                 capacity=self.capacity,
                 oldest_queued_age=0.0 if oldest is None else max(0.0, time.monotonic() - oldest),
             )
+        del released  # after the lock: a refused item's __del__ may trace
+        return snap
 
 
 # Latency buckets from 10 µs to 60 s: wide enough for both observe overhead and export durations.
@@ -185,9 +252,13 @@ DEFAULT_BUCKETS: tuple[float, ...] = (
 
 class Histogram:
     """A cumulative-bucket histogram that Prometheus reads at scrape time, plus a recent-sample window for
-    percentiles in ``get_health_metrics()``."""
+    percentiles in ``get_health_metrics()``.
 
-    __slots__ = ("_lock", "bounds", "count", "counts", "recent", "sum")
+    ``observe`` is on the caller's path: a value observed while this thread is already mid-update (re-entrance, see
+    the module docstring) is set aside on a deque (one atomic append) and folded in by the next update or read.
+    """
+
+    __slots__ = ("_busy", "_late", "_lock", "bounds", "count", "counts", "recent", "sum")
 
     def __init__(self, bounds: tuple[float, ...] = DEFAULT_BUCKETS, window: int = 2048) -> None:
         self.bounds = bounds
@@ -195,20 +266,39 @@ class Histogram:
         self.sum = 0.0
         self.count = 0
         self.recent: deque[float] = deque(maxlen=window)
-        self._lock = threading.Lock()
+        self._lock = new_lock()
+        self._busy = False
+        self._late: deque[float] = deque()
 
     def observe(self, value: float) -> None:
-        i = bisect.bisect_left(self.bounds, value)
         with self._lock:
-            self.counts[i] += 1
-            self.sum += value
-            self.count += 1
+            if self._busy:
+                self._late.append(value)
+                return
+            try:
+                self._busy = True
+                self._add(value)
+                while self._late:
+                    self._add(self._late.popleft())
+            finally:
+                self._busy = False
+
+    def _add(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.sum += value
+        self.count += 1
         self.recent.append(value)
 
     def cumulative(self) -> tuple[list[tuple[str, int]], float, int]:
         """Prometheus-style buckets (le label, cumulative count), sum, count."""
         with self._lock:
-            counts, total, n = list(self.counts), self.sum, self.count
+            busy, self._busy = self._busy, True
+            try:
+                while self._late and not busy:
+                    self._add(self._late.popleft())
+                counts, total, n = list(self.counts), self.sum, self.count
+            finally:
+                self._busy = busy
         out: list[tuple[str, int]] = []
         running = 0
         for bound, c in zip((*self.bounds, float("inf")), counts, strict=True):
@@ -225,25 +315,53 @@ class Histogram:
 
 
 class _LabelledCounter:
-    """A counter keyed by a label tuple, safe to bump from any thread (these events are rare: a lock is fine)."""
+    """A counter keyed by a label tuple, safe to bump from any thread (these events are rare: a lock is fine).
 
-    __slots__ = ("_lock", "values")
+    An ``inc`` that re-enters this thread's own update (see the module docstring) is set aside on a deque (one atomic
+    append) and folded in by the next update or read, so no count is lost.
+    """
+
+    __slots__ = ("_busy", "_late", "_lock", "values")
 
     def __init__(self) -> None:
         self.values: dict[tuple[str, ...], int] = {}
-        self._lock = threading.Lock()
+        self._lock = new_lock()
+        self._busy = False
+        self._late: deque[tuple[tuple[str, ...], int]] = deque()
 
     def inc(self, *labels: str, n: int = 1) -> None:
         with self._lock:
+            if self._busy:
+                self._late.append((labels, n))
+                return
+            try:
+                self._busy = True
+                self.values[labels] = self.values.get(labels, 0) + n
+                self._fold()
+            finally:
+                self._busy = False
+
+    def _fold(self) -> None:
+        late = self._late
+        while late:
+            labels, n = late.popleft()
             self.values[labels] = self.values.get(labels, 0) + n
 
-    def items(self) -> list[tuple[tuple[str, ...], int]]:
+    def _read(self) -> dict[tuple[str, ...], int]:
         with self._lock:
-            return list(self.values.items())
+            busy, self._busy = self._busy, True
+            try:
+                if not busy:
+                    self._fold()
+                return dict(self.values)
+            finally:
+                self._busy = busy
+
+    def items(self) -> list[tuple[tuple[str, ...], int]]:
+        return list(self._read().items())
 
     def total(self) -> int:
-        with self._lock:
-            return sum(self.values.values())
+        return sum(self._read().values())
 
 
 @dataclass

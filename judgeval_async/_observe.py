@@ -23,25 +23,26 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Span, Status, StatusCode
 
-__all__ = ["Recorder", "wrap"]
+from ._semconv import JSON_MIME, Semconv
+
+__all__ = ["Recorder", "put_value", "wrap"]
 
 logger = logging.getLogger(__name__)
 
 _SAMPLE_EVERY = 16
 _MAX_GENERATOR_ITEMS = 100  # yielded items kept for a generator span's output
-NAME_MAX = 1024  # characters of a span name (observe(name=...), span(name), or the function's __qualname__)
+NAME_MAX = 1024  # characters of a span name (observe(name=...), span(name), or the function's __name__)
 KIND_MAX = 256  # characters of a span_type
+MODEL_MAX = 256  # characters of an llm span's model argument
 MESSAGE_MAX = 8192  # characters of a recorded exception's message
 STACKTRACE_MAX = 32_768  # characters of a recorded exception's stack trace
-ATTR_INPUT = "judgment.input"
-ATTR_OUTPUT = "judgment.output"
-ATTR_SPAN_KIND = "judgment.span_kind"
 
 
 class Recorder(Protocol):
     """What the wrappers need from the tracer (kept narrow so the hot path is easy to read)."""
 
     otel_tracer: trace.Tracer
+    semconv: Semconv
 
     def serialize(self, value: Any) -> str: ...
 
@@ -52,6 +53,15 @@ class Recorder(Protocol):
     def record_overhead(self, seconds: float) -> None: ...
 
     def metrics_enabled(self) -> bool: ...
+
+
+def put_value(attributes: dict[str, Any], keys: tuple[str, ...], mime_key: str, text: str) -> None:
+    """Write one serialized input or output under every key the ``semconv`` setting names (``Semconv.input_keys``
+    or ``output_keys``): the JSON text is computed once and the same string object is stored under each key."""
+    for key in keys:
+        attributes[key] = text
+    if mime_key:
+        attributes[mime_key] = JSON_MIME
 
 
 def _start(rec: Recorder, name: str, attributes: dict[str, Any]) -> tuple[Span, object] | None:
@@ -100,7 +110,11 @@ def _finish(span: Span, token: object, error: BaseException | None, output: Any,
             _record_error(span, error, rec)
             span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}"))
         elif record:
-            span.set_attribute(ATTR_OUTPUT, rec.serialize(output))
+            sc = rec.semconv
+            if sc.output_keys:
+                attributes: dict[str, Any] = {}
+                put_value(attributes, sc.output_keys, sc.output_mime_key, rec.serialize(output))
+                span.set_attributes(attributes)  # one lock round-trip for every key
         span.end()
     except Exception:
         logger.debug("judgeval_async could not end a span", exc_info=True)
@@ -153,11 +167,14 @@ def wrap(
     record_output: bool,
 ) -> Callable[..., Any]:
     if name is None or (type(name) is str and not name):
-        name = getattr(func, "__qualname__", None) or getattr(func, "__name__", None) or "function"
+        # __name__, not __qualname__: "search", not "build_workload.<locals>.search" (what every OTel UI shows).
+        name = getattr(func, "__name__", None) or "function"
     # Once per function, not per call: a span name and kind are capped and cleaned of lone surrogates (which would
     # make the encoder fail the span) here, and counted.
     span_name = rec.text(name, NAME_MAX)
     span_type = rec.text(span_type, KIND_MAX)
+    sc = rec.semconv
+    static = sc.kind_attributes(span_type, span_name)
     try:
         sig: inspect.Signature | None = inspect.signature(func)  # once per function, not per call
     except (TypeError, ValueError):
@@ -168,6 +185,9 @@ def wrap(
         p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) for p in sig.parameters.values()
     )
     names = tuple(params) if simple else None
+    # An llm span whose function takes a ``model`` string names the requested model (llm.model_name, gen_ai).
+    model_keys = sc.model_keys(span_type) if "model" in params else ()
+    model_at = _positional_index(sig, "model") if model_keys else -1
     counter = [0]
 
     def begin(args: Any, kwargs: Any) -> tuple[tuple[Span, object] | None, float]:
@@ -175,12 +195,14 @@ def wrap(
         counter[0] += 1
         sampled = counter[0] % _SAMPLE_EVERY == 0 and rec.metrics_enabled()
         t0 = time.perf_counter() if sampled else 0.0
-        attributes: dict[str, Any] = {ATTR_SPAN_KIND: span_type}
-        if record_input:
+        attributes = static.copy()
+        if record_input and sc.input_keys:
             # Set at start, in the same call as the kind: one attribute update on the span instead of two.
             text = _input_json(rec, sig, names, skip_first, args, kwargs)
             if text is not None:
-                attributes[ATTR_INPUT] = text
+                put_value(attributes, sc.input_keys, sc.input_mime_key, text)
+        if model_keys:
+            _put_model(rec, attributes, model_keys, model_at, args, kwargs)
         started = _start(rec, span_name, attributes)
         return started, (time.perf_counter() - t0) if sampled else -1.0
 
@@ -302,19 +324,41 @@ def wrap(
     return sync_wrapper
 
 
+def _positional_index(sig: inspect.Signature | None, name: str) -> int:
+    """Where ``name`` is in a call's positional arguments, or -1 if it can only be passed by keyword."""
+    if sig is None:
+        return -1
+    for i, p in enumerate(sig.parameters.values()):
+        if p.kind not in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+            return -1
+        if p.name == name:
+            return i
+    return -1
+
+
+def _put_model(
+    rec: Recorder, attributes: dict[str, Any], keys: tuple[str, ...], at: int, args: Any, kwargs: Any
+) -> None:
+    model = kwargs.get("model") if "model" in kwargs else (args[at] if 0 <= at < len(args) else None)
+    if type(model) is str and model:
+        text = rec.text(model, MODEL_MAX)
+        for key in keys:
+            attributes[key] = text
+
+
 class SpanContextManager:
     """``with tracer.span("name"):`` and ``async with tracer.span("name"):``. Never raises from our side."""
 
-    __slots__ = ("_name", "_rec", "_span_type", "_started")
+    __slots__ = ("_attributes", "_name", "_rec", "_started")
 
     def __init__(self, rec: Recorder, name: str, span_type: str) -> None:
         self._rec = rec
         self._name = rec.text(name, NAME_MAX)
-        self._span_type = rec.text(span_type, KIND_MAX)
+        self._attributes = rec.semconv.kind_attributes(rec.text(span_type, KIND_MAX), self._name)
         self._started: tuple[Span, object] | None = None
 
     def __enter__(self) -> Span:
-        self._started = _start(self._rec, self._name, {ATTR_SPAN_KIND: self._span_type})
+        self._started = _start(self._rec, self._name, self._attributes)
         return self._started[0] if self._started is not None else trace.INVALID_SPAN
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:

@@ -277,13 +277,17 @@ class LoopRuntime:
             return True
         if state in (_State.STOPPING, _State.STOPPED):
             return False
-        if state is _State.NEW:
-            with self._state_lock:
+        # Never wait for this lock: a signal handler or __del__ that traces may interrupt this very thread while it
+        # holds it (re-entrance); whoever holds it is starting the loop, so "starting" is the right answer.
+        if state is _State.NEW and self._state_lock.acquire(blocking=False):
+            try:
                 if self._state is _State.NEW:
                     self._state = _State.STARTING
                     self._ready.clear()
                     self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
                     self._thread.start()
+            finally:
+                self._state_lock.release()
         if wait is None:
             return True
         if self.in_loop_thread():

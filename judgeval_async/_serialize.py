@@ -319,7 +319,7 @@ class RateLimitedLog:
         self._logger = log or logger
         self._interval = interval
         self._last: dict[str, float] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # a signal handler or __del__ may log from inside warning() (re-entrancy)
 
     def warning(self, key: str, msg: str, *args: object) -> None:
         now = time.monotonic()

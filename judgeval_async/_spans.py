@@ -1,10 +1,11 @@
 """Spans: the OpenTelemetry processor (caller side: one offer) and the OTLP export service (loop side).
 
 Caller side, in ``on_end``: pop the span's internal metadata and offer the span to the bounded handoff. That is all.
-Loop side: take batches (512 spans or 5 s, whichever first; at once on flush), encode them to OTLP protobuf with
-the lean encoder of ``_otlp`` (yielding to the loop between chunks so the GIL is shared), gzip, and send with
-retry. A 413 splits the batch in half and resends each half; a single span still too large is replaced by a small
-marker span and counted ``payload_too_large``. A span that fails to encode is dropped alone
+Loop side: take batches (512 spans or 5 s, whichever first; at once on flush; after 0.2 s when no send is in flight
+and spans arrive slower than a batch a second, so a quiet healthy service holds spans briefly), encode them to OTLP
+protobuf with the lean encoder of ``_otlp`` (yielding to the loop between chunks so the GIL is shared), gzip, and
+send with retry. A 413 splits the batch in half and resends each half; a single span still too large is replaced by
+a small marker span and counted ``payload_too_large``. A span that fails to encode is dropped alone
 (``serialization_error``), never its batch.
 """
 
@@ -38,6 +39,11 @@ logger = logging.getLogger(__name__)
 _TAKE = 64  # spans taken off the handoff per wake-up: finished spans turn into bytes soon
 _TAKE_WAIT = 0.1  # at most this long between looks at the handoff (fewer than _TAKE spans wake nobody)
 _ENCODE_CHUNK = 32  # spans encoded between two yields: each yield polls the selector, which releases the GIL
+# With no send in flight (a healthy backend) and spans arriving slower than a batch a second, a partial batch goes out
+# once its oldest span waited this long (or schedule_delay, if shorter), not a whole schedule_delay: a quiet service
+# holds a span ~0.3 s, not 5 s. Faster arrivals fill a batch within a second anyway, so they still go out in full
+# batches (or after schedule_delay), as under load, where a send is nearly always in flight.
+_IDLE_DELAY = 0.2
 _PROTOBUF = "application/x-protobuf"
 
 
@@ -61,7 +67,8 @@ class SpanExportService(QueueService[SpanItem]):
     Spans leave the handoff in small slices (``_TAKE``) and are encoded right away, so what waits for the network
     is compact bytes, not live span objects: a backlog behind a slow backend then costs the application's garbage
     collector nothing (bytes are not GC-tracked), where thousands of queued spans would be walked by every full
-    collection. The encoded backlog is bounded by ``max_queue_size`` and its overflow follows ``span_overflow``.
+    collection. The whole backlog (the handoff plus the encoded bytes) is bounded by one ``max_queue_size``, and its
+    overflow follows ``span_overflow``: ``queue_utilization`` never exceeds 1.0.
     """
 
     def __init__(self, config: Config, metrics: Metrics, transport: AsyncTransport, resolver: ProjectResolver) -> None:
@@ -91,6 +98,15 @@ class SpanExportService(QueueService[SpanItem]):
             return depth, oldest
 
         ledger.oldest = view
+        self.handoff.evict_parked = self._evict_oldest_pending
+
+    def _evict_oldest_pending(self) -> bool:
+        # Called by offer() under the ledger lock (drop_oldest, backlog full, nothing older in the handoff).
+        if not self._pending:
+            return False
+        self._pending.popleft()
+        self.ledger.parked -= 1
+        return True
 
     # ------------------------------------------------------------------ the consumer
     async def _consume(self) -> None:
@@ -118,7 +134,11 @@ class SpanExportService(QueueService[SpanItem]):
             elif self._send_due(size, delay):
                 wait = delay
             else:
-                wait = min(_TAKE_WAIT, max(0.0, self._pending[0][2] + delay - time.monotonic()))
+                oldest, now = self._pending[0][2], time.monotonic()
+                due = oldest + delay
+                if not self._running and now - oldest < _IDLE_DELAY:
+                    due = min(due, oldest + _IDLE_DELAY)  # re-checked then by _send_due's idle rule
+                wait = min(_TAKE_WAIT, max(0.0, due - now))
             # Wake at _TAKE spans, but take everything there (up to a batch): a consumer behind must catch up.
             items = await h.take_batch(size, wait, wake_at=_TAKE)
             if items:
@@ -126,9 +146,12 @@ class SpanExportService(QueueService[SpanItem]):
 
     def _send_due(self, size: int, delay: float) -> bool:
         pending = self._pending
+        waited = time.monotonic() - pending[0][2]
         return (
             len(pending) >= size
-            or pending[0][2] + delay <= time.monotonic()
+            or waited >= delay
+            # Idle: nothing in flight and arrivals slower than a batch a second: no reason to hold these spans.
+            or (not self._running and waited >= _IDLE_DELAY and len(pending) < size * waited)
             or self._flush_wanted
             or self.handoff.closed
         )
@@ -159,15 +182,16 @@ class SpanExportService(QueueService[SpanItem]):
                     self._drop_unencodable(body)
                 else:
                     encoded.append((self._groups.id_of(span), body, now))
-            with led.lock:
+            with led.updating():
                 if led.abandoned:
                     return  # shutdown's deadline passed and counted these already (shutdown_deadline)
                 led.in_flight -= len(encoded)
                 led.parked += len(encoded)
                 self._pending.extend(encoded)
-                overflow = len(self._pending) - self.handoff.capacity
+                # One bound for the whole backlog (the handoff and these bytes), as offer() enforces it: the queue's
+                # capacity and overflow policy. drop_newest keeps what waited longest.
+                overflow = min(len(self._pending), len(self.handoff) + len(self._pending) - self.handoff.capacity)
                 if overflow > 0:
-                    # The backlog's bound and overflow policy are the queue's: drop_newest keeps what waited longest.
                     for _ in range(overflow):
                         if self._drop_oldest:
                             self._pending.popleft()
@@ -181,7 +205,7 @@ class SpanExportService(QueueService[SpanItem]):
 
     def _cut(self, size: int) -> list[tuple[int, bytes, float]]:
         led = self.ledger
-        with led.lock:
+        with led.updating():
             if led.abandoned:
                 self._pending.clear()
                 return []
@@ -261,7 +285,7 @@ class SpanExportService(QueueService[SpanItem]):
 
     # ------------------------------------------------------------------ shutdown and fork
     def abandon(self) -> None:
-        with self.ledger.lock:
+        with self.ledger.updating():
             self._pending.clear()  # counted below with everything else still held (parked)
         super().abandon()
 

@@ -23,17 +23,19 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.version import __version__ as _otel_sdk_version
 
-from ._config import Config
+from ._config import Config, resource_from_env
 from ._errors import LoopThreadError, RuntimeClosedError
 from ._evals import EvalDispatcher, SpanEvalCarrier, scorer_configs
 from ._health import HealthSnapshot, take_snapshot
 from ._metadata import SpanMetadataStore
 from ._metrics import Metrics
 from ._multiprocess import SnapshotWriter, metrics_dir
-from ._observe import ATTR_INPUT, ATTR_OUTPUT, SpanContextManager, wrap
+from ._observe import SpanContextManager, put_value, wrap
 from ._project import ProjectResolver
 from ._runtime import BaseService, LoopRuntime, run_exit_flush, set_exit_timeout
+from ._semconv import Semconv
 from ._serialize import RateLimitedLog, SerializeLimits, bounded_text, bounded_texts, safe_json
 from ._signals import signal_guard
 from ._spans import JudgmentSpanProcessor, SpanExportService
@@ -52,6 +54,34 @@ _INT64 = (-(2**63), 2**63)
 # A blocking call waits for the loop's answer this much past its deadline (the hand-off between threads), so a
 # flush that finished right at the deadline is not reported as failed.
 _HANDOFF_GRACE = 0.02
+ATTR_TAGS = "tag.tags"  # OpenInference: the span's tags (Phoenix shows them; Langfuse reads them as trace tags)
+
+
+def build_resource(config: Config, environ: Any = None) -> Resource:
+    """The resource of a provider we create. Lowest to highest precedence: the SDK's ``telemetry.sdk.*``,
+    ``service.name`` (and, with OpenInference, ``openinference.project.name``) = ``project_name``,
+    ``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_SERVICE_NAME``, then the
+    ``resource_attributes`` keyword (code beats the environment, as in OpenTelemetry). ``judgment.project_name``
+    (and ``judgment.project_id`` when configured) always carry the Judgment project, whatever ``service.name`` says.
+
+    Built from plain attributes rather than ``Resource.create``: that runs OpenTelemetry's own environment detector,
+    which warns on every bad entry on every call and does not percent-decode keys.
+    """
+    attributes: dict[str, Any] = {
+        "telemetry.sdk.language": "python",
+        "telemetry.sdk.name": "opentelemetry",
+        "telemetry.sdk.version": _otel_sdk_version,
+        "service.name": config.project_name or "unknown_service",
+    }
+    if "openinference" in config.semconv and config.project_name:
+        attributes["openinference.project.name"] = config.project_name  # Phoenix's project for these traces
+    attributes.update(resource_from_env(environ))
+    attributes.update(config.resource_attributes)
+    if config.project_name:
+        attributes["judgment.project_name"] = config.project_name
+    if config.project_id:
+        attributes["judgment.project_id"] = config.project_id
+    return Resource(attributes)
 
 
 # Modules the SDK loop thread would otherwise import lazily, on its first send. ``Tracer()`` imports them on the
@@ -129,6 +159,14 @@ class _ForkReset(BaseService):
                 holder._lock = threading.RLock()
 
 
+def _span_busy(span: Any) -> bool:
+    """True while OpenTelemetry's own lock on ``span`` is held. It is a plain lock: held by the frame a signal handler
+    or ``__del__`` interrupted on this very thread, calling into the span would deadlock for ever (re-entrancy,
+    docs/reliability.md). Held by another thread it is a rare race on one span; either way the call is skipped."""
+    locked = getattr(getattr(span, "_lock", None), "locked", None)
+    return bool(locked()) if callable(locked) else False
+
+
 class _TransportCloser(BaseService):
     """The last service: closes the HTTP client once every pipeline has drained or been cancelled."""
 
@@ -167,6 +205,7 @@ class Tracer:
     ) -> None:
         self.config = Config.from_env(project_name=project_name, **config)
         c = self.config
+        self.semconv = Semconv(c.semconv)
         _import_loop_dependencies()  # before any loop thread exists: see _LOOP_IMPORTS
         self.metrics = Metrics()
         self._runtime = LoopRuntime(self.metrics, on_loop_start=_suppress_instrumentation)
@@ -211,7 +250,7 @@ class Tracer:
         )
         if tracer_provider is None:
             tracer_provider = TracerProvider(
-                resource=Resource.create({"service.name": c.project_name}),
+                resource=build_resource(c),
                 # Our own atexit hook keeps exit_timeout; OTel's would call shutdown() with no deadline of ours.
                 shutdown_on_exit=False,
             )
@@ -317,7 +356,11 @@ class Tracer:
             span = self._current_span("set_attribute")
             if span is None:
                 return
-            span.set_attribute(self.text(key, KEY_MAX), self._attribute_value(value))
+            key, value = self.text(key, KEY_MAX), self._attribute_value(value)
+            if _span_busy(span):
+                self.metrics.calls_ignored.inc("set_attribute", "span_busy")
+                return
+            span.set_attribute(key, value)
         except Exception:
             self.metrics.calls_ignored.inc("set_attribute", "error")
             logger.debug("judgeval_async set_attribute failed", exc_info=True)
@@ -339,17 +382,24 @@ class Tracer:
 
     def set_input(self, value: Any) -> None:
         """Record the current span's input, as bounded JSON like ``observe`` records arguments."""
-        self._set_json("set_input", ATTR_INPUT, value)
+        sc = self.semconv
+        self._set_json("set_input", sc.input_keys, sc.input_mime_key, value)
 
     def set_output(self, value: Any) -> None:
         """Record the current span's output, as bounded JSON like ``observe`` records return values."""
-        self._set_json("set_output", ATTR_OUTPUT, value)
+        sc = self.semconv
+        self._set_json("set_output", sc.output_keys, sc.output_mime_key, value)
 
-    def _set_json(self, call: str, key: str, value: Any) -> None:
+    def _set_json(self, call: str, keys: tuple[str, ...], mime_key: str, value: Any) -> None:
         try:
             span = self._current_span(call)
-            if span is not None:
-                span.set_attribute(key, self.serialize(value))
+            if span is not None and keys:
+                attributes: dict[str, Any] = {}
+                put_value(attributes, keys, mime_key, self.serialize(value))
+                if _span_busy(span):
+                    self.metrics.calls_ignored.inc(call, "span_busy")
+                    return
+                span.set_attributes(attributes)
         except Exception:
             self.metrics.calls_ignored.inc(call, "error")
             logger.debug("judgeval_async %s failed", call, exc_info=True)
@@ -373,6 +423,8 @@ class Tracer:
                 return
             if not clean:
                 return
+            if self.semconv.openinference:
+                self._tag_span(span, clean)
             trace_id = format(span.get_span_context().trace_id, "032x")
             self._tags.offer((trace_id, clean))
             self._start_nowait()
@@ -380,6 +432,31 @@ class Tracer:
             # Every call is accounted for: one that failed here is a lost tag() call, not silence.
             _drop_untracked(self.metrics.tags)
             logger.debug("judgeval_async tag failed", exc_info=True)
+
+    def _tag_span(self, span: trace.Span, tags: tuple[str, ...] | list[str]) -> None:
+        """Add ``tags`` to the span's ``tag.tags`` (so any OTLP backend shows them), keeping earlier ones, at most
+        ``tag_max_per_trace`` per span: the attribute is bounded like the trace's tag set (100 x 256 characters).
+        Read-merge-write is not atomic: two threads tagging one span at the same instant may keep only one call's
+        tags on the span (the tag pipeline still gets both)."""
+        try:
+            attributes = getattr(span, "attributes", None)
+            previous = attributes.get(ATTR_TAGS) if attributes is not None else None
+            limit = self.config.tag_max_per_trace
+            if previous:
+                if len(previous) >= limit:
+                    return
+                seen = set(previous)
+                added = [tag for tag in dict.fromkeys(tags) if tag not in seen]
+                if not added:
+                    return  # nothing new: no write (the span's lock and OTel's per-element check are skipped)
+                merged = (*previous, *added)
+            else:
+                merged = tuple(dict.fromkeys(tags))
+            if _span_busy(span):
+                return  # a signal handler interrupted this span's own update: the tag pipeline still gets the tags
+            span.set_attribute(ATTR_TAGS, merged[:limit])
+        except Exception:
+            logger.debug("judgeval_async could not set tag.tags on the span", exc_info=True)
 
     def async_evaluate(
         self,
@@ -396,6 +473,9 @@ class Tracer:
         Outside a sampled span it is a counted no-op (``calls_ignored``), not an error.
         """
         try:
+            if not self.config.evaluations_enabled:
+                self.metrics.calls_ignored.inc("async_evaluate", "disabled")
+                return
             span = self._current_span("async_evaluate")
             if span is None:
                 return

@@ -45,7 +45,7 @@ def test_nested_spans_arrive_with_correct_parentage(
     assert asyncio.run(main()) == 8
     assert tracer.force_flush(timeout=10.0)
     spans = _by_name(local_server)
-    root, mid, lf = spans["root"][0], spans[middle.__qualname__][0], spans[leaf.__qualname__][0]
+    root, mid, lf = spans["root"][0], spans[middle.__name__][0], spans[leaf.__name__][0]
     assert root.parent_span_id is None
     assert mid.parent_span_id == root.span_id and lf.parent_span_id == mid.span_id
     assert root.trace_id == mid.trace_id == lf.trace_id
@@ -127,10 +127,10 @@ def test_generators_are_traced(local_server: LocalJudgmentServer, make_tracer: C
     assert asyncio.run(consume()) == [0, 1, 2]
     assert tracer.force_flush(timeout=10.0)
     spans = _by_name(local_server)
-    gen_span = spans[count.__qualname__][0]
+    gen_span = spans[count.__name__][0]
     assert gen_span.attributes["judgment.output"] == "[0,1]"
     assert all(s.parent_span_id == gen_span.span_id for s in spans["inside-gen"])
-    assert spans[acount.__qualname__][0].attributes["judgment.output"] == "[0,1,2]"
+    assert spans[acount.__name__][0].attributes["judgment.output"] == "[0,1,2]"
 
 
 def test_context_propagates_across_tasks_and_threads(

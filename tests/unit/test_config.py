@@ -480,3 +480,129 @@ def test_config_signature_lists_every_knob() -> None:
     params = inspect.signature(Config).parameters
     assert list(params) == [f.name for f in dataclasses.fields(Config)]
     assert params["max_retry_after"].default == 60.0
+
+
+# ---------------------------------------------------------------- OpenTelemetry knobs (issue 11)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_warned_entries() -> Iterator[None]:
+    """The "bad key=value entry, warn once" set is module-global too."""
+    saved = set(config_module._warned_entries)
+    config_module._warned_entries.clear()
+    yield
+    config_module._warned_entries.clear()
+    config_module._warned_entries.update(saved)
+
+
+def test_semconv_default_keyword_and_env() -> None:
+    """semconv defaults to judgment+openinference; a keyword list or JUDGMENT_SEMCONV (comma list) selects."""
+    assert Config.from_env(environ={}).semconv == ("judgment", "openinference")
+    assert Config.from_env(environ={}, semconv=["gen_ai", "judgment", "gen_ai"]).semconv == ("gen_ai", "judgment")
+    env = {"JUDGMENT_SEMCONV": " OpenInference , gen_ai "}
+    assert Config.from_env(environ=env).semconv == ("openinference", "gen_ai")
+
+
+@pytest.mark.parametrize("bad", [(), ("judgment", "zipkin"), (1,), 5])
+def test_semconv_invalid_keyword_names_the_field(bad: Any) -> None:
+    """An empty, unknown or non-string semconv raises ConfigError naming semconv."""
+    with pytest.raises(ConfigError, match="semconv"):
+        Config.from_env(environ={}, semconv=bad)
+
+
+def test_semconv_invalid_env_is_logged_and_defaulted(caplog: pytest.LogCaptureFixture) -> None:
+    """A bad JUDGMENT_SEMCONV is logged once and the default is kept."""
+    with caplog.at_level(logging.WARNING):
+        c = Config.from_env(environ={"JUDGMENT_SEMCONV": "judgment,nope"})
+    assert c.semconv == ("judgment", "openinference")
+    assert any("JUDGMENT_SEMCONV" in r.getMessage() for r in _config_warnings(caplog))
+
+
+def test_otlp_headers_keyword_is_validated_and_read_only() -> None:
+    """otlp_headers takes a dict of token -> printable value; the config keeps a read-only copy."""
+    given = {"Authorization": "Basic abc=", "x-langfuse-ingestion-version": "4"}
+    c = Config.from_env(environ={}, otlp_headers=given)
+    given["extra"] = "later"
+    assert dict(c.otlp_headers) == {"Authorization": "Basic abc=", "x-langfuse-ingestion-version": "4"}
+    with pytest.raises(TypeError):
+        c.otlp_headers["x"] = "y"  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{"bad name": "v"}, {"": "v"}, {"k": "line\r\nInjected: 1"}, {"k": 5}, {3: "v"}, ["k=v"], {"k": "caf\u00e9"}],
+)
+def test_otlp_headers_invalid_keyword_names_the_field_without_the_value(headers: Any) -> None:
+    """A bad header name or value raises ConfigError naming otlp_headers; the value (a secret) is never echoed."""
+    with pytest.raises(ConfigError, match="otlp_headers") as info:
+        Config.from_env(environ={}, otlp_headers=headers)
+    assert "Injected" not in str(info.value)
+
+
+def test_otlp_headers_from_env_per_signal_wins_and_is_percent_decoded() -> None:
+    """OTEL_EXPORTER_OTLP_TRACES_HEADERS wins over OTEL_EXPORTER_OTLP_HEADERS; values are percent-decoded,
+    names lower-cased, and a keyword replaces the environment entirely."""
+    env = {
+        "OTEL_EXPORTER_OTLP_HEADERS": "api-key=generic",
+        "OTEL_EXPORTER_OTLP_TRACES_HEADERS": "Authorization=Basic%20dXNlcjpwYXNz , X-Tenant = a%2Cb,",
+    }
+    assert dict(Config.from_env(environ=env).otlp_headers) == {
+        "authorization": "Basic dXNlcjpwYXNz",
+        "x-tenant": "a,b",
+    }
+    assert dict(Config.from_env(environ={"OTEL_EXPORTER_OTLP_HEADERS": "api-key=generic"}).otlp_headers) == {
+        "api-key": "generic"
+    }
+    assert dict(Config.from_env(environ=env, otlp_headers={"k": "v"}).otlp_headers) == {"k": "v"}
+
+
+def test_otlp_headers_bad_env_entries_skipped_and_logged_once_without_values(caplog: pytest.LogCaptureFixture) -> None:
+    """Malformed members (no '=', bad name, CR/LF after decoding) are skipped; one warning, no secret in it."""
+    raw = f"good=1,novalue,bad name=x,inj=a%0D%0Ab,secret={SECRET}"
+    with caplog.at_level(logging.WARNING):
+        c = Config.from_env(environ={"OTEL_EXPORTER_OTLP_TRACES_HEADERS": raw})
+        Config.from_env(environ={"OTEL_EXPORTER_OTLP_TRACES_HEADERS": raw})
+    assert dict(c.otlp_headers) == {"good": "1", "secret": SECRET}
+    warnings = _config_warnings(caplog)
+    assert len(warnings) == 1
+    assert "OTEL_EXPORTER_OTLP_TRACES_HEADERS" in warnings[0].getMessage()
+    assert "a\r\nb" not in caplog.text and "novalue" not in caplog.text
+
+
+def test_otlp_header_values_never_in_repr() -> None:
+    """repr(Config) shows header names, never their values."""
+    c = Config.from_env(environ={}, otlp_headers={"authorization": SECRET})
+    assert SECRET not in repr(c)
+    assert "authorization" in repr(c)
+
+
+def test_resource_attributes_keyword_validated() -> None:
+    """resource_attributes takes str keys and str/bool/int/float values; otherwise ConfigError naming the field."""
+    c = Config.from_env(environ={}, resource_attributes={"team": "a", "n": 3, "ratio": 0.5, "on": True})
+    assert dict(c.resource_attributes) == {"team": "a", "n": 3, "ratio": 0.5, "on": True}
+    for bad in ({1: "x"}, {"": "x"}, {"k": None}, {"k": {"nested": 1}}, {"k": 2**70}, "team=a"):
+        with pytest.raises(ConfigError, match="resource_attributes"):
+            Config.from_env(environ={}, resource_attributes=bad)
+
+
+def test_mapping_fields_are_not_read_from_judgment_env() -> None:
+    """JUDGMENT_OTLP_HEADERS / JUDGMENT_RESOURCE_ATTRIBUTES are not variables of ours (the OTel ones are)."""
+    env = {"JUDGMENT_OTLP_HEADERS": "a=b", "JUDGMENT_RESOURCE_ATTRIBUTES": "c=d"}
+    c = Config.from_env(environ=env)
+    assert dict(c.otlp_headers) == {} and dict(c.resource_attributes) == {}
+
+
+def test_evaluations_enabled_keyword_and_env() -> None:
+    """evaluations_enabled defaults to True; JUDGMENT_EVALUATIONS_ENABLED=false turns it off; must be a bool."""
+    assert Config.from_env(environ={}).evaluations_enabled is True
+    assert Config.from_env(environ={"JUDGMENT_EVALUATIONS_ENABLED": "false"}).evaluations_enabled is False
+    with pytest.raises(ConfigError, match="evaluations_enabled"):
+        Config.from_env(environ={}, evaluations_enabled="no")
+
+
+def test_config_with_mapping_fields_stays_hashable_and_comparable() -> None:
+    """Mapping fields are excluded from the hash; equal configs still compare equal."""
+    a = Config.from_env(environ={}, otlp_headers={"k": "v"})
+    b = Config.from_env(environ={}, otlp_headers={"k": "v"})
+    assert a == b
+    assert hash(a) == hash(b)

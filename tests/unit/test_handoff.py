@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
+import types
 from collections import Counter
+from collections.abc import Callable
 
 import pytest
 
+from judgeval_async import _handoff
 from judgeval_async._handoff import Handoff
-from judgeval_async._metrics import SignalLedger
+from judgeval_async._metrics import LedgerSnapshot, SignalLedger
 
 WAIT = 10.0  # generous bound for "this should happen promptly" on a noisy 2-core box
 
@@ -471,3 +475,96 @@ async def test_wake_consumer_resolves_a_parked_take() -> None:
     task = await park(h, 50)
     h.wake_consumer()
     assert await asyncio.wait_for(task, WAIT) == []
+
+
+# ---------------------------------------------------------------------- re-entrance (a signal handler, a __del__)
+def _in_thread(fn: Callable[[], object]) -> object:
+    """Run ``fn`` on a daemon thread; fail (instead of hanging the session) if it does not return promptly."""
+    out: list[object] = []
+    t = threading.Thread(target=lambda: out.append(fn()), daemon=True)
+    t.start()
+    t.join(WAIT)
+    assert not t.is_alive(), "deadlocked on re-entrance"
+    return out[0]
+
+
+def test_offer_reentered_mid_update_is_set_aside_then_admitted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An offer re-entering from inside another offer's locked update (as a signal handler or __del__ can, on the
+    same thread) returns at once without touching the interrupted update; the item is admitted by the next read or
+    take, and the ledger balances."""
+    h, ledger = make(8)
+    inner: list[bool] = []
+    real = time.monotonic
+
+    def reentering_clock() -> float:  # called inside offer's locked region
+        if not inner:
+            inner.append(h.offer(99))
+        return real()
+
+    monkeypatch.setattr(_handoff, "time", types.SimpleNamespace(monotonic=reentering_clock))
+    assert _in_thread(lambda: h.offer(1)) is True
+    assert inner == [True]
+    assert len(h) == 1  # the interrupted offer's item only: the re-entrant one is set aside, not interleaved
+    snap = ledger.snapshot()  # a read admits what was set aside
+    assert (snap.created, snap.queued, snap.dropped) == (2, 2, {})
+    assert snap.balanced
+    assert h.take_nowait(10) == [1, 99]
+
+
+def test_offer_reentered_from_a_snapshot_and_a_take_never_deadlocks() -> None:
+    """Offers re-entering a snapshot (via the queue view) or a take are set aside, never deadlock, never corrupt
+    what the interrupted call reads or takes, and are admitted by the next update."""
+    h, ledger = make(8)
+    h.offer(1)
+    view = ledger.oldest
+    assert view is not None
+    results: list[bool] = []
+
+    def reentering_view() -> tuple[int, float | None]:
+        results.append(h.offer(2))
+        return view()
+
+    ledger.oldest = reentering_view
+    snap = _in_thread(ledger.snapshot)
+    assert isinstance(snap, LedgerSnapshot)
+    assert results == [True]
+    assert (snap.created, snap.queued) == (1, 1)  # read before the set-aside item was admitted: still consistent
+    assert snap.balanced
+    ledger.oldest = view
+    assert _in_thread(lambda: h.take_nowait(10)) == [1, 2]
+    final = ledger.snapshot()
+    assert (final.created, final.in_flight, final.dropped) == (2, 2, {})
+    assert final.balanced
+
+
+def test_reentrant_offers_beyond_the_capacity_are_dropped_and_counted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What re-entrant offers set aside is bounded by the capacity; beyond it an item is dropped ``reentrant``,
+    counted on its own counter, and created == delivered + dropped + queued + in_flight still holds."""
+    h, ledger = make(4)
+    inner: list[bool] = []
+    real = time.monotonic
+
+    def reentering_clock() -> float:
+        if not inner:
+            inner.extend(h.offer(100 + k) for k in range(6))
+        return real()
+
+    monkeypatch.setattr(_handoff, "time", types.SimpleNamespace(monotonic=reentering_clock))
+    assert _in_thread(lambda: h.offer(1)) is True
+    assert inner == [True] * 4 + [False] * 2
+    snap = ledger.snapshot()
+    # 1 + 4 admitted in order against a capacity of 4 (drop_newest): 4 queued, 1 queue_full; 2 refused re-entrant.
+    assert (snap.created, snap.queued, snap.dropped) == (7, 4, {"queue_full": 1, "reentrant": 2})
+    assert snap.balanced
+
+
+def test_reentrant_counts_start_afresh_in_a_forked_child() -> None:
+    """reset_after_fork forgets the parent's re-entrant refusals and counts what the parent set aside as
+    fork_discard (the child's ledger starts from its own counts)."""
+    h, ledger = make(8)
+    next(ledger.reentrant)
+    h._deferred.append(5)  # set aside in the parent, never admitted
+    h.reset_after_fork()
+    assert ledger.snapshot().dropped == {"fork_discard": 1}
+    assert ledger.snapshot().balanced
+    assert ledger.busy is False

@@ -26,6 +26,7 @@ def test_drop_reasons_are_the_documented_fixed_set() -> None:
         "shutdown_deadline",
         "shutdown",
         "fork_discard",
+        "reentrant",
     )
     assert isinstance(DROP_REASONS, tuple)
     assert judgeval_async.DROP_REASONS is DROP_REASONS
@@ -267,3 +268,55 @@ def test_refusals_after_a_flush_began_do_not_end_it_early() -> None:
     assert ledger.accepted_and_settled()[1] == 0  # item 1 is still in flight: the flush must keep waiting
     ledger.settle_delivered(1)
     assert ledger.accepted_and_settled()[1] >= target
+
+
+def test_histogram_observe_reentered_mid_update_keeps_the_sample() -> None:
+    """An observe() re-entering another observe()'s locked update (a signal handler, a __del__) does not deadlock;
+    its sample is set aside and counted at the next read."""
+    h = Histogram()
+    inner: list[int] = []
+
+    class Reentering(float):
+        # bisect compares inside the locked region (bound < value: Python asks the subclass's __gt__ first)
+        def __lt__(self, other: object) -> bool:
+            reenter()
+            return float(self) < other  # type: ignore[operator]
+
+        def __gt__(self, other: object) -> bool:
+            reenter()
+            return float(self) > other  # type: ignore[operator]
+
+    def reenter() -> None:
+        if not inner:
+            inner.append(1)
+            h.observe(0.5)
+
+    t = threading.Thread(target=lambda: h.observe(Reentering(0.001)), daemon=True)
+    t.start()
+    t.join(10.0)
+    assert not t.is_alive(), "deadlocked on re-entrance"
+    _, total, count = h.cumulative()
+    assert count == 2
+    assert total == pytest.approx(0.501)
+
+
+def test_labelled_counter_inc_reentered_mid_update_loses_no_count() -> None:
+    """A counter inc() re-entering another inc()'s locked update is folded in later: no deadlock, no lost count."""
+    m = Metrics()
+    fired: list[int] = []
+
+    class Reentering(str):
+        __slots__ = ()
+
+        def __hash__(self) -> int:  # the dict lookup hashes inside the locked region
+            if not fired:
+                fired.append(1)
+                m.values_degraded.inc("truncated")
+            return str.__hash__(self)
+
+    t = threading.Thread(target=lambda: m.values_degraded.inc(Reentering("cycle")), daemon=True)
+    t.start()
+    t.join(10.0)
+    assert not t.is_alive(), "deadlocked on re-entrance"
+    assert dict(m.values_degraded.items()) == {("cycle",): 1, ("truncated",): 1}
+    assert m.values_degraded.total() == 2

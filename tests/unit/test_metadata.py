@@ -222,3 +222,51 @@ def test_thread_safety_smoke() -> None:
     assert len(store) + popped["popped"] + popped["lost"] + evictions.counts["lru"] >= 20_000
     assert len(store) + popped["popped"] + evictions.counts["lru"] == 20_000
     assert set(evictions.counts) <= {"lru"}
+
+
+def test_store_reentered_mid_update_is_refused_and_counted() -> None:
+    """A call that re-enters the store from inside its locked update (a signal handler or __del__ landing there;
+    here a key whose hash calls back) does not deadlock: it is refused and counted ``reentrant``, the outer call
+    completes."""
+    log = EvictionLog()
+    store = SpanMetadataStore(max_entries=10, ttl=60.0, on_evict=log, clock=FakeClock())
+    store.set((2, 2), "k", "v")
+    inner: list[object] = []
+
+    class ReenteringId(int):
+        def __hash__(self) -> int:
+            if not inner:
+                inner.append(store.set((3, 3), "k", 1))
+                inner.append(store.pop((2, 2)))
+            return int.__hash__(self)
+
+    t = threading.Thread(target=lambda: store.set((ReenteringId(1), 1), "k", "outer"), daemon=True)
+    t.start()
+    t.join(10.0)
+    assert not t.is_alive(), "deadlocked on re-entrance"
+    assert inner == [False, None]
+    assert log.counts["reentrant"] == 2
+    assert store.pop((1, 1)) == {"k": "outer"}
+    assert store.pop((2, 2)) == {"k": "v"}  # the refused pop left it in place
+
+
+def test_evicted_values_are_released_outside_the_lock() -> None:
+    """An evicted value's __del__ may use the store: eviction releases it after the lock, so the call succeeds."""
+    log = EvictionLog()
+    store = SpanMetadataStore(max_entries=1, ttl=60.0, on_evict=log, clock=FakeClock())
+    results: list[bool] = []
+
+    class Finalized:
+        def __del__(self) -> None:
+            results.append(store.set((7, 7), "from_del", 1))
+
+    def run() -> None:
+        store.set((1, 1), "k", Finalized())
+        store.set((2, 2), "k", 2)  # evicts (1, 1): lru
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(10.0)
+    assert not t.is_alive(), "deadlocked on re-entrance"
+    assert results == [True]
+    assert log.counts["reentrant"] == 0

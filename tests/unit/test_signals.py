@@ -223,7 +223,9 @@ def test_ignored_signal_stays_ignored(local_server: LocalJudgmentServer) -> None
     )
     status, _, out, err = _terminate_when_ready(proc)
     assert status == 0, err
-    assert "alive 0" in out  # nothing was flushed by the ignored signal; the normal exit flush sent it after
+    # The process outlived the ignored signal (a quiet tracer exports partial batches after ~0.2 s anyway, so what
+    # was exported before the exit says nothing about the signal).
+    assert "alive" in out
     _assert_all_delivered(local_server, 3)
 
 

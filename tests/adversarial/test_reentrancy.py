@@ -1,0 +1,76 @@
+"""Re-entrance never deadlocks: signal handlers and GC finalizers that trace, against the real local server.
+
+Each scenario runs in a child process (``_reentrancy_child.py``): a hang there is caught by its own faulthandler
+watchdog (every thread's stack on stderr) and by the subprocess timeout, instead of hanging the test session, and a
+crash shows as a signal exit code. pytest-timeout is the last line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from judgeval_async.testing import LocalJudgmentServer
+
+CHILD = Path(__file__).with_name("_reentrancy_child.py")
+# Reasons a child may legitimately show: re-entrance itself, and the bounded queues/buffers under this load.
+EXPECTED_REASONS = {"reentrant", "queue_full", "buffer_full"}
+
+
+def _run(server: LocalJudgmentServer, scenario: str, seconds: float) -> dict[str, Any]:
+    root = str(Path(__file__).resolve().parents[2])  # this checkout's package, not whatever is installed
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+    proc = subprocess.run(
+        [sys.executable, str(CHILD), scenario, server.url, server.api_key, server.org_id, str(seconds)],
+        capture_output=True,
+        text=True,
+        timeout=150,
+        check=False,
+        env=env,
+    )
+    if proc.returncode < 0:
+        name = signal.Signals(-proc.returncode).name
+        pytest.fail(f"{scenario}: child died by {name}\n{proc.stderr[-6000:]}")
+    assert proc.returncode == 0, f"{scenario}: child hung or failed\n{proc.stderr[-6000:]}"
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _assert_accounted(result: dict[str, Any]) -> None:
+    made = result["made"]
+    for name in ("spans", "tags", "evaluations"):
+        led = result["ledgers"][name]
+        assert led["balanced"], (name, led)
+        assert (led["queued"], led["in_flight"]) == (0, 0), (name, led)
+        assert led["created"] == made[name], (name, led, made)  # every traced call is in the ledger, exactly once
+        assert set(led["dropped"]) <= EXPECTED_REASONS, (name, led)
+    assert result["flushed"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(200)
+@pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs POSIX interval timers")
+def test_signal_storm_whose_handler_traces_never_hangs(local_server: LocalJudgmentServer) -> None:
+    """A 100 µs SIGALRM storm tracing from its handler while the main thread traces: no hang, nothing raised,
+    every item accounted for (re-entered ones dropped as ``reentrant``)."""
+    result = _run(local_server, "signals", 3.0)
+    _assert_accounted(result)
+    assert result["made"]["handler_runs"] > 100
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(200)
+def test_finalizers_that_trace_under_four_threads_never_hang(local_server: LocalJudgmentServer) -> None:
+    """Cyclic garbage whose __del__ and weakref callbacks trace, collected under four tracing threads with
+    allocation churn and gc.collect(): no hang, nothing raised, every item accounted for."""
+    result = _run(local_server, "finalizers", 3.0)
+    _assert_accounted(result)
+    assert result["made"]["finalizers"] > 100
+    assert result["made"]["weakref_callbacks"] > 100
