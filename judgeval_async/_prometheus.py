@@ -25,6 +25,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from ._errors import MetricsServerError
 from ._multiprocess import CATALOGUE, MetricSpec, MetricsSource, Values, aggregate, collect_values, metrics_dir
 from ._multiprocess import write_values as _write_values
+from ._runtime import app_signals_blocked
 
 __all__ = ["FROM_ENV", "JudgevalCollector", "MetricsServer", "start_metrics_server"]
 
@@ -170,7 +171,8 @@ def start_metrics_server(source: MetricsSource, port: int = 9464, addr: str = "1
     registry = CollectorRegistry(auto_describe=False)
     registry.register(JudgevalCollector(source))
     try:
-        httpd, thread = start_http_server(port, addr=addr, registry=registry)
+        with app_signals_blocked():  # its thread must never take SIGTERM/SIGINT from the application's thread
+            httpd, thread = start_http_server(port, addr=addr, registry=registry)
     except OSError as exc:
         raise MetricsServerError(
             f"cannot serve Prometheus metrics on {addr}:{port}: {exc.strerror or exc} "

@@ -28,17 +28,26 @@ import enum
 import logging
 import os
 import queue
+import signal
 import threading
 import time
 import weakref
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, ParamSpec, Protocol, TypeVar
 
 from ._config import LOOP_THREAD_NAME
 from ._errors import LoopThreadError, RuntimeClosedError
 from ._metrics import Metrics
 
-__all__ = ["BaseService", "LoopRuntime", "Service", "run_exit_flush", "set_exit_timeout"]
+__all__ = [
+    "BaseService",
+    "LoopRuntime",
+    "Service",
+    "app_signals_blocked",
+    "post_signal_later",
+    "run_exit_flush",
+    "set_exit_timeout",
+]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -53,6 +62,17 @@ _RESOLVER_THREADS = 4  # name resolutions at once (one per new connection); the 
 # Before a fork each lock is waited for at most this long: a lock the forking thread itself holds (a fork from a
 # signal handler or __del__) must delay the fork, never hang it. The child re-creates every lock anyway.
 _FORK_LOCK_WAIT = 1.0
+# Process-directed signals an application handles. CPython runs Python handlers only on the main thread; when the
+# kernel hands such a signal to one of our threads instead (any thread that does not block it may take it, and a
+# thread that just started or changed its mask often does), only a flag is set and a main thread blocked in
+# time.sleep or a read is not woken: SIGTERM, SIGINT, ... would wait until that call returns. So our threads block
+# them, and the kernel delivers them to a thread of the application. Faults (SIGSEGV, ...) and SIGPIPE, which target
+# the thread that caused them, stay unblocked.
+_APP_SIGNALS = frozenset(
+    getattr(signal, name)
+    for name in ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGALRM", "SIGCHLD", "SIGWINCH")
+    if hasattr(signal, name)
+)
 # Reasons that are not losses of this process: the parent still holds (and delivers) what a forked child discarded.
 _NOT_LOST = frozenset({"fork_discard"})
 
@@ -186,7 +206,7 @@ class _LoopExecutor(concurrent.futures.ThreadPoolExecutor):
         n = len(self._sdk_workers) + 1
         worker = threading.Thread(target=self._sdk_work, name=f"{self._sdk_name}-resolver-{n}", daemon=True)
         try:
-            worker.start()
+            _start_thread(worker)
         except RuntimeError:  # "can't create new thread at interpreter shutdown" (3.12.0-3.12.1), or out of threads
             return
         self._sdk_workers.append(worker)
@@ -200,6 +220,33 @@ class _LoopExecutor(concurrent.futures.ThreadPoolExecutor):
                 return
             _run_job(job)
             del job  # drop references to the job's arguments and result while idle
+
+
+def _start_thread(thread: threading.Thread) -> None:
+    """Start one of our threads with the application's signals blocked in it (see _APP_SIGNALS)."""
+    with app_signals_blocked():
+        thread.start()
+
+
+@contextlib.contextmanager
+def app_signals_blocked() -> Iterator[None]:
+    """Threads started inside this block never take the application's signals (see _APP_SIGNALS); also for threads
+    a library starts for us (prometheus_client's metrics server).
+
+    A new thread inherits its mask from the starting thread at creation, so they are blocked here, around the
+    start: blocking them in the new thread itself would leave the window in which it takes them. Only what was
+    added is unblocked afterwards. (If the SIGTERM guard's handler ran in between and held the signal, the guard
+    blocks it again at the next span end.)
+    """
+    if not hasattr(signal, "pthread_sigmask"):  # pragma: no cover - Windows: no per-thread masks
+        yield
+        return
+    added = _APP_SIGNALS - signal.pthread_sigmask(signal.SIG_BLOCK, _APP_SIGNALS)
+    try:
+        yield
+    finally:
+        if added:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, added)
 
 
 def _run_job(job: _Job) -> None:
@@ -285,7 +332,7 @@ class LoopRuntime:
                     self._state = _State.STARTING
                     self._ready.clear()
                     self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
-                    self._thread.start()
+                    _start_thread(self._thread)
             finally:
                 self._state_lock.release()
         if wait is None:
@@ -567,6 +614,24 @@ if hasattr(os, "register_at_fork"):
 # Per-runtime exit budgets; the Tracer sets it from Config.exit_timeout.
 _exit_timeouts: weakref.WeakKeyDictionary[LoopRuntime, float] = weakref.WeakKeyDictionary()
 _DEFAULT_EXIT_TIMEOUT = 2.0
+
+
+def post_signal_later(signum: int, delay: float) -> bool:
+    """Deliver ``signum`` to the main thread ``delay`` seconds from now, from a running SDK loop (``_signals`` uses it
+    to come back once the main thread has left SDK code it interrupted). False when no loop runs (then nothing is
+    queued on a loop either, so the caller may flush at once). Any thread; never raises."""
+    target = threading.main_thread().ident
+    if target is None or not hasattr(signal, "pthread_kill"):
+        return False
+    for rt in list(_live_runtimes):
+        loop = rt.loop
+        if rt.running and loop is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(loop.call_later, delay, signal.pthread_kill, target, signum)
+            except RuntimeError:  # closed between the check and the call: try the next runtime
+                continue
+            return True
+    return False
 
 
 def set_exit_timeout(runtime: LoopRuntime, timeout: float) -> None:

@@ -34,6 +34,12 @@ it again (one ``signal.getsignal`` call when nothing changed).
 Re-entrancy: the handler may interrupt the main thread while it is inside this package, possibly holding a lock the
 flush needs. Then it re-posts the signal instead, so it runs again as soon as that code has returned.
 
+Which thread takes the signal: a process-directed signal goes to any thread that does not block it, and CPython
+only sets a flag when that is not the main thread; a main thread asleep in ``time.sleep`` or a read would then not
+run the handler until that call returns. The SDK's threads are started with SIGTERM (and the other signals an
+application handles) blocked (``_runtime._start_thread``), so the kernel hands it to an application thread,
+normally the main one.
+
 Limits (docs/deployment.md): SIGKILL and the OOM killer give no chance to run code; a server that re-raises the
 signal at the whole process (``os.kill(os.getpid(), ...)``) or leaves with ``os._exit`` bypasses the deferral; a
 process started during the deferral inherits the blocked signal.
@@ -41,11 +47,11 @@ process started during the deferral inherits the blocked signal.
 
 from __future__ import annotations
 
-import _thread
 import atexit
 import logging
 import os
 import signal
+import sys
 import threading
 from collections.abc import Callable
 from types import FrameType
@@ -66,6 +72,10 @@ logger = logging.getLogger(__name__)
 SIGNALS: tuple[signal.Signals, ...] = (signal.SIGTERM,)
 _PACKAGE = __name__.rpartition(".")[0] + "."
 _TESTING = _PACKAGE + "testing"
+_STDLIB = frozenset(getattr(sys, "stdlib_module_names", ())) - {"__main__"}
+_REPOST_DELAY = (
+    0.02  # seconds: the SDK's critical sections last microseconds; a blocking call re-posts until it returns
+)
 
 
 class _Chain:
@@ -89,13 +99,18 @@ class SignalGuard:
 
     def __init__(self) -> None:
         self._exit_flush: Callable[[], object] | None = None
+        self._repost_later: Callable[[int, float], bool] | None = None
         self._handling = False
         self._deferred: set[int] = set()
         self._release_registered = False
 
-    def enable(self, exit_flush: Callable[[], object]) -> None:
-        """Arm the guard (idempotent); installs the handler now if called on the main thread, else at first use."""
+    def enable(self, exit_flush: Callable[[], object], repost: Callable[[int, float], bool] | None = None) -> None:
+        """Arm the guard (idempotent); installs the handler now if called on the main thread, else at first use.
+
+        ``repost(signum, delay)`` delivers the signal to the main thread again later (from the SDK loop); it is
+        used when the signal interrupted SDK code."""
         self._exit_flush = exit_flush
+        self._repost_later = repost
         self.check()
 
     def check(self) -> None:
@@ -109,6 +124,10 @@ class SignalGuard:
             # A server re-raised the held signal but the process goes on producing spans instead of exiting: it
             # meant to die, so do not hold the signal any longer than the exit flush takes.
             self._release_if_pending()
+            if self._deferred:
+                # Still held: block it again, in case the mask was restored under us (the handler ran while the
+                # SDK was starting a thread with the signal blocked for a moment, see _runtime._start_thread).
+                signal.pthread_sigmask(signal.SIG_BLOCK, self._deferred)
         for sig in SIGNALS:
             if isinstance(_raw_getsignal(sig), _Chain):
                 continue  # ours: the usual case
@@ -137,12 +156,12 @@ class SignalGuard:
         # SIG_DFL: the process dies as soon as we return. Flush first, then die by the same signal.
         if self._handling:
             return  # a second signal while we flush: the first one is re-raised when the flush is done
-        if _inside_package(frame) and callable(_raw_getsignal(signum)):
-            # The main thread was stopped inside our own code, maybe holding a lock the flush needs: post the
-            # signal again without delivering it now (raise_signal would run this handler nested, right here),
-            # so the handler runs at the interpreter's next check, until that code has returned. (Only possible
-            # while a Python handler is installed; otherwise flushing now is the only chance left.)
-            _thread.interrupt_main(signal.Signals(signum))
+        if _interrupted_sdk_code(frame) and callable(_raw_getsignal(signum)) and self._repost(signum, _REPOST_DELAY):
+            # The main thread was stopped inside our own code, maybe holding a lock the flush needs. Return at once
+            # (so that code finishes) and have the SDK loop send the signal to the main thread again a moment later.
+            # Never re-post from here (interrupt_main/raise_signal): the handler would run again nested in itself,
+            # at its own next bytecode, before the interrupted code could move on. Without a running SDK loop
+            # nothing is queued there to flush, so the flush below runs now.
             return
         self._handling = True
         try:
@@ -153,6 +172,15 @@ class SignalGuard:
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, {signum})
             signal.raise_signal(signum)
             self._handling = False  # only reached if the default action did not end the process
+
+    def _repost(self, signum: int, delay: float) -> bool:
+        repost = self._repost_later
+        if repost is None:
+            return False
+        try:
+            return repost(signum, delay)
+        except Exception:  # never keep the signal from its effect
+            return False
 
     def _flush(self) -> None:
         exit_flush = self._exit_flush
@@ -196,12 +224,19 @@ class SignalGuard:
         self._handling = False
 
 
-def _inside_package(frame: FrameType | None) -> bool:
+def _interrupted_sdk_code(frame: FrameType | None) -> bool:
+    """Whether the signal interrupted the SDK's own code: the innermost frame that is not the standard library's
+    (a lock's ``__enter__``, ``contextlib``, ``logging`` called by us) belongs to this package.
+
+    Only the innermost code counts: an application function wrapped by ``observe`` has our wrapper further up its
+    stack for its whole run, and a signal landing in the application's own code must flush at once."""
     while frame is not None:
         name = frame.f_globals.get("__name__", "")
-        # This module's own frames hold no lock (the release at exit lets a held signal in from here).
-        if isinstance(name, str) and name.startswith(_PACKAGE) and not name.startswith(_TESTING) and name != __name__:
-            return True
+        if not isinstance(name, str):
+            return False
+        if name.partition(".")[0] not in _STDLIB:
+            # This module's own frames hold no lock (the release at exit lets a held signal in from here).
+            return name.startswith(_PACKAGE) and not name.startswith(_TESTING) and name != __name__
         frame = frame.f_back
     return False
 

@@ -34,7 +34,7 @@ from ._metrics import Metrics
 from ._multiprocess import SnapshotWriter, metrics_dir
 from ._observe import SpanContextManager, put_value, wrap
 from ._project import ProjectResolver
-from ._runtime import BaseService, LoopRuntime, run_exit_flush, set_exit_timeout
+from ._runtime import BaseService, LoopRuntime, post_signal_later, run_exit_flush, set_exit_timeout
 from ._semconv import Semconv
 from ._serialize import RateLimitedLog, SerializeLimits, bounded_text, bounded_texts, safe_json
 from ._signals import signal_guard
@@ -262,7 +262,7 @@ class Tracer:
         self._metrics_server: Any = None
         if c.install_signal_handlers:
             # SIGTERM must not end the process with our items in memory (uvicorn, gunicorn): see _signals.
-            signal_guard.enable(run_exit_flush)
+            signal_guard.enable(run_exit_flush, post_signal_later)
 
     def __repr__(self) -> str:
         return f"Tracer(project_name={self.config.project_name!r}, api_url={self.config.api_url!r})"

@@ -322,3 +322,95 @@ def test_knob_off_installs_nothing(local_server: LocalJudgmentServer) -> None:
     assert Config(install_signal_handlers=False).install_signal_handlers is False
     assert Config.from_env({"JUDGMENT_INSTALL_SIGNAL_HANDLERS": "false"}).install_signal_handlers is False
     assert Config().install_signal_handlers is True
+
+
+def test_sdk_threads_never_take_the_signal(local_server: LocalJudgmentServer) -> None:
+    """The loop and resolver threads start with SIGTERM and SIGINT blocked, the main thread's mask is unchanged: a
+    process-directed SIGTERM always reaches an application thread, which wakes a main thread asleep in a call (an
+    SDK thread that took it only set a flag, and the process slept on: the flaky hang of this file)."""
+    proc = _spawn(
+        local_server,
+        """
+        import asyncio
+        before = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+        produce(1)
+        assert tracer.force_flush(timeout=10.0)  # the loop and a resolver thread (name resolution) exist
+
+        async def masks():
+            here = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+            loop = asyncio.get_running_loop()
+            resolver = await loop.run_in_executor(None, signal.pthread_sigmask, signal.SIG_BLOCK, [])
+            return here, resolver
+
+        loop_mask, resolver_mask = tracer._runtime.run(masks(), timeout=10.0)
+        for name, mask in (("loop", loop_mask), ("resolver", resolver_mask)):
+            print(name, signal.SIGTERM in mask, signal.SIGINT in mask, flush=True)
+        print("main-unchanged", signal.pthread_sigmask(signal.SIG_BLOCK, []) == before, flush=True)
+        """,
+    )
+    with proc:
+        try:
+            out, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    assert proc.returncode == 0, err
+    assert "loop True True" in out
+    assert "resolver True True" in out
+    assert "main-unchanged True" in out
+
+
+def test_signal_in_application_code_under_an_observed_function_flushes_at_once(
+    local_server: LocalJudgmentServer,
+) -> None:
+    """An application whose main function is wrapped by observe (our wrapper is on its stack all along) still flushes
+    and dies by SIGTERM: only the innermost code counts as "inside the SDK" (this used to recurse until a
+    RecursionError and exit 1)."""
+    proc = _spawn(
+        local_server,
+        """
+        @tracer.observe
+        def main():
+            produce(3)
+            ready()
+            time.sleep(60)
+            print("continued", flush=True)
+        main()
+        """,
+    )
+    status, elapsed, out, err = _terminate_when_ready(proc)
+    assert status == -signal.SIGTERM, err
+    assert "RecursionError" not in err and "Traceback" not in err
+    assert "continued" not in out
+    assert elapsed < 5.0 + 15.0  # exit_timeout plus slack for a loaded machine, not the 60 s sleep
+    # The three spans (main is still open when the process dies: never ended, so never created), their evaluations,
+    # and the tag of their one trace (main's).
+    assert local_server.wait_for(spans=3, evals=3, tag_traces=1, timeout=10.0)
+    assert (len(local_server.spans), len(local_server.evals), len(local_server.tags)) == (3, 3, 1)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="reads thread signal masks from /proc (Linux)")
+def test_metrics_server_thread_never_takes_the_signal(local_server: LocalJudgmentServer) -> None:
+    """prometheus_client's server thread (started for start_metrics_server) has SIGTERM and SIGINT blocked too."""
+    from judgeval_async import Tracer
+    from judgeval_async._prometheus import _THREAD_NAME
+
+    tracer = Tracer(
+        project_name="sig",
+        api_url=local_server.url,
+        api_key=local_server.api_key,
+        organization_id=local_server.org_id,
+        install_signal_handlers=False,
+    )
+    try:
+        tracer.start_metrics_server(port=0)
+        import threading
+
+        (thread,) = [t for t in threading.enumerate() if t.name == _THREAD_NAME]
+        with open(f"/proc/self/task/{thread.native_id}/status") as status:
+            blocked = int(next(line for line in status if line.startswith("SigBlk:")).split()[1], 16)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            assert blocked & (1 << (sig - 1)), sig
+    finally:
+        tracer.shutdown(timeout=5.0)
