@@ -122,8 +122,8 @@ class SpanEvalCarrier:
 
     Ledger: the evaluation is created and settled ``delivered`` in the evaluations ledger when it is attached to its
     span: from then on it *is* part of the span, whose fate (delivered, or dropped with a reason) the spans ledger
-    counts. ``attach`` returns False when it cannot carry the run (no project id yet, the span cannot be tracked,
-    the per-span caps are reached); the caller then sends it by the API transport, so nothing is lost.
+    counts. ``attach`` says why when it cannot carry the run (no project id yet, a span type without weak references,
+    the per-span caps reached); the caller then sends it by the API transport, so nothing is lost.
     """
 
     def __init__(self, ledger: SignalLedger) -> None:
@@ -133,10 +133,11 @@ class SpanEvalCarrier:
         # with the span, with no hook in the span pipeline.
         self._carried: weakref.WeakKeyDictionary[Any, list[str]] = weakref.WeakKeyDictionary()
 
-    def attach(self, span: Any, project_id: str | None, run: EvalRun, *, named: bool) -> bool:
-        """Add ``run`` (built by ``Tracer.async_evaluate``) to ``span``'s attribute; False to use the API instead."""
+    def attach(self, span: Any, project_id: str | None, run: EvalRun, *, named: bool) -> str | None:
+        """Add ``run`` (built by ``Tracer.async_evaluate``) to ``span``'s attribute: None when carried, else why
+        not (``"no_project_id"``, ``"span_not_trackable"``, ``"span_full"``) and the caller uses the API."""
         if not project_id:
-            return False
+            return "no_project_id"
         judges = [{"name": conf.get("name", conf.get("score_type"))} for conf in run["judgment_scorers"]]
         judges += [{"name": conf.get("name")} for conf in run["custom_scorers"]]
         text = run["examples"][0]
@@ -148,10 +149,10 @@ class SpanEvalCarrier:
         with self._lock:
             try:
                 entries = self._carried.setdefault(span, [])
-            except TypeError:  # a span type without weak references
-                return False
+            except TypeError:  # a span type without weak references (its __slots__ lack __weakref__)
+                return "span_not_trackable"
             if len(entries) >= SPAN_EVALS_MAX:
-                return False
+                return "span_full"
             first = judges[0]["name"] if judges else "judge"
             entry = {
                 "project_id": project_id,
@@ -171,14 +172,14 @@ class SpanEvalCarrier:
             }
             encoded = json.dumps(entry, ensure_ascii=False)
             if sum(map(len, entries)) + len(entries) + len(encoded) + 2 > SPAN_EVAL_ATTRIBUTE_MAX:
-                return False
+                return "span_full"
             span.set_attribute(PENDING_TRACE_EVAL, "[" + ",".join([*entries, encoded]) + "]")
             entries.append(encoded)
             led = self._ledger
             with led.lock:
                 led.created += 1
                 led.delivered += 1
-        return True
+        return None
 
 
 def _number(value: object, default: float, degraded: Callable[[str], None]) -> float:

@@ -499,15 +499,17 @@ class Tracer:
             }
             for reason in reasons:
                 self.degraded(reason)
-            carrier, project_id = self._span_evals, self._resolver.project_id
+            carrier = self._span_evals
             # eval_transport="span" needs the project id in the payload: until it is resolved (the first moments
             # of a process given only project_name), or past the per-span caps, the API transport sends the run.
-            if carrier is None or project_id is None or not carrier.attach(span, project_id, run, named=named):
-                if carrier is not None and project_id is not None:
+            why = "api" if carrier is None else carrier.attach(span, self._resolver.project_id, run, named=named)
+            if why is not None:
+                if why not in ("api", "no_project_id"):
                     self._span_eval_log.warning(
-                        "fallback",
-                        "judgeval_async: an evaluation exceeds what one span can carry (eval_transport='span'); "
+                        why,
+                        "judgeval_async: eval_transport='span' could not carry an evaluation on its span (%s); "
                         "sent by the API instead",
+                        why,
                     )
                 self._evals.offer(run)
             self._start_nowait()

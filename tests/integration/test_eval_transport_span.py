@@ -78,3 +78,18 @@ def test_before_the_project_is_resolved_the_api_carries_it(
     assert len(local_server.evals) + len(local_server.span_evals) == 1
     health = tracer.get_health_metrics()
     assert health["evaluations_delivered"] == 1
+
+
+def test_past_the_per_span_cap_the_api_carries_the_rest(
+    local_server: LocalJudgmentServer, make_tracer: Callable[..., Tracer]
+) -> None:
+    """101 evaluations in one span: 100 ride on the span, the 101st is POSTed; all 101 counted delivered."""
+    tracer = make_tracer(eval_transport="span")
+    _warm(tracer)
+    with tracer.span("busy"):
+        for i in range(101):
+            tracer.async_evaluate("a", {"input": str(i)})
+    assert tracer.force_flush(timeout=30)
+    assert len(local_server.span_evals) == 100
+    assert len(local_server.evals) == 1
+    assert tracer.get_health_metrics()["evaluations_delivered"] == 101

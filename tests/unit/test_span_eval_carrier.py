@@ -58,7 +58,7 @@ def test_entry_matches_judgeval_wire_format() -> None:
     """One call gives a one-entry JSON list with judgeval's keys, the example merged with its ids, flags false."""
     ledger = SignalLedger("evaluations")
     span = _Span()
-    assert SpanEvalCarrier(ledger).attach(span, "proj-1", _run(), named=False)
+    assert SpanEvalCarrier(ledger).attach(span, "proj-1", _run(), named=False) is None
     entries = json.loads(span.attributes[PENDING_TRACE_EVAL])
     assert len(entries) == 1
     entry = entries[0]
@@ -78,7 +78,7 @@ def test_several_calls_on_one_span_make_one_list() -> None:
     span = _Span()
     carrier = SpanEvalCarrier(SignalLedger("evaluations"))
     for judge in ("a", "b", "c"):
-        assert carrier.attach(span, "proj-1", _run(judge), named=False)
+        assert carrier.attach(span, "proj-1", _run(judge), named=False) is None
     entries = json.loads(span.attributes[PENDING_TRACE_EVAL])
     assert [e["eval_name"] for e in entries] == ["async_evaluate_a_0", "async_evaluate_b_1", "async_evaluate_c_2"]
     assert len({e["examples"][0]["example_id"] for e in entries}) == 3
@@ -87,9 +87,10 @@ def test_several_calls_on_one_span_make_one_list() -> None:
 def test_given_name_and_non_dict_example() -> None:
     """A given eval_name is kept; an example that is not an object is carried under "example"."""
     span = _Span()
-    assert SpanEvalCarrier(SignalLedger("evaluations")).attach(
+    carried = SpanEvalCarrier(SignalLedger("evaluations")).attach(
         span, "proj-1", _run(example="just text", eval_name="mine"), named=True
     )
+    assert carried is None
     (entry,) = json.loads(span.attributes[PENDING_TRACE_EVAL])
     assert entry["eval_name"] == "mine"
     assert entry["examples"][0]["example"] == "just text"
@@ -110,14 +111,14 @@ def test_caps_refuse_instead_of_growing() -> None:
     carrier = SpanEvalCarrier(ledger)
     span = _Span()
     for _ in range(SPAN_EVALS_MAX):
-        assert carrier.attach(span, "proj-1", _run(), named=False)
+        assert carrier.attach(span, "proj-1", _run(), named=False) is None
     before = span.attributes[PENDING_TRACE_EVAL]
-    assert not carrier.attach(span, "proj-1", _run(), named=False)
+    assert carrier.attach(span, "proj-1", _run(), named=False) == "span_full"
     assert span.attributes[PENDING_TRACE_EVAL] == before
     big = _Span()
     huge = {"input": "x" * 600_000}
-    assert carrier.attach(big, "proj-1", _run(example=huge), named=False)
-    assert not carrier.attach(big, "proj-1", _run(example=huge), named=False)  # 2 x 600 kB > 1 MiB
+    assert carrier.attach(big, "proj-1", _run(example=huge), named=False) is None
+    assert carrier.attach(big, "proj-1", _run(example=huge), named=False) == "span_full"  # 2 x 600 kB > 1 MiB
     assert len(big.attributes[PENDING_TRACE_EVAL]) < 1 << 20
     assert ledger.created == ledger.delivered == SPAN_EVALS_MAX + 1
 
@@ -125,5 +126,19 @@ def test_caps_refuse_instead_of_growing() -> None:
 def test_no_project_id_refuses() -> None:
     """Without a resolved project id the carrier refuses (the caller falls back to the API transport)."""
     span = _Span()
-    assert not SpanEvalCarrier(SignalLedger("evaluations")).attach(span, None, _run(), named=False)
+    assert SpanEvalCarrier(SignalLedger("evaluations")).attach(span, None, _run(), named=False) == "no_project_id"
     assert PENDING_TRACE_EVAL not in span.attributes
+
+
+def test_span_without_weak_references_is_refused() -> None:
+    """A span type whose __slots__ lack __weakref__ cannot be tracked: refused (the API sends it), nothing counted."""
+
+    class SlottedSpan:
+        __slots__ = ("value",)
+
+        def set_attribute(self, key: str, value: Any) -> None:
+            self.value = value
+
+    ledger = SignalLedger("evaluations")
+    assert SpanEvalCarrier(ledger).attach(SlottedSpan(), "proj-1", _run(), named=False) == "span_not_trackable"
+    assert ledger.created == 0
