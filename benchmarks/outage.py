@@ -242,17 +242,16 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------------------- main side
-def _judgeval_python() -> str | None:
-    """The judgeval 1.6 venv's interpreter, when benchmarks/_judgeval_env.py exists and has built it."""
+def _judgeval_available() -> bool:
+    """True when benchmarks/_judgeval_env.py exists and its venv imports judgeval."""
     if not (Path(__file__).parent / "_judgeval_env.py").is_file():
-        return None
+        return False
     try:
-        import _judgeval_env  # type: ignore[import-not-found]  # noqa: PLC0415 - optional helper module
+        import _judgeval_env  # type: ignore[import-not-found,unused-ignore]  # noqa: PLC0415 - optional helper
 
-        python = getattr(_judgeval_env, "judgeval_python", None)
-        return str(python()) if callable(python) else None
-    except Exception:
-        return None
+        return bool(_judgeval_env.available())
+    except Exception:  # an unusable venv means "skipped", not a failed benchmark
+        return False
 
 
 def _spawn(spec: dict[str, Any], spool: Path) -> subprocess.Popen[str]:
@@ -482,14 +481,14 @@ def main(argv: list[str] | None = None) -> None:
     }
     outages: list[dict[str, Any]] = []
     crashes: list[dict[str, Any]] = []
-    jv_python = _judgeval_python()
+    jv_available = _judgeval_available()
     with tempfile.TemporaryDirectory(prefix="judgeval-outage-") as tmp_name, server_process() as srv:
         tmp = Path(tmp_name)
         chosen = SUBJECTS if args.subjects is None else tuple(x.strip() for x in args.subjects.split(","))
         for subject in chosen:
             if subject == "judgeval 1.6":
                 # Needs its own venv (benchmarks/_judgeval_env.py); the worker protocol is not ported to it yet.
-                reason = "skipped (no judgeval venv)" if jv_python is None else "skipped (worker not ported)"
+                reason = "skipped (worker not ported)" if jv_available else "skipped (no judgeval venv)"
                 outages.append({"subject": subject, "skipped": reason})
                 continue
             if args.quick and subject == "ours (eval_transport=span)":
