@@ -9,25 +9,21 @@ Overflow drops the *oldest* queued run by default (the seed's policy: recent eva
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import logging
 import math
-import threading
-import uuid
-import weakref
 from collections.abc import Callable
 from typing import Any
 
 from ._config import Config
 from ._introspection import placeholder, read_items, stored_attributes
-from ._metrics import Metrics, SignalLedger
+from ._metrics import Metrics
 from ._pipeline import QueueService
 from ._project import ProjectResolver
 from ._serialize import RateLimitedLog, SerializeLimits, bounded_text, safe_data
 from ._transport import AsyncTransport
 
-__all__ = ["PENDING_TRACE_EVAL", "EvalDispatcher", "SpanEvalCarrier", "scorer_configs"]
+__all__ = ["EvalDispatcher", "scorer_configs"]
 
 logger = logging.getLogger(__name__)
 
@@ -102,84 +98,6 @@ class EvalDispatcher(QueueService[EvalRun]):
         tail = json.dumps(rest, ensure_ascii=False)
         body = '{"examples":[' + ",".join(run["examples"]) + "]," + tail[1:]
         return body.encode("utf-8", "replace")
-
-
-PENDING_TRACE_EVAL = "judgment.pending_trace_eval"
-SPAN_EVALS_MAX = 100  # evaluations carried on one span; more go by the API transport
-SPAN_EVAL_ATTRIBUTE_MAX = 1 << 20  # characters of the attribute's JSON text; beyond it, the API transport
-
-
-class SpanEvalCarrier:
-    """``eval_transport="span"``: an evaluation rides on its span as ``judgment.pending_trace_eval``.
-
-    The wire format is judgeval's own (judgeval 1.6.0, ``judgeval/trace/base_tracer.py``,
-    ``BaseTracer.async_evaluate``, key in ``judgeval/judgment_attribute_keys.py``): a JSON list, one entry per
-    ``async_evaluate`` call on the span, each ``{project_id, eval_name, judges: [{name}], examples: [{**example,
-    example_id, created_at, trace_id, span_id}], is_offline: false, is_behavior: false}``; judgeval rewrites the
-    whole list on every call, and so do we (``Span.set_attribute`` is the only span API used, so any span
-    implementation works). The default ``eval_name`` is judgeval's ``async_evaluate_{judge}_{index}`` (index from 0
-    per span).
-
-    Ledger: the evaluation is created and settled ``delivered`` in the evaluations ledger when it is attached to its
-    span: from then on it *is* part of the span, whose fate (delivered, or dropped with a reason) the spans ledger
-    counts. ``attach`` says why when it cannot carry the run (no project id yet, a span type without weak references,
-    the per-span caps reached); the caller then sends it by the API transport, so nothing is lost.
-    """
-
-    def __init__(self, ledger: SignalLedger) -> None:
-        self._ledger = ledger
-        self._lock = threading.Lock()
-        # Per span: the JSON texts of its entries and their total length. Weak keys: an ended span's state goes
-        # with the span, with no hook in the span pipeline.
-        self._carried: weakref.WeakKeyDictionary[Any, list[str]] = weakref.WeakKeyDictionary()
-
-    def attach(self, span: Any, project_id: str | None, run: EvalRun, *, named: bool) -> str | None:
-        """Add ``run`` (built by ``Tracer.async_evaluate``) to ``span``'s attribute: None when carried, else why
-        not (``"no_project_id"``, ``"span_not_trackable"``, ``"span_full"``) and the caller uses the API."""
-        if not project_id:
-            return "no_project_id"
-        judges = [{"name": conf.get("name", conf.get("score_type"))} for conf in run["judgment_scorers"]]
-        judges += [{"name": conf.get("name")} for conf in run["custom_scorers"]]
-        text = run["examples"][0]
-        try:
-            example = json.loads(text)
-        except ValueError:  # pragma: no cover - the text is our own bounded JSON
-            example = text
-        fields = example if type(example) is dict else {"example": example}
-        with self._lock:
-            try:
-                entries = self._carried.setdefault(span, [])
-            except TypeError:  # a span type without weak references (its __slots__ lack __weakref__)
-                return "span_not_trackable"
-            if len(entries) >= SPAN_EVALS_MAX:
-                return "span_full"
-            first = judges[0]["name"] if judges else "judge"
-            entry = {
-                "project_id": project_id,
-                "eval_name": run["eval_name"] if named else f"async_evaluate_{first}_{len(entries)}",
-                "judges": judges,
-                "examples": [
-                    {
-                        **fields,
-                        "example_id": str(uuid.uuid4()),
-                        "created_at": run.get("created_at") or _dt.datetime.now(_dt.timezone.utc).isoformat(),
-                        "trace_id": run["trace_id"],
-                        "span_id": run["trace_span_id"],
-                    }
-                ],
-                "is_offline": False,
-                "is_behavior": False,
-            }
-            encoded = json.dumps(entry, ensure_ascii=False)
-            if sum(map(len, entries)) + len(entries) + len(encoded) + 2 > SPAN_EVAL_ATTRIBUTE_MAX:
-                return "span_full"
-            span.set_attribute(PENDING_TRACE_EVAL, "[" + ",".join([*entries, encoded]) + "]")
-            entries.append(encoded)
-            led = self._ledger
-            with led.lock:
-                led.created += 1
-                led.delivered += 1
-        return None
 
 
 def _number(value: object, default: float, degraded: Callable[[str], None]) -> float:

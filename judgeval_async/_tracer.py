@@ -27,7 +27,7 @@ from opentelemetry.sdk.version import __version__ as _otel_sdk_version
 
 from ._config import Config, resource_from_env
 from ._errors import LoopThreadError, RuntimeClosedError
-from ._evals import EvalDispatcher, SpanEvalCarrier, scorer_configs
+from ._evals import EvalDispatcher, scorer_configs
 from ._health import HealthSnapshot, take_snapshot
 from ._metadata import SpanMetadataStore
 from ._metrics import Metrics
@@ -38,6 +38,7 @@ from ._runtime import BaseService, LoopRuntime, post_signal_later, run_exit_flus
 from ._semconv import Semconv
 from ._serialize import RateLimitedLog, SerializeLimits, bounded_text, bounded_texts, safe_json
 from ._signals import signal_guard
+from ._span_evals import SpanEvalCarrier
 from ._spans import JudgmentSpanProcessor, SpanExportService
 from ._tags import TagBatcher
 from ._transport import AsyncTransport

@@ -16,7 +16,7 @@ ROWS: list[set[str]] = [
     {"_config", "_introspection"},
     {"_delivery"},
     {"_metrics", "_serialize", "_metadata", "_otlp"},
-    {"_handoff", "_health"},
+    {"_handoff", "_health", "_span_evals"},
     {"_runtime", "_transport", "_signals"},
     {"_pipeline", "_project", "_multiprocess"},
     {"_spans", "_tags", "_evals", "_observe", "_prometheus"},

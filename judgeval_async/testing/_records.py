@@ -19,7 +19,7 @@ _SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "x-api-key"
 # Idempotency keys remembered (oldest forgotten first): a real backend keeps them for a day or so; a test server
 # needs only to outlive a client's retry loop, without growing without bound in a long benchmark.
 _KEYS_KEPT = 100_000
-# The span attribute that carries evaluations (eval_transport="span"; judgeval's key, kept in step with _evals).
+# The span attribute that carries evaluations (eval_transport="span"; judgeval's key, kept in step with _span_evals).
 PENDING_TRACE_EVAL = "judgment.pending_trace_eval"
 
 # A remembered answer: (status, body, content type, extra headers).

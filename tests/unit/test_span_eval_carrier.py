@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from judgeval_async import Config, ConfigError
-from judgeval_async._evals import PENDING_TRACE_EVAL, SPAN_EVALS_MAX, SpanEvalCarrier
 from judgeval_async._metrics import SignalLedger
+from judgeval_async._span_evals import PENDING_TRACE_EVAL, SPAN_EVALS_MAX, SpanEvalCarrier
 
 # judgeval 1.6.0 (judgeval/trace/base_tracer.py, BaseTracer.async_evaluate): the keys of one list entry.
 _JUDGEVAL_ENTRY_KEYS = {"project_id", "eval_name", "judges", "examples", "is_offline", "is_behavior"}
