@@ -283,16 +283,18 @@ def _ledger(health: dict[str, Any] | None) -> dict[str, Any]:
         for reason, n in health.get(f"{key}_dropped_by_reason", {}).items()
         if n
     }
+    # "spooled": persisted to disk for the next process (the delivery pipeline's state; 0 before it exists).
     totals = {
         name: {
             "created": health.get(created, 0),
             "delivered": health.get(delivered, 0),
             "dropped": health.get(dropped_key, 0),
+            "spooled": health.get(f"{prefix}_spooled", 0),
         }
-        for name, created, delivered, dropped_key in (
-            ("spans", "spans_created", "spans_exported", "spans_dropped"),
-            ("evals", "evaluations_enqueued", "evaluations_delivered", "evaluations_dropped"),
-            ("tags", "tags_buffered", "tags_flushed", "tags_dropped"),
+        for name, prefix, created, delivered, dropped_key in (
+            ("spans", "spans", "spans_created", "spans_exported", "spans_dropped"),
+            ("evals", "evaluations", "evaluations_enqueued", "evaluations_delivered", "evaluations_dropped"),
+            ("tags", "tags", "tags_buffered", "tags_flushed", "tags_dropped"),
         )
     }
     return {"balanced": health.get("ledger_balanced"), "dropped": dropped, "totals": totals}
