@@ -50,6 +50,13 @@ def parse_args(description: str, argv: Sequence[str] | None = None) -> argparse.
         default=None,
         help=f"where to write <name>.json and <name>.md (default {RESULTS_DIR})",
     )
+    judgeval = parser.add_mutually_exclusive_group()
+    judgeval.add_argument(
+        "--with-judgeval",
+        action="store_true",
+        help="build .venv-judgeval (pip install judgeval) if absent and measure it (default: only if present)",
+    )
+    judgeval.add_argument("--without-judgeval", action="store_true", help="leave judgeval out even if its venv exists")
     return parser.parse_args(argv)
 
 

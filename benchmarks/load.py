@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import _judgeval_env
 from _common import ServerProcess, markdown_table, parse_args, ratio, server_process, summarize, verdict, write_results
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
@@ -340,6 +341,8 @@ def main() -> None:
     work_us = (time.perf_counter_ns() - t) / 1e3
     gcw = GcWatch()
     runs: list[dict[str, Any]] = []
+    jv_ok = False if args.without_judgeval else _judgeval_env.ensure(create=args.with_judgeval)
+    judgeval_runs: list[dict[str, Any]] = []
     r = 0
     with server_process() as srv:
         for state, fault in STATES:
@@ -357,20 +360,49 @@ def main() -> None:
                         f" host p99 {runs[-1]['host_latency_us']['p99']:8.0f} µs",
                         flush=True,
                     )
+            if jv_ok:  # the judgeval SDK from PyPI, one producer thread, in its own venv and process
+                jv = _judgeval_env.run_worker(
+                    "judgeval",
+                    "load",
+                    srv.url,
+                    srv.api_key,
+                    srv.org_id,
+                    {"rate": TOTAL_RATE, "duration": duration},
+                    timeout=duration + 120.0,
+                    on_ready=srv.reset_records,
+                )
+                jv["state"] = state
+                if "produced" in jv:
+                    jv["server_received"] = settled_span_count(srv, jv["produced"])
+                    jv["loss"] = 1 - jv["server_received"] / jv["produced"] if jv["produced"] else 0.0
+                    print(f"  {state:14} 1t judgeval          made {jv['produced']:>7,} loss {jv['loss'] * 100:5.1f} %")
+                judgeval_runs.append(jv)
         srv.clear_faults()
     gcw.close()
     elapsed = time.perf_counter() - t_start
     report(
         args.quick,
         runs,
-        {"duration_s": duration, "total_rate": TOTAL_RATE, "service_work_us": work_us, "service_work_n": work_n},
+        {
+            "duration_s": duration,
+            "total_rate": TOTAL_RATE,
+            "service_work_us": work_us,
+            "service_work_n": work_n,
+            "judgeval": _judgeval_env.version() if jv_ok else _judgeval_env.SKIP_REASON,
+        },
         elapsed,
         args.results_dir,
+        judgeval_runs,
     )
 
 
 def report(
-    quick: bool, runs: list[dict[str, Any]], params: dict[str, Any], elapsed: float, results_dir: Path | None
+    quick: bool,
+    runs: list[dict[str, Any]],
+    params: dict[str, Any],
+    elapsed: float,
+    results_dir: Path | None,
+    judgeval_runs: list[dict[str, Any]],
 ) -> None:
     by_key = {(run["state"], run["threads"], run["variant"]): run for run in runs}
     summary: dict[str, dict[str, Any]] = {}
@@ -476,6 +508,42 @@ def report(
                     verdict(ok),
                 ]
             )
+    jrows = []
+    for jv in judgeval_runs:
+        state = jv["state"]
+        ours, otel = by_key[state, 1, "observe"], by_key[state, 1, "otel"]
+        if "produced" in jv:
+            jrows.append(
+                [
+                    state,
+                    f"{ours['loss'] * 100:.1f} % at {ours['achieved_rate']:,.0f}/s",
+                    f"{otel['loss'] * 100:.1f} % at {otel['achieved_rate']:,.0f}/s",
+                    f"{jv['loss'] * 100:.1f} % at {jv['achieved_rate']:,.0f}/s",
+                    f"{ours['caller_cpu_us_per_span']:.1f} / {otel['caller_cpu_us_per_span']:.1f}"
+                    f" / {jv['caller_cpu_us_per_span']:.1f}",
+                ]
+            )
+        else:
+            jrows.append([state, "-", "-", jv.get("error", "?"), "-"])
+    if judgeval_runs:
+        jv_md = (
+            f"## The three SDKs side by side at 10 000 spans/s, one producer thread (judgeval {params['judgeval']})\n\n"
+            + markdown_table(
+                [
+                    "backend",
+                    "judgeval_async loss",
+                    "stock OTel loss",
+                    "judgeval loss",
+                    "caller CPU µs/span (ours / OTel / judgeval)",
+                ],
+                jrows,
+            )
+            + "\n\njudgeval runs in its own venv and process (`_worker.py load`, the same paced producer, no host"
+            " service in that process), right after the round of the same backend state; the achieved rate shows"
+            " how much of 10 000/s each producer could make.\n\n"
+        )
+    else:
+        jv_md = f"## The judgeval SDK from PyPI\n\n{params['judgeval']}\n\n"
     ledger = [
         f"{r['state']} {r['threads']}t {r['variant']}: created {r['spans_created']:,}, exported"
         f" {r['spans_exported']:,}, dropped {r['spans_dropped']:,}, balanced {r['ledger_balanced']},"
@@ -496,7 +564,8 @@ def report(
         " saturated; the server is another process). max GC ms = the longest collection (CPU) during the run."
         " **Noisy:** 2 shared cores carry the producers, the host loop, the SDK's background thread and the server"
         " process; compare cells of the same round, and treat single tails (max) as GC or scheduler events.\n\n"
-        "Our health ledger per run (after the flush):\n\n"
+        + jv_md
+        + "Our health ledger per run (after the flush):\n\n"
         + "\n".join(f"- {line}" for line in ledger)
         + f"\n\n{elapsed:.1f} s in total.\n"
     )
@@ -509,6 +578,7 @@ def report(
             "runs": runs,
             "summary": summary,
             "targets": targets,
+            "judgeval_runs": judgeval_runs,
             "elapsed_s": elapsed,
         },
         md,

@@ -31,6 +31,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import _judgeval_env
 from _common import ServerProcess, markdown_table, parse_args, ratio, server_process, summarize, verdict, write_results
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
@@ -43,6 +44,10 @@ from judgeval_async.testing import project_id_for
 PROJECT = "bench"
 P95_BUDGET_US = 1000.0  # seed KPI: observe overhead p95 < 1 ms
 CALLER_P99_BUDGET_US = 50.0  # tag() / async_evaluate() caller latency p99 in every backend state
+# Issue 12 (the lean span engine): observe overhead p50 <= 0.5x stock OTel's plain decorator, with input/output
+# recording on; p99 <= OTel's; CPU per span (caller + loop, encode and send included) <= 0.6x OTel's.
+ENGINE_P50_RATIO = 0.5
+ENGINE_CPU_RATIO = 0.6
 VARIANTS = ("bare", "observe", "observe (no I/O)", "otel", "otel (+ I/O)")
 
 
@@ -312,6 +317,7 @@ def main() -> None:
         rounds, per_round, load_n, load_reps, caller_n = 3, 150, 2000, 1, 300
     else:
         rounds, per_round, load_n, load_reps, caller_n = 20, 1000, 20_000, 2, 5000
+    jv_ok = False if args.without_judgeval else _judgeval_env.ensure(create=args.with_judgeval)
     t_start = time.perf_counter()
     gc_pauses = GcPauses()
     with server_process() as srv:
@@ -342,6 +348,24 @@ def main() -> None:
                 load_runs.append(sustained_load(v, sync_fns[v], load_n, flushers[v], settle, srv, tracer))
                 load_runs[-1]["gc"] = gc_pauses.take()
         otel_shutdown_ok, otel_shutdown_s = bounded(provider.shutdown, 10.0)
+
+        # 2b. the judgeval SDK from PyPI, in its own venv and process (same server, same run)
+        judgeval: dict[str, Any] = {"skipped": _judgeval_env.SKIP_REASON}
+        if jv_ok:
+            tracer.force_flush(timeout=30.0)
+            judgeval = _judgeval_env.run_worker(
+                "judgeval",
+                "overhead",
+                srv.url,
+                srv.api_key,
+                srv.org_id,
+                {"rounds": min(rounds, 6), "per_round": per_round, "load_n": load_n // 4},
+                timeout=600.0,
+                on_ready=srv.reset_records,
+            )
+            if "error" not in judgeval:
+                judgeval["server_received"] = srv.wait_for_spans(judgeval["load_n"], timeout=10.0)
+                judgeval["version"] = _judgeval_env.version()
 
         # 3. caller latency by backend state
         caller: dict[str, dict[str, dict[str, float]]] = {}
@@ -394,6 +418,7 @@ def main() -> None:
         overhead_gc,
         elapsed,
         args.results_dir,
+        judgeval,
     )
 
 
@@ -408,6 +433,7 @@ def report(
     overhead_gc: dict[str, float],
     elapsed: float,
     results_dir: Path | None,
+    judgeval: dict[str, Any],
 ) -> None:
     sections: list[str] = []
     targets: dict[str, dict[str, Any]] = {}
@@ -578,6 +604,82 @@ def report(
         f" dropped with a reason (ledger balanced): {shutdown['final_ledger_balanced']}."
     )
 
+    # issue 12: the lean span engine's targets, and the judgeval SDK as a third subject
+    engine_rows = []
+    for kind in ("sync", "async"):
+        obs, plain = overhead[kind]["observe"], overhead[kind]["otel"]
+        r50 = ratio(obs["p50"], plain["p50"])
+        ok50 = obs["p50"] <= ENGINE_P50_RATIO * plain["p50"]
+        ok99 = obs["p99"] <= plain["p99"]
+        targets[f"engine_{kind}_p50_le_0.5x_otel"] = {"observe_us": obs["p50"], "otel_us": plain["p50"], "pass": ok50}
+        targets[f"engine_{kind}_p99_le_otel"] = {"observe_us": obs["p99"], "otel_us": plain["p99"], "pass": ok99}
+        engine_rows.append(
+            [
+                f"observe overhead p50 (I/O recorded) ≤ {ENGINE_P50_RATIO}x OTel's plain decorator ({kind})",
+                f"{obs['p50']:.1f} vs {plain['p50']:.1f} µs ({r50:.2f}x)",
+                verdict(ok50),
+            ]
+        )
+        engine_rows.append(
+            [
+                f"observe overhead p99 ≤ OTel's ({kind})",
+                f"{obs['p99']:.1f} vs {plain['p99']:.1f} µs ({ratio(obs['p99'], plain['p99']):.2f}x)",
+                verdict(ok99),
+            ]
+        )
+    cpu_ours = load_summary["observe"]["cpu_us_per_span"]
+    ok = cpu_ours <= ENGINE_CPU_RATIO * otel_cpu
+    targets["engine_cpu_le_0.6x_otel"] = {"observe_us": cpu_ours, "otel_us": otel_cpu, "pass": ok}
+    engine_rows.append(
+        [
+            f"CPU per span incl. export ≤ {ENGINE_CPU_RATIO}x OTel's",
+            f"{cpu_ours:.1f} vs {otel_cpu:.1f} µs ({ratio(cpu_ours, otel_cpu):.2f}x)",
+            verdict(ok),
+        ]
+    )
+    if "latency_us" in judgeval:
+        jl = judgeval["latency_us"]
+        jrows = []
+        for kind in ("sync", "async"):
+            j = {q: jl[f"{kind}|observe"][q] - jl[f"{kind}|bare"][q] for q in ("p50", "p99")}
+            judgeval[f"{kind}_overhead_us"] = j
+            jrows.append(
+                [
+                    f"{kind} observe overhead p50 / p99 (µs)",
+                    f"{overhead[kind]['observe']['p50']:.1f} / {overhead[kind]['observe']['p99']:.1f}",
+                    f"{overhead[kind]['otel']['p50']:.1f} / {overhead[kind]['otel']['p99']:.1f}",
+                    f"{j['p50']:.1f} / {j['p99']:.1f}",
+                ]
+            )
+        jrows.append(
+            [
+                "CPU µs per span incl. export (one thread, as fast as possible)",
+                f"{cpu_ours:.1f}",
+                f"{otel_cpu:.1f}",
+                f"{judgeval['cpu_us_per_span']:.1f} ({judgeval['load_n']:,} spans)",
+            ]
+        )
+        jrows.append(
+            [
+                "spans the server got after the flush",
+                f"{load_runs[0]['server_received']:,} / {load_runs[0]['spans']:,}",
+                "",
+                f"{judgeval['server_received']:,} / {judgeval['load_n']:,}",
+            ]
+        )
+        jv_section = (
+            f"## 5. The three SDKs side by side (judgeval {judgeval['version']} from PyPI in its own venv)\n\n"
+            + markdown_table(["measure", "judgeval_async", "stock OTel", "judgeval"], jrows)
+            + "\n\njudgeval runs in its own process (`.venv-judgeval`, `_worker.py overhead`), measured the same way"
+            " (each call timed alone, bare vs observed interleaved in rounds) right after ours, against the same"
+            " local server; ours and OTel here are the numbers of sections 1 and 2. OTel = the plain decorator."
+        )
+    else:
+        reason = judgeval.get("error", judgeval.get("skipped", ""))
+        jv_section = f"## 5. The judgeval SDK from PyPI\n\n{reason}"
+        engine_rows.append(["judgeval 1.x from PyPI", reason, "SKIPPED"])
+    sections.append(jv_section)
+
     # targets
     trows = [
         [
@@ -625,6 +727,11 @@ def report(
             [f"{op}() p99 < 50 µs in every backend state", f"worst {t['worst_p99_us']:.1f} µs", verdict(t["pass"])]
         )
     sections.insert(0, "## Targets\n\n" + markdown_table(["target", "measured", "result"], trows))
+    sections.insert(
+        0,
+        "## Issue 12 targets (the lean span engine; ratios measured in this run)\n\n"
+        + markdown_table(["target", "measured", "result"], engine_rows),
+    )
     params_line = ", ".join(f"{k}={v}" for k, v in params.items())
     md = "\n\n".join(sections) + f"\n\n{params_line}; {elapsed:.1f} s in total.\n"
     print(md)
@@ -641,6 +748,7 @@ def report(
             "caller_state_health": state_health,
             "shutdown": shutdown,
             "targets": targets,
+            "judgeval": judgeval,
             "elapsed_s": elapsed,
         },
         md,

@@ -28,6 +28,8 @@ def scripts() -> list[Path]:
 def main() -> int:
     args = parse_args(__doc__.splitlines()[0])
     extra = ["--quick"] if args.quick else []
+    extra += ["--with-judgeval"] if args.with_judgeval else []  # scripts without a judgeval subject ignore it
+    extra += ["--without-judgeval"] if args.without_judgeval else []
     if args.results_dir is not None:
         extra += ["--results-dir", str(args.results_dir.resolve())]
     rows = []

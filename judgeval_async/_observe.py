@@ -23,6 +23,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Span, Status, StatusCode
 
+from ._provider import EngineTracer
 from ._semconv import JSON_MIME, Semconv
 
 __all__ = ["Recorder", "put_value", "wrap"]
@@ -66,7 +67,10 @@ def put_value(attributes: dict[str, Any], keys: tuple[str, ...], mime_key: str, 
 
 def _start(rec: Recorder, name: str, attributes: dict[str, Any]) -> tuple[Span, object] | None:
     try:
-        span = rec.otel_tracer.start_span(name, attributes=attributes)
+        tracer = rec.otel_tracer
+        if type(tracer) is EngineTracer:
+            return tracer.start_current(name, attributes)  # the span engine: one call, attributes adopted
+        span = tracer.start_span(name, attributes=attributes)
         token = otel_context.attach(trace.set_span_in_context(span))
         return span, token
     except Exception:

@@ -23,6 +23,8 @@ from typing import Any, cast
 
 from opentelemetry.sdk.trace import ReadableSpan
 
+from ._span import EngineSpan
+
 __all__ = ["ScopeCache", "encode_grouped", "encode_request", "encode_spans_each"]
 
 _pack_q = struct.Struct("<Q").pack
@@ -144,6 +146,78 @@ def _span(span: ReadableSpan) -> bytes:
     return b"".join(parts)
 
 
+def _vlen(n: int) -> bytes:
+    return _SMALL[n] if n < 128 else _varint(n)
+
+
+def _span_attributes(parts: list[bytes], attributes: Mapping[str, Any]) -> None:
+    """Span attributes (field 9) onto ``parts``. A string value (inputs, outputs: most of a span's bytes) is written
+    as one header piece plus the encoded text itself, never copied into intermediate messages."""
+    for key, value in attributes.items():
+        enc = _KEYS.get(key)
+        if enc is None or type(value) is not str:
+            parts.append(_ld(b"\x4a", _key_value(key, value)))
+            continue
+        text = value.encode("utf-8")
+        n = len(text)
+        head = b"\x0a" + _vlen(n)  # AnyValue.string_value
+        m = len(head) + n
+        kv = len(enc) + 1 + len(_vlen(m)) + m  # KeyValue: key, value (AnyValue)
+        parts.append(b"\x4a" + _vlen(kv) + enc + b"\x12" + _vlen(m) + head)
+        parts.append(text)
+
+
+def _engine_span(span: EngineSpan) -> bytes:
+    """``_span`` for the span engine's record: the same bytes, read from its slots (no ReadableSpan, no views)."""
+    parts = [b"\x0a\x10", span._trace_id.to_bytes(16, "big"), b"\x12\x08", span._span_id.to_bytes(8, "big")]
+    state = span._state
+    if state:
+        parts.append(_ld(b"\x1a", ",".join(f"{k}={v}" for k, v in state.items()).encode("utf-8")))
+    parent_id = span._parent_id
+    if parent_id:
+        parts.append(b"\x22\x08" + parent_id.to_bytes(8, "big"))
+    if span._name:
+        parts.append(_ld(b"\x2a", span._name.encode("utf-8")))
+    parts.append(b"\x30" + _SMALL[span._kind.value + 1])
+    if span._start:
+        parts.append(b"\x39" + _pack_q(span._start))
+    if span._end:
+        parts.append(b"\x41" + _pack_q(span._end))
+    _span_attributes(parts, span._attrs)
+    if span._dropped_attrs:
+        parts.append(b"\x50" + _varint(span._dropped_attrs))
+    if span._events:
+        for name, timestamp, attrs, dropped in span._events:
+            body = b"\x09" + _pack_q(timestamp) if timestamp else b""
+            if name:
+                body += _ld(b"\x12", name.encode("utf-8"))
+            body += _attributes(b"\x1a", attrs)
+            if dropped:
+                body += b"\x20" + _varint(dropped)
+            parts.append(_ld(b"\x5a", body))
+    if span._dropped_events:
+        parts.append(b"\x60" + _varint(span._dropped_events))
+    if span._links:
+        for lc, attrs, dropped in span._links:
+            body = b"\x0a\x10" + lc.trace_id.to_bytes(16, "big") + b"\x12\x08" + lc.span_id.to_bytes(8, "big")
+            body += _attributes(b"\x22", attrs)
+            if dropped:
+                body += b"\x28" + _varint(dropped)
+            flags = _FLAGS_HAS_IS_REMOTE | (_FLAGS_IS_REMOTE if lc.is_remote else 0)
+            body += b"\x35" + _pack_i(flags)
+            parts.append(_ld(b"\x6a", body))
+    if span._dropped_links:
+        parts.append(b"\x70" + _varint(span._dropped_links))
+    status = span._status
+    body = _ld(b"\x12", status.description.encode("utf-8")) if status.description else b""
+    code = status.status_code.value
+    if code:
+        body += b"\x18" + _SMALL[code]
+    parts.append(_ld(b"\x7a", body))
+    parts.append(b"\x85\x01" + _pack_i(_FLAGS_HAS_IS_REMOTE | (_FLAGS_IS_REMOTE if span._parent_remote else 0)))
+    return b"".join(parts)
+
+
 def _fix(s: str) -> str:
     """``s`` with each lone surrogate replaced by "?" (the slow path: only after a strict encode failed)."""
     return s.encode("utf-8", "replace").decode("utf-8")
@@ -215,19 +289,21 @@ def _replaced(span: ReadableSpan) -> ReadableSpan:
 
 
 def encode_spans_each(
-    spans: Sequence[ReadableSpan], on_degrade: Callable[[str], object] | None = None
+    spans: Sequence[ReadableSpan | EngineSpan], on_degrade: Callable[[str], object] | None = None
 ) -> list[bytes | Exception]:
     """Each span's encoded ``Span`` message, or the exception that encoding it raised (the caller drops it).
 
-    A span with lone surrogates in its strings is encoded with them replaced: ``on_degrade("replaced")`` once for it.
+    SDK spans and the span engine's records both; a span with lone surrogates in its strings is encoded with them
+    replaced: ``on_degrade("replaced")`` once for it.
     """
     out: list[bytes | Exception] = []
     for span in spans:
         try:
-            out.append(_span(span))
+            out.append(_engine_span(span) if type(span) is EngineSpan else _span(cast(ReadableSpan, span)))
         except UnicodeEncodeError:
             try:
-                out.append(_span(_replaced(span)))
+                # The engine span's views (name, attributes, events, ...) are what _replaced reads from a ReadableSpan.
+                out.append(_span(_replaced(cast(ReadableSpan, span))))
             except Exception as exc:
                 out.append(exc)
                 continue
@@ -288,7 +364,7 @@ class ScopeCache:
         return enc
 
 
-def encode_request(spans: Sequence[ReadableSpan], encoded: Sequence[bytes], cache: ScopeCache) -> bytes:
+def encode_request(spans: Sequence[ReadableSpan | EngineSpan], encoded: Sequence[bytes], cache: ScopeCache) -> bytes:
     """An ``ExportTraceServiceRequest`` of already-encoded spans, grouped by resource, then scope (like OTel)."""
     # Grouped by identity, not equality (see ScopeCache): spans of one provider share these objects. Two equal
     # but distinct objects make two groups, which is still a valid request.

@@ -31,6 +31,7 @@ from ._otlp import ScopeCache, encode_grouped, encode_spans_each
 from ._pipeline import QueueService
 from ._project import ProjectResolver
 from ._serialize import RateLimitedLog
+from ._span import EngineSpan
 from ._transport import AsyncTransport, SendStatus
 
 __all__ = ["JudgmentSpanProcessor", "SpanExportService"]
@@ -57,7 +58,7 @@ class _WithExtras:
         self.extras = extras
 
 
-SpanItem = ReadableSpan | _WithExtras
+SpanItem = ReadableSpan | _WithExtras | EngineSpan  # an engine span is encoded as it is (_otlp reads its slots)
 
 
 class SpanExportService(QueueService[SpanItem]):
@@ -170,7 +171,7 @@ class SpanExportService(QueueService[SpanItem]):
         led = self.ledger
         now = time.monotonic()
         for i in range(0, len(items), _ENCODE_CHUNK):
-            chunk: list[ReadableSpan] = []
+            chunk: list[ReadableSpan | EngineSpan] = []
             for item in items[i : i + _ENCODE_CHUNK]:
                 try:
                     chunk.append(_materialise(item))
@@ -310,7 +311,7 @@ class _Groups:
         self._by_value: dict[tuple[Any, Any], int] = {}
         self._pairs: list[tuple[Any, Any]] = []
 
-    def id_of(self, span: ReadableSpan) -> int:
+    def id_of(self, span: ReadableSpan | EngineSpan) -> int:
         resource, scope = span.resource, span.instrumentation_scope
         key = (id(resource), id(scope))
         hit = self._by_identity.get(key)
@@ -351,7 +352,7 @@ def _marker(body: bytes) -> bytes:
     return marker.SerializeToString()
 
 
-def _materialise(item: SpanItem) -> ReadableSpan:
+def _materialise(item: SpanItem) -> ReadableSpan | EngineSpan:
     if isinstance(item, _WithExtras):
         span = item.span
         attrs = dict(span.attributes or {})
@@ -407,12 +408,23 @@ class JudgmentSpanProcessor(SpanProcessor):
         except Exception:  # pragma: no cover - never break the caller
             logger.debug("judgeval_async on_end failed", exc_info=True)
 
-    def set_internal_attribute(self, span: Span, key: str, value: Any) -> bool:
+    def on_engine_end(self, span: EngineSpan) -> None:
+        """The span engine's end-of-span seam (its provider's ``on_end``): one offer of the record itself."""
+        try:
+            self._service.offer(span)
+            self._ensure_started()
+        except Exception:  # pragma: no cover - never break the caller
+            logger.debug("judgeval_async on_engine_end failed", exc_info=True)
+
+    def set_internal_attribute(self, span: Span | EngineSpan, key: str, value: Any) -> bool:
         """Attach an internal attribute to a live span, exported with it (bounded: see ``_metadata``).
 
         False (and nothing stored) if the span has already ended: its entry would never be collected by on_end.
+        An engine span keeps it in its own attributes (no store needed: it ends in our hands).
         """
         try:
+            if type(span) is EngineSpan:
+                return span.set_internal(key, value)
             if not span.is_recording():
                 return False
             ctx = span.get_span_context()

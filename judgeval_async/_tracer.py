@@ -1,7 +1,8 @@
 """The Tracer: the only place that wires config, metrics, runtime, transport and the three pipelines together.
 
-Nothing in ``Tracer.__init__`` does I/O: the loop thread starts on first use, the project id is resolved on the
-loop, and the HTTP client is created there.
+Nothing in ``Tracer.__init__`` does I/O: the loop thread starts here but only waits for work (so the first traced
+call does not pay for starting it), the project id is resolved on the loop, and the HTTP client is created there.
+Spans come from the span engine (``_provider``/``_span``) unless ``tracer_provider=`` brings an SDK provider.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from ._metrics import Metrics
 from ._multiprocess import SnapshotWriter, metrics_dir
 from ._observe import SpanContextManager, put_value, wrap
 from ._project import ProjectResolver
+from ._provider import EngineTracerProvider
 from ._runtime import BaseService, LoopRuntime, post_signal_later, run_exit_flush, set_exit_timeout
 from ._semconv import Semconv
 from ._serialize import RateLimitedLog, SerializeLimits, bounded_text, bounded_texts, safe_json
@@ -190,7 +192,7 @@ class Tracer:
     sizes, timeouts, retry knobs); unset ones come from ``JUDGMENT_*`` environment variables, then defaults.
     Invalid values raise ``ValueError`` naming the field.
 
-    ``tracer_provider``: add our processor to an existing provider instead of creating one.
+    ``tracer_provider``: add our processor to an existing SDK provider instead of using our span engine.
     ``set_global``: install our provider as OpenTelemetry's global one (default: isolated).
     ``http_transport``: an ``httpx`` transport to send through (tests use ``httpx.MockTransport``).
     """
@@ -249,21 +251,28 @@ class Tracer:
             shutdown=lambda: self.shutdown(timeout=c.exit_timeout),
             ensure_started=self._start_nowait,
         )
+        self.provider: trace.TracerProvider
         if tracer_provider is None:
-            tracer_provider = TracerProvider(
+            # The span engine (issue 12): our own API-level provider; ended spans go straight to the pipeline.
+            self.provider = EngineTracerProvider(
                 resource=build_resource(c),
-                # Our own atexit hook keeps exit_timeout; OTel's would call shutdown() with no deadline of ours.
-                shutdown_on_exit=False,
+                on_end=self.processor.on_engine_end,
+                flush=lambda timeout: self.force_flush(timeout=timeout),
+                shutdown=lambda: self.shutdown(timeout=c.exit_timeout),
             )
-        tracer_provider.add_span_processor(self.processor)
-        self.provider = tracer_provider
+        else:
+            tracer_provider.add_span_processor(self.processor)
+            self.provider = tracer_provider
         if set_global:
-            trace.set_tracer_provider(tracer_provider)
-        self.otel_tracer = tracer_provider.get_tracer("judgeval_async")
+            trace.set_tracer_provider(self.provider)
+        self.otel_tracer = self.provider.get_tracer("judgeval_async")
         self._metrics_server: Any = None
         if c.install_signal_handlers:
             # SIGTERM must not end the process with our items in memory (uvicorn, gunicorn): see _signals.
             signal_guard.enable(run_exit_flush, post_signal_later)
+        # Start the loop thread now (it does no I/O until there is something to send), so the first traced call
+        # does not pay for a thread start. Its imports were done above, on this thread (see _LOOP_IMPORTS).
+        self._runtime.ensure_started(wait=None)
 
     def __repr__(self) -> str:
         return f"Tracer(project_name={self.config.project_name!r}, api_url={self.config.api_url!r})"

@@ -13,10 +13,10 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent / "judgeval_async"
 ROWS: list[set[str]] = [
     {"_errors"},
     {"_retry", "_semconv"},
-    {"_config", "_introspection"},
+    {"_config", "_introspection", "_span"},
     {"_delivery"},
     {"_metrics", "_serialize", "_metadata", "_otlp"},
-    {"_handoff", "_health", "_span_evals"},
+    {"_handoff", "_health", "_provider", "_span_evals"},
     {"_runtime", "_transport", "_signals"},
     {"_pipeline", "_project", "_multiprocess"},
     {"_spans", "_tags", "_evals", "_observe", "_prometheus"},
@@ -36,7 +36,7 @@ DELIVERY_ROWS: list[set[str]] = [
 HOMES = {
     "httpx": {"_transport", "_tracer"},
     "prometheus_client": {"_prometheus", "_multiprocess"},
-    "opentelemetry": {"_spans", "_tracer", "_observe", "_otlp"},
+    "opentelemetry": {"_spans", "_tracer", "_observe", "_otlp", "_span", "_provider"},
     "aiometer": {"_spans", "_tags", "_evals"},
 }
 

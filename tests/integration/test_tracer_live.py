@@ -263,13 +263,19 @@ def test_single_span_too_large_becomes_a_marker(
 
 
 def test_spans_that_never_end_leave_bounded_metadata(make_tracer: Callable[..., Tracer]) -> None:
-    """20 000 spans that never end, each with internal metadata, leave at most 10 000 entries; evictions counted."""
-    tracer = make_tracer()
+    """20 000 SDK spans that never end, each with internal metadata, leave at most 10 000 entries; evictions counted.
+
+    (On the span engine's own spans the metadata lives in the span itself: no store entry at all, checked last.)"""
+    tracer = make_tracer(tracer_provider=TracerProvider())
     for i in range(20_000):
         assert tracer.processor.set_internal_attribute(tracer.otel_tracer.start_span("hung"), "judgment.step", i)
     health = tracer.get_health_metrics()
     assert health["metadata_entries"] <= 10_000
     assert health["metadata_evictions"] == {"lru": 10_000}
+    engine = make_tracer()
+    for i in range(100):
+        assert engine.processor.set_internal_attribute(engine.otel_tracer.start_span("hung"), "judgment.step", i)
+    assert engine.get_health_metrics()["metadata_entries"] == 0
 
 
 def test_bad_input_degrades_gracefully(local_server: LocalJudgmentServer, make_tracer: Callable[..., Tracer]) -> None:

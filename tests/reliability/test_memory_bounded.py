@@ -73,6 +73,8 @@ def test_backlog_behind_a_dead_backend_is_bytes_not_spans(
     """Spans waiting behind a black-holed backend are held as encoded bytes: few live span objects for the GC."""
     from opentelemetry.sdk.trace import ReadableSpan
 
+    from judgeval_async._span import EngineSpan
+
     local_server.set_fault(None, kind="blackhole")
     tracer = make_tracer(project_id="p", max_queue_size=2000, max_concurrent_exports=1, read_timeout=60.0)
     for i in range(6000):
@@ -83,7 +85,7 @@ def test_backlog_behind_a_dead_backend_is_bytes_not_spans(
     deadline_ok = tracer._runtime.run(_settle(tracer), timeout=30.0)
     assert deadline_ok
     gc.collect()
-    live_spans = sum(1 for o in gc.get_objects() if isinstance(o, ReadableSpan))
+    live_spans = sum(1 for o in gc.get_objects() if isinstance(o, (ReadableSpan, EngineSpan)))
     health = tracer.get_health_metrics()
     assert health["queue_size"] == 2000  # the encoded backlog, full, reported as queued
     assert health["spans_in_flight"] > 0  # the batch stuck in the black hole

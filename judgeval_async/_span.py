@@ -1,0 +1,508 @@
+"""The span engine's span (issue 12): a compact record implementing the OpenTelemetry **API** ``Span``.
+
+Why not the SDK span: an SDK span costs 22-27 µs to start and end here and allocates a dozen GC-tracked objects
+(``BoundedAttributes`` with its lock, ``BoundedList`` x2 with locks, ``SpanContext``, a ``ReadableSpan`` copy at end).
+This record is one ``__slots__`` object plus its attribute dict; events and links lists exist only once used; the
+``SpanContext`` is built only when someone asks for it. It behaves as the SDK span does, rule for rule (limits, the
+oldest attribute evicted when full, OK wins over ERROR, nothing changes after ``end``), so the OTLP message ``_otlp``
+writes from it is byte-for-byte the SDK's for the same content (tests/unit/test_engine_conformance.py).
+
+At runtime the class is registered as a *virtual* subclass of ``opentelemetry.trace.Span`` rather than inheriting
+from it: the API's class has no ``__slots__``, so inheriting would give every span a ``__dict__``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import traceback
+from collections.abc import Mapping, Sequence
+from time import time_ns
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import trace
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
+
+__all__ = ["EngineSpan", "Limits", "SpanOwner", "new_span_id", "new_trace_id"]
+
+logger = logging.getLogger(__name__)
+
+_UNSET = Status(StatusCode.UNSET)
+_EMPTY_STATE = TraceState()
+_OK = StatusCode.OK
+
+# Ids: one private generator, reseeded in a forked child (two children must never share ids). Never the global
+# ``random``: an application's ``random.seed(42)`` would make every process emit the same trace ids.
+_rng = random.Random()
+_bits = _rng.getrandbits
+
+
+def _reseed() -> None:
+    _rng.seed()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reseed)
+
+
+def new_trace_id() -> int:
+    """A random, valid (non-zero) 128-bit trace id."""
+    n = _bits(128)
+    while not n:  # pragma: no cover - one in 2**128
+        n = _bits(128)
+    return n
+
+
+def new_span_id() -> int:
+    """A random, valid (non-zero) 64-bit span id."""
+    n = _bits(64)
+    while not n:  # pragma: no cover - one in 2**64
+        n = _bits(64)
+    return n
+
+
+class Limits:
+    """The span limits, resolved once per provider (from an SDK ``SpanLimits``, which reads the OTEL_* variables)."""
+
+    __slots__ = (
+        "event_attributes",
+        "events",
+        "link_attributes",
+        "links",
+        "span_attributes",
+        "span_value_len",
+        "value_len",
+    )
+
+    def __init__(self, limits: Any) -> None:
+        self.span_attributes: int | None = limits.max_span_attributes
+        self.span_value_len: int | None = limits.max_span_attribute_length
+        self.events: int | None = limits.max_events
+        self.links: int | None = limits.max_links
+        self.event_attributes: int | None = limits.max_event_attributes
+        self.link_attributes: int | None = limits.max_link_attributes
+        self.value_len: int | None = limits.max_attribute_length
+
+
+class SpanOwner:
+    """What every span of one tracer shares: resource, instrumentation scope, limits, and where ended spans go."""
+
+    __slots__ = ("instrumentation_scope", "limits", "on_end", "resource")
+
+    def __init__(self, resource: Any, scope: Any, limits: Limits, on_end: Any) -> None:
+        self.resource = resource
+        self.instrumentation_scope = scope
+        self.limits = limits
+        self.on_end = on_end  # Callable[[EngineSpan], None]; never raises (the tracer's seam)
+
+
+def _is_non_custom_str(value: Any) -> bool:
+    kind = type(value)
+    return kind.__str__ is not object.__str__ or kind.__repr__ is not object.__repr__  # type: ignore[comparison-overlap]
+
+
+def clean_value(value: Any, max_len: int | None) -> Any:
+    """An attribute value as OpenTelemetry's ``BoundedAttributes`` stores it (same rules: sequences become tuples,
+    mappings dicts, strings are cut to ``max_len``, anything else its ``str()`` or None)."""
+    kind = type(value)
+    if kind is str:
+        return value if max_len is None or len(value) <= max_len else value[:max_len]
+    if kind is bool or kind is int or kind is float or value is None:
+        return value
+    if isinstance(value, (bool, int, float, bytes)):
+        return value
+    if isinstance(value, str):
+        return value if max_len is None or len(value) <= max_len else value[:max_len]
+    if isinstance(value, Sequence):
+        return tuple([clean_value(v, max_len) for v in value])
+    if isinstance(value, Mapping):
+        return clean_mapping(value, max_len)
+    if _is_non_custom_str(value):
+        return str(value)
+    return None
+
+
+def clean_mapping(value: Mapping[Any, Any], max_len: int | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for raw, val in value.items():
+        if not raw:
+            continue
+        if isinstance(raw, str):
+            key = raw
+        elif _is_non_custom_str(raw):
+            key = str(raw)
+        else:
+            continue
+        out[key] = clean_value(val, max_len)
+    return out
+
+
+def bounded(
+    attributes: Mapping[Any, Any] | None, maxlen: int | None, max_len: int | None
+) -> tuple[dict[str, Any], int]:
+    """``attributes`` as a new ``BoundedAttributes`` would hold them: (dict, dropped count)."""
+    if not attributes:
+        return {}, 0
+    if maxlen == 0:
+        return {}, len(attributes)
+    cleaned = clean_mapping(attributes, max_len)
+    dropped = len(attributes) - len(cleaned)
+    if maxlen is not None and len(cleaned) > maxlen:
+        # Insertion keeps the newest maxlen (each insert past the bound evicts the oldest).
+        extra = len(cleaned) - maxlen
+        dropped += extra
+        cleaned = dict(list(cleaned.items())[extra:])
+    return cleaned, dropped
+
+
+if TYPE_CHECKING:
+    _SpanBase = trace.Span
+else:
+    _SpanBase = object
+
+
+class EngineSpan(_SpanBase):
+    """A recording span. Created by ``_provider.EngineTracer``; read by ``_otlp`` after ``end()``."""
+
+    __slots__ = (
+        "_attrs",
+        "_ctx",
+        "_dropped_attrs",
+        "_dropped_events",
+        "_dropped_links",
+        "_end",
+        "_events",
+        "_flags",
+        "_kind",
+        "_links",
+        "_name",
+        "_owner",
+        "_parent",
+        "_parent_id",
+        "_parent_remote",
+        "_record_exception",
+        "_set_status_on_exception",
+        "_span_id",
+        "_start",
+        "_state",
+        "_status",
+        "_trace_id",
+    )
+
+    def __init__(
+        self,
+        owner: SpanOwner,
+        name: str,
+        trace_id: int,
+        span_id: int,
+        flags: int,
+        state: TraceState | None,
+        parent_id: int,
+        parent_remote: bool,
+        parent: SpanContext | None,
+        kind: SpanKind,
+        attrs: dict[str, Any],
+        dropped_attrs: int,
+        start: int,
+    ) -> None:
+        self._owner = owner
+        self._name = name
+        self._trace_id = trace_id
+        self._span_id = span_id
+        self._flags = flags
+        self._state = state  # None: the empty TraceState
+        self._ctx: SpanContext | None = None  # built on first get_span_context()
+        self._parent_id = parent_id  # 0: a root span
+        self._parent_remote = parent_remote
+        self._parent = parent  # the parent's SpanContext when we were given one (else built on demand)
+        self._kind = kind
+        self._attrs = attrs
+        self._dropped_attrs = dropped_attrs
+        self._events: list[tuple[str, int, dict[str, Any], int]] | None = None
+        self._dropped_events = 0
+        self._links: list[tuple[SpanContext, dict[str, Any], int]] | None = None
+        self._dropped_links = 0
+        self._status = _UNSET
+        self._start = start
+        self._end: int | None = None
+        self._record_exception = True
+        self._set_status_on_exception = True
+
+    # ------------------------------------------------------------------ the OpenTelemetry API
+    def get_span_context(self) -> SpanContext:
+        ctx = self._ctx
+        if ctx is None:
+            ctx = self._ctx = SpanContext(
+                self._trace_id,
+                self._span_id,
+                False,
+                TraceFlags(self._flags),
+                self._state if self._state is not None else _EMPTY_STATE,
+            )
+        return ctx
+
+    def is_recording(self) -> bool:
+        return self._end is None
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        if self._end is not None:
+            logger.warning("Setting attribute on ended span.")
+            return
+        limits = self._owner.limits
+        maxlen = limits.span_attributes
+        if maxlen == 0 or not key or not isinstance(key, str):
+            self._dropped_attrs += 1
+            return
+        kind = type(value)
+        if kind is not str or limits.span_value_len is not None:
+            value = clean_value(value, limits.span_value_len)
+        attrs = self._attrs
+        if key in attrs:
+            del attrs[key]  # re-inserted last, as the SDK does
+        elif maxlen is not None and len(attrs) >= maxlen:
+            del attrs[next(iter(attrs))]  # full: the oldest goes
+            self._dropped_attrs += 1
+        attrs[key] = value
+
+    def set_attributes(self, attributes: Mapping[str, Any]) -> None:
+        if self._end is not None:
+            logger.warning("Setting attribute on ended span.")
+            return
+        limits = self._owner.limits
+        if limits.span_attributes == 0:
+            self._dropped_attrs += len(attributes)
+            return
+        cleaned = clean_mapping(attributes, limits.span_value_len)
+        self._dropped_attrs += len(attributes) - len(cleaned)
+        for key, value in cleaned.items():
+            self._put(key, value)
+
+    def _put(self, key: str, value: Any) -> None:
+        attrs = self._attrs
+        maxlen = self._owner.limits.span_attributes
+        if key in attrs:
+            del attrs[key]
+        elif maxlen is not None and len(attrs) >= maxlen:
+            del attrs[next(iter(attrs))]
+            self._dropped_attrs += 1
+        attrs[key] = value
+
+    def set_internal(self, key: str, value: Any) -> bool:
+        """An internal attribute (judgeval's own), outside the count limit. False once ended."""
+        if self._end is not None:
+            return False
+        self._attrs[key] = value
+        return True
+
+    def add_event(self, name: str, attributes: Mapping[str, Any] | None = None, timestamp: int | None = None) -> None:
+        limits = self._owner.limits
+        attrs, dropped = bounded(attributes, limits.event_attributes, limits.value_len)
+        if self._end is not None:
+            logger.warning("Tried calling %s on an ended span.", "_add_event")
+            return
+        events = self._events
+        if events is None:
+            events = self._events = []
+        maxlen = limits.events
+        if maxlen is not None and len(events) >= maxlen:
+            self._dropped_events += 1
+            if maxlen == 0:
+                return
+            del events[0]
+        events.append((name, timestamp if timestamp is not None else time_ns(), attrs, dropped))
+
+    def add_link(self, context: SpanContext, attributes: Mapping[str, Any] | None = None) -> None:
+        if not _valid_link(context, attributes):
+            return
+        if self._end is not None:
+            logger.warning("Tried calling %s on an ended span.", "_add_link")
+            return
+        self._append_link(context, attributes)
+
+    def _append_link(self, context: SpanContext, attributes: Mapping[str, Any] | None) -> None:
+        limits = self._owner.limits
+        attrs, dropped = bounded(attributes, limits.link_attributes, limits.value_len)
+        links = self._links
+        if links is None:
+            links = self._links = []
+        maxlen = limits.links
+        if maxlen is not None and len(links) >= maxlen:
+            self._dropped_links += 1
+            if maxlen == 0:
+                return
+            del links[0]
+        links.append((context, attrs, dropped))
+
+    def update_name(self, name: str) -> None:
+        if self._end is not None:
+            logger.warning("Tried calling %s on an ended span.", "update_name")
+            return
+        self._name = name
+
+    def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
+        if self._end is not None:
+            logger.warning("Tried calling %s on an ended span.", "set_status")
+            return
+        # OK is final; UNSET never overrides (the SDK's rules).
+        if self._status.status_code is _OK:
+            return
+        if isinstance(status, Status):
+            if status.status_code is StatusCode.UNSET:
+                return
+            if description is not None:
+                logger.warning(
+                    "Description %s ignored. Use either `Status` or `(StatusCode, Description)`", description
+                )
+            self._status = status
+        elif isinstance(status, StatusCode):
+            if status is StatusCode.UNSET:
+                return
+            self._status = Status(status, description)
+
+    def record_exception(
+        self,
+        exception: BaseException,
+        attributes: Mapping[str, Any] | None = None,
+        timestamp: int | None = None,
+        escaped: bool = False,
+    ) -> None:
+        stacktrace = "".join(traceback.format_exception(exception))
+        module = type(exception).__module__
+        qualname = type(exception).__qualname__
+        exception_type = f"{module}.{qualname}" if module and module != "builtins" else qualname
+        attrs: dict[str, Any] = {
+            "exception.type": exception_type,
+            "exception.message": str(exception),
+            "exception.stacktrace": stacktrace,
+            "exception.escaped": str(escaped),
+        }
+        if attributes:
+            attrs.update(attributes)
+        self.add_event("exception", attrs, timestamp)
+
+    def end(self, end_time: int | None = None) -> None:
+        # The clock is read first so that the check and the store below run with no call between them: the
+        # interpreter switches threads only at calls and loop jumps, so two threads ending one span hand it over once.
+        now = end_time if end_time is not None else time_ns()
+        if self._end is not None:
+            logger.warning("Calling end() on an ended span.")
+            return
+        self._end = now
+        self._owner.on_end(self)
+
+    def __enter__(self) -> EngineSpan:
+        return self
+
+    def __exit__(self, exc_type: Any, exc_val: BaseException | None, exc_tb: Any) -> None:
+        if exc_val is not None and self._end is None:
+            if self._record_exception:
+                self.record_exception(exc_val, escaped=True)
+            if self._set_status_on_exception:
+                self.set_status(Status(StatusCode.ERROR, f"{type(exc_val).__name__}: {exc_val}"))
+        self.end()
+
+    def __repr__(self) -> str:
+        return f'EngineSpan(name="{self._name}", trace_id=0x{self._trace_id:032x}, span_id=0x{self._span_id:016x})'
+
+    # ------------------------------------------------------------------ ReadableSpan-like views (processors, tests)
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def context(self) -> SpanContext:
+        return self.get_span_context()
+
+    @property
+    def parent(self) -> SpanContext | None:
+        if self._parent is None and self._parent_id:
+            self._parent = SpanContext(
+                self._trace_id,
+                self._parent_id,
+                self._parent_remote,
+                TraceFlags(self._flags),
+                self._state if self._state is not None else _EMPTY_STATE,
+            )
+        return self._parent
+
+    @property
+    def kind(self) -> SpanKind:
+        return self._kind
+
+    @property
+    def start_time(self) -> int:
+        return self._start
+
+    @property
+    def end_time(self) -> int | None:
+        return self._end
+
+    @property
+    def attributes(self) -> Mapping[str, Any]:
+        return MappingProxyType(self._attrs)
+
+    @property
+    def events(self) -> tuple[Any, ...]:
+        return tuple(_EventView(*e) for e in self._events or ())
+
+    @property
+    def links(self) -> tuple[Any, ...]:
+        return tuple(_LinkView(*link) for link in self._links or ())
+
+    @property
+    def status(self) -> Status:
+        return self._status
+
+    @property
+    def dropped_attributes(self) -> int:
+        return self._dropped_attrs
+
+    @property
+    def dropped_events(self) -> int:
+        return self._dropped_events
+
+    @property
+    def dropped_links(self) -> int:
+        return self._dropped_links
+
+    @property
+    def resource(self) -> Any:
+        return self._owner.resource
+
+    @property
+    def instrumentation_scope(self) -> Any:
+        return self._owner.instrumentation_scope
+
+
+class _EventView:
+    __slots__ = ("attributes", "dropped_attributes", "name", "timestamp")
+
+    def __init__(self, name: str, timestamp: int, attributes: dict[str, Any], dropped: int) -> None:
+        self.name = name
+        self.timestamp = timestamp
+        self.attributes = MappingProxyType(attributes)
+        self.dropped_attributes = dropped
+
+
+class _LinkView:
+    __slots__ = ("attributes", "context", "dropped_attributes")
+
+    def __init__(self, context: SpanContext, attributes: dict[str, Any], dropped: int) -> None:
+        self.context = context
+        self.attributes = MappingProxyType(attributes)
+        self.dropped_attributes = dropped
+
+
+def _valid_link(context: SpanContext | None, attributes: Mapping[str, Any] | None) -> bool:
+    return bool(context and (context.is_valid or (attributes or context.trace_state)))
+
+
+def valid_links(links: Sequence[Link] | None) -> list[Link]:
+    return [link for link in links or () if link and _valid_link(link.context, link.attributes)]
+
+
+if not TYPE_CHECKING:
+    # isinstance(span, opentelemetry.trace.Span) is True (get_current_span, use_span rely on it), without a __dict__.
+    trace.Span.register(EngineSpan)
