@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -130,8 +131,40 @@ def test_no_project_id_refuses() -> None:
     assert PENDING_TRACE_EVAL not in span.attributes
 
 
-def test_span_without_weak_references_is_refused() -> None:
-    """A span type whose __slots__ lack __weakref__ cannot be tracked: refused (the API sends it), nothing counted."""
+class _SlottedSpan:
+    """Like the span engine's record: __slots__ without __weakref__, attributes readable through a mapping."""
+
+    __slots__ = ("_attrs",)
+
+    def __init__(self) -> None:
+        self._attrs: dict[str, Any] = {}
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        self._attrs[key] = value
+
+    @property
+    def attributes(self) -> MappingProxyType[str, Any]:
+        return MappingProxyType(self._attrs)
+
+
+def test_span_without_weak_references_keeps_the_list_in_its_attribute() -> None:
+    """A slotted span (no weak references) gets the same list: appended to its own attribute, names indexed."""
+    ledger = SignalLedger("evaluations")
+    carrier = SpanEvalCarrier(ledger)
+    span, other = _SlottedSpan(), _SlottedSpan()
+    for judge in ("a", "b", "c"):
+        assert carrier.attach(span, "proj-1", _run(judge), named=False) is None
+    other_run = _run("z") | {"trace_span_id": "0" * 15 + "3"}
+    assert carrier.attach(other, "proj-1", other_run, named=False) is None
+    entries = json.loads(span.attributes[PENDING_TRACE_EVAL])
+    assert [e["eval_name"] for e in entries] == ["async_evaluate_a_0", "async_evaluate_b_1", "async_evaluate_c_2"]
+    assert all(set(e) == _JUDGEVAL_ENTRY_KEYS for e in entries)
+    assert [e["eval_name"] for e in json.loads(other.attributes[PENDING_TRACE_EVAL])] == ["async_evaluate_z_0"]
+    assert ledger.created == ledger.delivered == 4
+
+
+def test_span_without_weak_references_or_attributes_is_refused() -> None:
+    """A span type with neither weak references nor an attributes mapping: refused (the API sends it), not counted."""
 
     class SlottedSpan:
         __slots__ = ("value",)
