@@ -433,8 +433,8 @@ def test_tracer_uses_the_engine_and_starts_its_loop(local_server: LocalJudgmentS
         assert add(1, 2) == 3
         assert tracer.force_flush(timeout=10.0)
         by_name = {r.name: r for r in local_server.spans.values()}
-        assert set(by_name) == {"test_tracer_uses_the_engine_and_starts_its_loop.<locals>.add", "inner"}
-        outer = by_name["test_tracer_uses_the_engine_and_starts_its_loop.<locals>.add"]
+        assert set(by_name) == {"add", "inner"}
+        outer = by_name["add"]
         assert by_name["inner"].parent_span_id == outer.span_id
         assert outer.attributes["judgment.output"] == "3" and by_name["inner"].attributes["extra"] == 3
         assert tracer.get_health_metrics()["ledger_balanced"]
