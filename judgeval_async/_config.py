@@ -42,6 +42,8 @@ logger = logging.getLogger(__name__)
 
 OverflowPolicy = Literal["drop_newest", "drop_oldest"]
 OVERFLOW_POLICIES: frozenset[str] = frozenset({"drop_newest", "drop_oldest"})
+EvalTransport = Literal["api", "span"]
+EVAL_TRANSPORTS: frozenset[str] = frozenset({"api", "span"})
 
 # The SDK loop thread's name: _runtime names the thread, _transport recognises its log records.
 LOOP_THREAD_NAME = "judgeval-async-loop"
@@ -113,6 +115,7 @@ class Config(metaclass=_ReadsEnvironment):
     eval_queue_size: int = 1000
     eval_overflow: OverflowPolicy = "drop_oldest"
     eval_batch_size: int = 50
+    eval_transport: EvalTransport = "api"  # "span": evaluations ride on their span (judgment.pending_trace_eval)
     evaluations_enabled: bool = True  # False: async_evaluate() is a counted no-op (no Judgment API to take them)
     # --- tags (seed Problem 2)
     tag_flush_interval: float = 5.0
@@ -508,6 +511,8 @@ def _validate(c: Config) -> None:
         if not _is_header_safe(getattr(c, name)):
             # The value is never echoed: it may be (part of) a secret.
             raise ConfigError(name, "must contain only printable ASCII characters (no spaces or control characters)")
+    if c.eval_transport not in EVAL_TRANSPORTS:
+        raise ConfigError("eval_transport", f"must be one of {sorted(EVAL_TRANSPORTS)}, got {c.eval_transport!r}")
     for name in ("span_overflow", "eval_overflow"):
         if getattr(c, name) not in OVERFLOW_POLICIES:
             raise ConfigError(name, f"must be one of {sorted(OVERFLOW_POLICIES)}, got {getattr(c, name)!r}")

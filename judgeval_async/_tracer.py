@@ -40,6 +40,7 @@ from ._runtime import BaseService, LoopRuntime, post_signal_later, run_exit_flus
 from ._semconv import Semconv
 from ._serialize import RateLimitedLog, SerializeLimits, bounded_text, bounded_texts, safe_json
 from ._signals import signal_guard
+from ._span_evals import SpanEvalCarrier
 from ._spans import JudgmentSpanProcessor, SpanExportService
 from ._tags import TagBatcher
 from ._transport import AsyncTransport
@@ -230,6 +231,8 @@ class Tracer:
         )
         self._spans = SpanExportService(c, self.metrics, self._transport, self._resolver)
         self._evals = EvalDispatcher(c, self.metrics, self._transport, self._resolver)
+        self._span_evals = SpanEvalCarrier(self.metrics.evaluations) if c.eval_transport == "span" else None
+        self._span_eval_log = RateLimitedLog(logger)
         self._tags = TagBatcher(c, self.metrics, self._transport, self._resolver)
         # First, so that in a forked child no later reset can meet a lock copied in the held state.
         self._runtime.add_service(_ForkReset(self))
@@ -496,13 +499,10 @@ class Tracer:
             span_id = format(ctx.span_id, "016x")
             reasons: set[str] = set()
             judgment, custom = scorer_configs(scorer, scorers, threshold, self.config.serialize_budget, reasons.add)
+            named = not (eval_name is None or (type(eval_name) is str and not eval_name))
             run = {
                 "project_name": self.config.project_name,
-                "eval_name": (
-                    f"async_evaluate_{span_id}"
-                    if eval_name is None or (type(eval_name) is str and not eval_name)
-                    else bounded_text(eval_name, NAME_MAX, reasons.add)
-                ),
+                "eval_name": bounded_text(eval_name, NAME_MAX, reasons.add) if named else f"async_evaluate_{span_id}",
                 "trace_id": format(ctx.trace_id, "032x"),
                 "trace_span_id": span_id,
                 # Serialized here, bounded, on the caller: the loop never runs user code (a slow __repr__ there
@@ -515,7 +515,19 @@ class Tracer:
             }
             for reason in reasons:
                 self.degraded(reason)
-            self._evals.offer(run)
+            carrier = self._span_evals
+            # eval_transport="span" needs the project id in the payload: until it is resolved (the first moments
+            # of a process given only project_name), or past the per-span caps, the API transport sends the run.
+            why = "api" if carrier is None else carrier.attach(span, self._resolver.project_id, run, named=named)
+            if why is not None:
+                if why not in ("api", "no_project_id"):
+                    self._span_eval_log.warning(
+                        why,
+                        "judgeval_async: eval_transport='span' could not carry an evaluation on its span (%s); "
+                        "sent by the API instead",
+                        why,
+                    )
+                self._evals.offer(run)
             self._start_nowait()
         except Exception:
             # Every call is accounted for: one that failed here is a lost evaluation, not silence.

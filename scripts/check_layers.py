@@ -16,7 +16,7 @@ ROWS: list[set[str]] = [
     {"_config", "_introspection", "_span"},
     {"_delivery", "_routes"},
     {"_metrics", "_serialize", "_metadata", "_otlp"},
-    {"_handoff", "_health", "_provider"},
+    {"_handoff", "_health", "_provider", "_span_evals"},
     {"_runtime", "_transport", "_signals"},
     {"_sender"},
     {"_pipeline", "_project", "_multiprocess"},

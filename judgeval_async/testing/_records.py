@@ -19,6 +19,8 @@ _SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "x-api-key"
 # Idempotency keys remembered (oldest forgotten first): a real backend keeps them for a day or so; a test server
 # needs only to outlive a client's retry loop, without growing without bound in a long benchmark.
 _KEYS_KEPT = 100_000
+# The span attribute that carries evaluations (eval_transport="span"; judgeval's key, kept in step with _span_evals).
+PENDING_TRACE_EVAL = "judgment.pending_trace_eval"
 
 # A remembered answer: (status, body, content type, extra headers).
 StoredReply = tuple[int, bytes, str, tuple[tuple[str, str], ...]]
@@ -197,6 +199,25 @@ class Recorder:
             return list(self._evals.values())
 
     @property
+    def span_evals(self) -> list[dict[str, Any]]:
+        """Evaluations carried on distinct spans (``judgment.pending_trace_eval``, judgeval's wire format), decoded;
+        an attribute that is not a JSON list of objects is skipped."""
+        with self._cond:
+            spans = list(self._spans.values())
+        found: list[dict[str, Any]] = []
+        for span in spans:
+            text = span.attributes.get(PENDING_TRACE_EVAL)
+            if not isinstance(text, str):
+                continue
+            try:
+                entries = json.loads(text)
+            except ValueError:
+                continue
+            if isinstance(entries, list):
+                found.extend(e for e in entries if isinstance(e, dict))
+        return found
+
+    @property
     def raw_evals(self) -> list[EvalRecord]:
         """Every eval run received, duplicates included."""
         with self._cond:
@@ -245,7 +266,7 @@ class Recorder:
                 "evals": len(self._evals),
                 "raw_evals": len(self._raw_evals),
                 "duplicates": dict(sorted(self._duplicates.items())),
-            }
+            } | {"span_evals": len(self.span_evals)}
 
     def wait_for(
         self,

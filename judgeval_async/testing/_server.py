@@ -268,6 +268,11 @@ class LocalJudgmentServer:
         return self._recorder.evals
 
     @property
+    def span_evals(self) -> list[dict[str, Any]]:
+        """Evaluations carried on distinct spans (``eval_transport="span"``), decoded from their attribute."""
+        return self._recorder.span_evals
+
+    @property
     def raw_evals(self) -> list[EvalRecord]:
         """Every eval run received."""
         return self._recorder.raw_evals

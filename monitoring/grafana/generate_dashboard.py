@@ -470,7 +470,107 @@ def _panels() -> list[tuple[Panel, int, int]]:
             12,
             8,
         ),
+        (_row("Outages: backlog, spool and endpoints"), 24, 1),
+        (
+            _panel(
+                "timeseries",
+                "Backlog bytes vs budget",
+                "Encoded payloads held in memory waiting for a send, by signal (stacked), against the memory "
+                "budget backlog_max_bytes (highest instance). Past the budget, payloads spill to the spool, or are "
+                "dropped backlog_full when it cannot take them.",
+                [
+                    (f"sum by (signal) (judgeval_backlog_bytes{{{SEL}}})", "{{signal}}"),
+                    (f"max(judgeval_backlog_max_bytes{{{SEL}}})", "budget"),
+                ],
+                unit="bytes",
+                overrides=[_unstacked("budget")],
+                stack=True,
+            ),
+            12,
+            8,
+        ),
+        (
+            _panel(
+                "timeseries",
+                "Spool bytes vs max",
+                "Bytes in the durable spool on disk, by signal (stacked), against spool_max_bytes (highest "
+                "instance); the dashed line is 80% of it. Alert JudgevalSpoolFilling: > 80% for 10m.",
+                [
+                    (f"sum by (signal) (judgeval_spool_bytes{{{SEL}}})", "{{signal}}"),
+                    (f"max(judgeval_spool_max_bytes{{{SEL}}})", "max"),
+                    (f"0.8 * max(judgeval_spool_max_bytes{{{SEL}}})", "80% (alert)"),
+                ],
+                unit="bytes",
+                overrides=[_unstacked("max"), _unstacked("80% (alert)")],
+                stack=True,
+            ),
+            12,
+            8,
+        ),
+        (
+            _panel(
+                "state-timeline",
+                "Endpoint up / spool available",
+                "Green: the endpoint answers (up) / the spool can write. Red: the endpoint is down or probing "
+                "(data is held in the backlog and spool, not sent) / the spool is unavailable (disk full, "
+                "read-only, or spool=False). Lowest value over instances. Alert JudgevalSpoolUnavailableWhileDown.",
+                [
+                    (f"min by (endpoint) (judgeval_endpoint_up{{{SEL}}})", "up {{endpoint}}"),
+                    (f"min(judgeval_spool_available{{{SEL}}})", "spool available"),
+                ],
+                maximum=1,
+                thresholds=_steps(("red", None), ("green", 1)),
+            ),
+            12,
+            8,
+        ),
+        (
+            _panel(
+                "timeseries",
+                "Endpoint concurrency (AIMD limit)",
+                "Requests allowed in flight per endpoint: grows by one on success, halves on failure, between "
+                "1 and max_concurrent_exports (highest instance). 1 while an endpoint is probed after an outage.",
+                [(f"max by (endpoint) (judgeval_endpoint_concurrency{{{SEL}}})", "{{endpoint}}")],
+            ),
+            12,
+            8,
+        ),
+        (
+            _panel(
+                "timeseries",
+                "Replayed and spooled items",
+                "Items replayed per second from a spool (this process's earlier runs or an adopted dead "
+                "process's), and items on disk now, by signal.",
+                [
+                    (
+                        f"sum by (signal) (rate(judgeval_replayed_total{{{SEL}}}[{RATE}]))",
+                        "replayed/s {{signal}}",
+                    ),
+                    (f"sum by (signal) (judgeval_spooled_items{{{SEL}}})", "on disk {{signal}}"),
+                ],
+                overrides=[
+                    {
+                        "matcher": {"id": "byRegexp", "options": "on disk.*"},
+                        "properties": [{"id": "custom.axisPlacement", "value": "right"}],
+                    }
+                ],
+            ),
+            24,
+            8,
+        ),
     ]
+
+
+def _unstacked(name: str) -> dict[str, Any]:
+    """A series drawn as a dashed, unstacked line (a limit over a stacked area)."""
+    return {
+        "matcher": {"id": "byName", "options": name},
+        "properties": [
+            {"id": "custom.stacking", "value": {"mode": "none", "group": "A"}},
+            {"id": "custom.fillOpacity", "value": 0},
+            {"id": "custom.lineStyle", "value": {"fill": "dash", "dash": [10, 10]}},
+        ],
+    }
 
 
 def _layout(panels: list[tuple[Panel, int, int]]) -> list[Panel]:

@@ -126,6 +126,48 @@ def test_load_benchmark_quick_run_writes_results(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_outage_benchmark_quick_run_balances_its_ledger(tmp_path):
+    """benchmarks/outage.py --quick (ours only): the script's counts agree with the tracer's ledger, which balances."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "benchmarks/outage.py",
+            "--quick",
+            "--subjects",
+            "ours",
+            "--results-dir",
+            str(tmp_path),
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=280,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    doc = json.loads((tmp_path / "outage.json").read_text(encoding="utf-8"))
+    (outage,) = doc["outage"]
+    assert "error" not in outage, outage
+    ledger = outage["ledger"]
+    assert ledger["balanced"] is True
+    for signal in ("spans", "tags", "evals"):
+        totals = ledger["totals"][signal]
+        # What the script produced is what the tracer counted, and every item ended delivered, dropped, or (with
+        # a durable spool) persisted for the next process.
+        assert totals["created"] == outage["produced"][signal] > 0, (signal, outage)
+        assert totals["created"] == totals["delivered"] + totals["dropped"] + totals["spooled"], (signal, totals)
+        # The server never holds more than was produced, and the ledger never claims more than the server holds.
+        final = outage["delivered_after_shutdown"][signal]
+        assert outage["delivered"][signal] <= final <= outage["produced"][signal], (signal, outage)
+        assert totals["delivered"] <= final, (signal, outage)
+    kinds = {(c["subject"], c["end"]) for c in doc["crash"] if "error" not in c}
+    assert kinds == {("ours", "kill"), ("ours", "exit")}, doc["crash"]
+    for crash in doc["crash"]:
+        assert 0 <= crash["delivered_total"] <= crash["produced"]["spans"], crash
+
+
+@pytest.mark.slow
 @pytest.mark.timeout(SCRIPT_TIMEOUT + 30)
 def test_web_benchmark_quick_run_writes_results(tmp_path):
     """benchmarks/web.py --quick serves every request, the server gets every span made, and the ratios are finite."""

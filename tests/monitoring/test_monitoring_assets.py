@@ -52,6 +52,49 @@ def contract() -> dict[str, dict[str, Any]]:
     return json.loads(CONTRACT_PATH.read_text())
 
 
+# Issue 10's metrics (names agreed between the two helpers doing it): the dashboard panels and the spool alerts use
+# them while the library work that emits them lands separately, with their contract entries. Until then they are
+# tolerated as "pending" here, and ONLY while the library does not emit them: once it emits one, the contract must
+# list it (test_pending_metrics_are_in_the_contract_once_emitted), and the entry here must be deleted.
+PENDING_METRICS: dict[str, dict[str, Any]] = {
+    "judgeval_backlog_bytes": {"type": "gauge", "labels": ["signal"]},
+    "judgeval_backlog_max_bytes": {"type": "gauge", "labels": []},
+    "judgeval_spool_bytes": {"type": "gauge", "labels": ["signal"]},
+    "judgeval_spool_max_bytes": {"type": "gauge", "labels": []},
+    "judgeval_spool_available": {"type": "gauge", "labels": []},
+    "judgeval_spooled_items": {"type": "gauge", "labels": ["signal"]},
+    "judgeval_replayed_total": {"type": "counter", "labels": ["signal"]},
+    "judgeval_endpoint_up": {"type": "gauge", "labels": ["endpoint"]},
+    "judgeval_endpoint_concurrency": {"type": "gauge", "labels": ["endpoint"]},
+}
+
+
+def emitted_metric_names() -> set[str]:
+    """Names the library's collector exposes (counters with their _total), read from a tracer that never sends."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from judgeval_async import Tracer
+    from judgeval_async._prometheus import JudgevalCollector
+
+    tracer = Tracer("monitoring-assets", api_key="k", organization_id="o", api_url="http://127.0.0.1:9")
+    try:
+        registry = CollectorRegistry()
+        registry.register(JudgevalCollector(tracer, multiprocess_dir=None))
+        families = text_string_to_metric_families(generate_latest(registry).decode())
+        return {f.name + ("_total" if f.type == "counter" else "") for f in families}
+    finally:
+        tracer.shutdown(timeout=5)
+
+
+def known_metrics() -> dict[str, dict[str, Any]]:
+    """The contract, plus the pending metrics it does not list yet and the library does not emit yet."""
+    known = contract()
+    emitted = emitted_metric_names()
+    pending = {n: spec for n, spec in PENDING_METRICS.items() if n not in known and n not in emitted}
+    return known | pending
+
+
 def parse_alerts() -> list[dict[str, str]]:
     """Alert rules of alerts.yml as {key: value}; block scalars (``|``) are joined lines."""
     keys = "expr|for|severity|summary|description|runbook_url"
@@ -157,8 +200,8 @@ def test_histogram_buckets_have_the_alert_thresholds_as_boundaries() -> None:
 
 
 def test_referenced_metrics_exist_in_contract_with_compatible_types() -> None:
-    """Every judgeval_* series in alerts and dashboard is in the contract; suffixes fit the type."""
-    known = contract()
+    """Every judgeval_* series in alerts and dashboard is in the contract (or pending); suffixes fit the type."""
+    known = known_metrics()
     for expr in all_exprs():
         for name in METRIC.findall(expr):
             base, suffix = base_metric(name, known)
@@ -167,9 +210,21 @@ def test_referenced_metrics_exist_in_contract_with_compatible_types() -> None:
             assert bool(suffix) == is_histogram, f"{name}: histograms need _bucket/_sum/_count"
 
 
+def test_pending_metrics_are_in_the_contract_once_emitted() -> None:
+    """A pending metric the library already emits must be in metrics_contract.json with the agreed type and labels."""
+    known = contract()
+    emitted = emitted_metric_names()
+    assert "judgeval_spans_created_total" in emitted  # the name mapping works, so this test can see new metrics
+    for name, spec in PENDING_METRICS.items():
+        if name in emitted or name in known:
+            assert name in known, f"{name} is emitted by the library but missing from metrics_contract.json"
+            assert known[name]["type"] == spec["type"], name
+            assert sorted(known[name]["labels"]) == sorted(spec["labels"]), name
+
+
 def test_rate_functions_only_apply_to_counters_and_histograms() -> None:
     """rate/irate/increase are never applied to a gauge."""
-    known = contract()
+    known = known_metrics()
     for expr in all_exprs():
         for name in re.findall(r"\b(?:rate|irate|increase)\(\s*(judgeval_[a-z_]+)", expr):
             base, _ = base_metric(name, known)
@@ -178,7 +233,7 @@ def test_rate_functions_only_apply_to_counters_and_histograms() -> None:
 
 def test_grouping_and_matcher_labels_exist_in_contract() -> None:
     """Labels in by()/without() and in selectors are contract labels or target labels."""
-    known = contract()
+    known = known_metrics()
     allowed = TARGET_LABELS | {"le"} | {label for s in known.values() for label in s["labels"]}
     for expr in all_exprs():
         for group in re.findall(r"\b(?:by|without)\s*\(([^)]*)\)", expr):

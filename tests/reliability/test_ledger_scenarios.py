@@ -95,10 +95,24 @@ def test_queue_full_is_counted_under_both_policies(make_tracer: Callable[..., Tr
     tracer = make_tracer(
         max_queue_size=4, max_export_batch_size=4, schedule_delay=60.0, eval_queue_size=3, project_id="p"
     )
-    # Keep the loop thread from starting so nothing is taken off the queues: the overflow is then deterministic.
-    tracer._runtime.ensure_started = lambda wait=None: False  # type: ignore[method-assign]
-    _produce(tracer, 10)
-    health = tracer.get_health_metrics()
+    # Hold the loop thread (it starts with the Tracer) so nothing is taken off the queues: the overflow is then
+    # deterministic.
+    import threading
+
+    assert tracer._runtime.ensure_started(wait=10.0)
+    release, held = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        held.set()
+        release.wait(30.0)
+
+    tracer._runtime.loop.call_soon_threadsafe(hold)
+    assert held.wait(10.0)
+    try:
+        _produce(tracer, 10)
+        health = tracer.get_health_metrics()
+    finally:
+        release.set()
     assert health["spans_dropped_by_reason"] == {"queue_full": 6}  # drop_newest
     assert health["evaluations_dropped_by_reason"] == {"queue_full": 7}  # drop_oldest
     assert health["queue_utilization"] == 1.0

@@ -1,0 +1,135 @@
+"""``eval_transport="span"``: evaluations ride on their span as ``judgment.pending_trace_eval`` (judgeval's format).
+
+The caller (``Tracer.async_evaluate``) builds the run exactly as for the API transport; this module turns it into
+judgeval's list entry and sets the span attribute. Nothing here runs on the loop, and nothing touches the span
+pipeline: the span carries the evaluation wherever the span goes.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import threading
+import uuid
+import weakref
+from collections import OrderedDict
+from collections.abc import Mapping
+from typing import Any
+
+from ._metrics import SignalLedger
+
+__all__ = ["PENDING_TRACE_EVAL", "SPAN_EVALS_MAX", "SPAN_EVAL_ATTRIBUTE_MAX", "SpanEvalCarrier"]
+
+EvalRun = dict[str, Any]  # as built by Tracer.async_evaluate (see _evals); "examples" holds one JSON text
+PENDING_TRACE_EVAL = "judgment.pending_trace_eval"
+SPAN_EVALS_MAX = 100  # evaluations carried on one span; more go by the API transport
+SPAN_EVAL_ATTRIBUTE_MAX = 1 << 20  # characters of the attribute's JSON text; beyond it, the API transport
+_COUNTS_KEPT = 4096  # spans without weak references whose entry count is remembered
+
+
+def _attribute_text(span: Any) -> str | None:
+    """The span's current ``judgment.pending_trace_eval`` list text ("" if none or not ours); None if unreadable."""
+    attrs = getattr(span, "attributes", None)
+    if not isinstance(attrs, Mapping):
+        return None
+    value = attrs.get(PENDING_TRACE_EVAL)
+    if type(value) is str and value.startswith("[") and value.endswith("]") and len(value) > 2:
+        return value
+    return ""
+
+
+class SpanEvalCarrier:
+    """``eval_transport="span"``: an evaluation rides on its span as ``judgment.pending_trace_eval``.
+
+    The wire format is judgeval's own (judgeval 1.6.0, ``judgeval/trace/base_tracer.py``,
+    ``BaseTracer.async_evaluate``, key in ``judgeval/judgment_attribute_keys.py``): a JSON list, one entry per
+    ``async_evaluate`` call on the span, each ``{project_id, eval_name, judges: [{name}], examples: [{**example,
+    example_id, created_at, trace_id, span_id}], is_offline: false, is_behavior: false}``; judgeval rewrites the
+    whole list on every call, and so do we (with ``Span.set_attribute``; a span's ``attributes`` mapping is read
+    only for span types without weak references, see below). The default ``eval_name`` is judgeval's
+    ``async_evaluate_{judge}_{index}`` (index from 0 per span).
+
+    Ledger: the evaluation is created and settled ``delivered`` in the evaluations ledger when it is attached to its
+    span: from then on it *is* part of the span, whose fate (delivered, or dropped with a reason) the spans ledger
+    counts. Per-span state: a weak-keyed list of entry texts (SDK spans); a span type without weak references (the
+    span engine's ``__slots__`` record) keeps the list in its own attribute, read back through its ``attributes``
+    mapping and appended to. ``attach`` says why when it cannot carry the run (no project id yet, a span type with
+    neither, the per-span caps reached); the caller then sends it by the API transport, so nothing is lost.
+    """
+
+    def __init__(self, ledger: SignalLedger) -> None:
+        self._ledger = ledger
+        self._lock = threading.Lock()
+        # Per span: the JSON texts of its entries and their total length. Weak keys: an ended span's state goes
+        # with the span, with no hook in the span pipeline.
+        self._carried: weakref.WeakKeyDictionary[Any, list[str]] = weakref.WeakKeyDictionary()
+        # Spans without weak references: entries per (trace id, span id), for the default names and the entry cap
+        # only (the text lives on the span). Bounded: a forgotten count restarts at 0 (a name index repeats).
+        self._counts: OrderedDict[tuple[str, str], int] = OrderedDict()
+
+    def attach(self, span: Any, project_id: str | None, run: EvalRun, *, named: bool) -> str | None:
+        """Add ``run`` (built by ``Tracer.async_evaluate``) to ``span``'s attribute: None when carried, else why
+        not (``"no_project_id"``, ``"span_not_trackable"``, ``"span_full"``) and the caller uses the API."""
+        if not project_id:
+            return "no_project_id"
+        judges = [{"name": conf.get("name", conf.get("score_type"))} for conf in run["judgment_scorers"]]
+        judges += [{"name": conf.get("name")} for conf in run["custom_scorers"]]
+        text = run["examples"][0]
+        try:
+            example = json.loads(text)
+        except ValueError:  # pragma: no cover - the text is our own bounded JSON
+            example = text
+        fields = example if type(example) is dict else {"example": example}
+        key = (run["trace_id"], run["trace_span_id"])
+        with self._lock:
+            try:
+                entries: list[str] | None = self._carried.setdefault(span, [])
+            except TypeError:  # a span type without weak references (the span engine's __slots__ record)
+                entries = None
+            if entries is not None:
+                count = len(entries)
+                prefix = "[" + ",".join(entries)
+            else:
+                # The span's own attribute is the state: read it back and append to its text.
+                prior = _attribute_text(span)
+                if prior is None:
+                    return "span_not_trackable"
+                count = self._counts.get(key, 0)
+                prefix = prior[:-1] if prior else "["
+            if count >= SPAN_EVALS_MAX:
+                return "span_full"
+            first = judges[0]["name"] if judges else "judge"
+            entry = {
+                "project_id": project_id,
+                "eval_name": run["eval_name"] if named else f"async_evaluate_{first}_{count}",
+                "judges": judges,
+                "examples": [
+                    {
+                        **fields,
+                        "example_id": str(uuid.uuid4()),
+                        "created_at": run.get("created_at") or _dt.datetime.now(_dt.timezone.utc).isoformat(),
+                        "trace_id": run["trace_id"],
+                        "span_id": run["trace_span_id"],
+                    }
+                ],
+                "is_offline": False,
+                "is_behavior": False,
+            }
+            encoded = json.dumps(entry, ensure_ascii=False)
+            value = prefix + ("," if len(prefix) > 1 else "") + encoded + "]"
+            if len(value) > SPAN_EVAL_ATTRIBUTE_MAX:
+                return "span_full"
+            span.set_attribute(PENDING_TRACE_EVAL, value)
+            if entries is not None:
+                entries.append(encoded)
+            else:
+                counts = self._counts
+                counts[key] = count + 1
+                counts.move_to_end(key)
+                if len(counts) > _COUNTS_KEPT:
+                    counts.popitem(last=False)
+            led = self._ledger
+            with led.lock:
+                led.created += 1
+                led.delivered += 1
+        return None
