@@ -52,11 +52,8 @@ def contract() -> dict[str, dict[str, Any]]:
     return json.loads(CONTRACT_PATH.read_text())
 
 
-# Issue 10's metrics (names agreed between the two helpers doing it): the dashboard panels and the spool alerts use
-# them while the library work that emits them lands separately, with their contract entries. Until then they are
-# tolerated as "pending" here, and ONLY while the library does not emit them: once it emits one, the contract must
-# list it (test_pending_metrics_are_in_the_contract_once_emitted), and the entry here must be deleted.
-PENDING_METRICS: dict[str, dict[str, Any]] = {
+# The delivery pipeline's metrics (issue 10), which the spool/backlog/endpoint panels and the spool alerts use.
+DELIVERY_METRICS: dict[str, dict[str, Any]] = {
     "judgeval_backlog_bytes": {"type": "gauge", "labels": ["signal"]},
     "judgeval_backlog_max_bytes": {"type": "gauge", "labels": []},
     "judgeval_spool_bytes": {"type": "gauge", "labels": ["signal"]},
@@ -88,11 +85,8 @@ def emitted_metric_names() -> set[str]:
 
 
 def known_metrics() -> dict[str, dict[str, Any]]:
-    """The contract, plus the pending metrics it does not list yet and the library does not emit yet."""
-    known = contract()
-    emitted = emitted_metric_names()
-    pending = {n: spec for n, spec in PENDING_METRICS.items() if n not in known and n not in emitted}
-    return known | pending
+    """The contract: every metric a panel or an alert may use."""
+    return contract()
 
 
 def parse_alerts() -> list[dict[str, str]]:
@@ -210,16 +204,17 @@ def test_referenced_metrics_exist_in_contract_with_compatible_types() -> None:
             assert bool(suffix) == is_histogram, f"{name}: histograms need _bucket/_sum/_count"
 
 
-def test_pending_metrics_are_in_the_contract_once_emitted() -> None:
-    """A pending metric the library already emits must be in metrics_contract.json with the agreed type and labels."""
+def test_delivery_metrics_are_emitted_and_in_the_contract() -> None:
+    """The delivery pipeline's metrics, used by the spool panels and alerts, are emitted by the library and listed in
+    metrics_contract.json with their type and labels."""
     known = contract()
     emitted = emitted_metric_names()
     assert "judgeval_spans_created_total" in emitted  # the name mapping works, so this test can see new metrics
-    for name, spec in PENDING_METRICS.items():
-        if name in emitted or name in known:
-            assert name in known, f"{name} is emitted by the library but missing from metrics_contract.json"
-            assert known[name]["type"] == spec["type"], name
-            assert sorted(known[name]["labels"]) == sorted(spec["labels"]), name
+    for name, spec in DELIVERY_METRICS.items():
+        assert name in emitted, name
+        assert name in known, f"{name} is emitted by the library but missing from metrics_contract.json"
+        assert known[name]["type"] == spec["type"], name
+        assert sorted(known[name]["labels"]) == sorted(spec["labels"]), name
 
 
 def test_rate_functions_only_apply_to_counters_and_histograms() -> None:
