@@ -190,8 +190,10 @@ class AsyncTransport:
                     pool=c.pool_timeout,
                 ),
                 limits=httpx.Limits(
-                    max_connections=c.max_concurrent_requests * len(ENDPOINTS),
-                    max_keepalive_connections=c.max_concurrent_requests * 2,
+                    # Room for every endpoint at its largest adaptive limit: a request waiting for a pooled
+                    # connection would otherwise time out (pool_timeout) and count against a healthy endpoint.
+                    max_connections=max(c.max_concurrent_exports, c.max_concurrent_requests) * len(ENDPOINTS),
+                    max_keepalive_connections=max(c.max_concurrent_exports, c.max_concurrent_requests) * 2,
                     keepalive_expiry=30.0,
                 ),
                 verify=c.verify_tls,
