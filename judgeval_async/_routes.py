@@ -10,7 +10,7 @@ import urllib.parse
 
 from ._config import Config
 
-__all__ = ["ROUTES", "route_url"]
+__all__ = ["ROUTES", "judgment_api", "route_url", "traces_to_judgment"]
 
 # Paths relative to ``api_url`` ("traces" has its own knob, ``otlp_endpoint``).
 ROUTES = {
@@ -28,3 +28,29 @@ def route_url(config: Config, route: str, **params: str) -> str:
         return config.traces_url
     path = ROUTES[route].format(**{k: urllib.parse.quote(v, safe="") for k, v in params.items()})
     return config.api_url.rstrip("/") + path
+
+
+def _canonical(url: str) -> tuple[str, str, str]:
+    # Scheme and host compare case-insensitively; a trailing slash on the path is not a different endpoint.
+    parts = urllib.parse.urlsplit(url.strip())
+    return parts.scheme.lower(), parts.netloc.lower(), parts.path.rstrip("/")
+
+
+def traces_to_judgment(config: Config) -> bool:
+    """Whether span export targets the Judgment API: ``otlp_endpoint`` is unset, or is exactly ``api_url``'s own
+    traces URL (``{api_url}/otel/v1/traces``; scheme and host case-insensitive, a trailing slash ignored).
+
+    Only then are spans sent with the Judgment credentials and the resolved ``x-project-id``; any other URL (a
+    Collector, Phoenix, Langfuse, even a proxy in front of Judgment) is a third party: no project resolve, no
+    Judgment headers, only ``otlp_headers``.
+    """
+    if not config.otlp_endpoint:
+        return True
+    return _canonical(config.otlp_endpoint) == _canonical(config.api_url.rstrip("/") + ROUTES["traces"])
+
+
+def judgment_api(config: Config) -> bool:
+    """Whether a Judgment API is there to take tags and evaluations: spans go to it, or an ``api_key`` is set (spans
+    to a third-party ``otlp_endpoint``, tags and evaluations to ``api_url``). Otherwise ``tag()`` and
+    ``async_evaluate()`` are counted no-ops (``calls_ignored``, reason ``no_judgment_api``)."""
+    return bool(config.api_key) or traces_to_judgment(config)

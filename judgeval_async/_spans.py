@@ -32,7 +32,7 @@ from ._metrics import Metrics
 from ._otlp import ScopeCache, encode_grouped, encode_spans_each
 from ._pipeline import QueueService
 from ._project import ProjectResolver
-from ._routes import route_url
+from ._routes import route_url, traces_to_judgment
 from ._sender import Lane
 from ._serialize import RateLimitedLog
 from ._span import EngineSpan
@@ -254,21 +254,31 @@ class SpanExporter:
         self._config = config
         self._transport = transport
         self._resolver = resolver
+        # Judgment the target: the resolved project and Judgment's credentials go with every request. Otherwise a
+        # third party: no resolve (nothing waits on api_url), no Judgment header, only the backend's otlp_headers.
+        self._judgment = traces_to_judgment(config)
+        reserved = _RESERVED | (_JUDGMENT_HEADERS if self._judgment else frozenset())
+        self._otlp_headers = {k: v for k, v in config.otlp_headers.items() if k.lower() not in reserved}
 
     async def send(self, envelope: Envelope) -> SendResult:
-        project_id = await self._resolver.get(self._config.project_resolve_wait)
-        if project_id is None:
-            # The backend unreachable: held like any failure; a final answer (auth, 4xx): dropped with it.
-            reason = self._resolver.failure_reason
-            return SendResult(SendStatus(reason) if reason in _STATUSES else SendStatus.EXHAUSTED)
+        headers = dict(self._otlp_headers)
+        if self._judgment:
+            project_id = await self._resolver.get(self._config.project_resolve_wait)
+            if project_id is None:
+                # The backend unreachable: held like any failure; a final answer (auth, 4xx): dropped with it.
+                reason = self._resolver.failure_reason
+                return SendResult(SendStatus(reason) if reason in _STATUSES else SendStatus.EXHAUSTED)
+            headers["x-project-id"] = project_id
+        headers.update(envelope.extra)
         return await self._transport.send(
             "traces",
             route_url(self._config, envelope.route),
             envelope.payload,
             content_type=_PROTOBUF,
-            headers={"x-project-id": project_id, **envelope.extra},
+            headers=headers,
             retry=False,
             idempotency_key=envelope.idempotency_key,
+            judgment=self._judgment,
         )
 
     async def split(self, envelope: Envelope) -> list[Envelope] | None:
@@ -315,23 +325,30 @@ class SpanExporter:
         ri, si, span = item
         try:
             marker = PbSpan.FromString(_marker(span.SerializeToString()))
-            project_id = await self._resolver.get(self._config.project_resolve_wait)
         except Exception:  # pragma: no cover - our own bytes always decode
             return
-        if project_id is None:
-            return
+        headers = dict(self._otlp_headers)
+        if self._judgment:
+            project_id = await self._resolver.get(self._config.project_resolve_wait)
+            if project_id is None:
+                return
+            headers["x-project-id"] = project_id
         env = self._envelope(request, [(ri, si, marker)], new_envelope(b"", signal="spans", items=1, route="traces"))
         await self._transport.send(
             "traces",
             route_url(self._config, "traces"),
             env.payload,
             content_type=_PROTOBUF,
-            headers={"x-project-id": project_id},
+            headers=headers,
             retry=False,
+            judgment=self._judgment,
         )
 
 
 _STATUSES = frozenset(s.value for s in SendStatus)
+# otlp_headers never replace what the request itself needs; to Judgment, never its credentials or project either.
+_RESERVED = frozenset({"content-type", "content-encoding", "content-length", "idempotency-key", "host"})
+_JUDGMENT_HEADERS = frozenset({"authorization", "x-organization-id", "x-project-id"})
 
 
 class _Groups:

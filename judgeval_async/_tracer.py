@@ -36,6 +36,7 @@ from ._multiprocess import SnapshotWriter, metrics_dir
 from ._observe import SpanContextManager, put_value, wrap
 from ._project import ProjectResolver
 from ._provider import EngineTracerProvider
+from ._routes import judgment_api
 from ._runtime import BaseService, LoopRuntime, post_signal_later, run_exit_flush, set_exit_timeout
 from ._semconv import Semconv
 from ._serialize import RateLimitedLog, SerializeLimits, bounded_text, bounded_texts, safe_json
@@ -224,6 +225,9 @@ class Tracer:
             c, self.metrics, shutting_down=self._runtime.shutting_down, transport=http_transport
         )
         self._resolver = ProjectResolver(c, self._transport)
+        # No Judgment API to take tags and evaluations (spans to a third party, no api_key): those calls are
+        # counted no-ops rather than requests retried against a backend that cannot take them.
+        self._judgment_api = judgment_api(c)
         self._metadata = SpanMetadataStore(
             c.metadata_max_entries,
             c.metadata_ttl,
@@ -441,6 +445,9 @@ class Tracer:
                 return
             if self.semconv.openinference:
                 self._tag_span(span, clean)
+            if not self._judgment_api:
+                self.metrics.calls_ignored.inc("tag", "no_judgment_api")  # the span's tag.tags has them
+                return
             trace_id = format(span.get_span_context().trace_id, "032x")
             self._tags.offer((trace_id, clean))
             self._start_nowait()
@@ -491,6 +498,9 @@ class Tracer:
         try:
             if not self.config.evaluations_enabled:
                 self.metrics.calls_ignored.inc("async_evaluate", "disabled")
+                return
+            if not self._judgment_api:
+                self.metrics.calls_ignored.inc("async_evaluate", "no_judgment_api")
                 return
             span = self._current_span("async_evaluate")
             if span is None:

@@ -2,8 +2,9 @@
 an auth circuit per endpoint.
 
 Endpoint names are a small fixed set (they are metric labels): ``resolve``, ``traces``, ``tags``, ``tags_batch``,
-``evals``. The API key lives only in the client's default headers: it never appears in a log line, a repr, an
-exception message or a metric.
+``evals``. The Judgment credentials (``Authorization``, ``X-Organization-Id``) are added per request, to requests
+for the Judgment API only (``judgment=True``, the default): a span export to a third-party ``otlp_endpoint`` never
+carries them. They never appear in a log line, a repr, an exception message or a metric.
 """
 
 from __future__ import annotations
@@ -167,6 +168,12 @@ class AsyncTransport:
         self._cap_logged_at: dict[str, float] = {}
         self._auth_logged: set[str] = set()
         self._probe_at: dict[str, float] = {}
+        # Judgment's credentials: sent only with requests to the Judgment API (see send's ``judgment``).
+        self._judgment_headers: dict[str, str] = {}
+        if config.api_key:
+            self._judgment_headers["Authorization"] = f"Bearer {config.api_key}"
+        if config.organization_id:
+            self._judgment_headers["X-Organization-Id"] = config.organization_id
 
     def __repr__(self) -> str:
         return f"AsyncTransport(api_url={self._config.api_url!r})"
@@ -176,13 +183,8 @@ class AsyncTransport:
         client = self._client
         if client is None:
             c = self._config
-            headers = {"User-Agent": _USER_AGENT}
-            if c.api_key:
-                headers["Authorization"] = f"Bearer {c.api_key}"
-            if c.organization_id:
-                headers["X-Organization-Id"] = c.organization_id
             client = httpx.AsyncClient(
-                headers=headers,
+                headers={"User-Agent": _USER_AGENT},
                 timeout=httpx.Timeout(
                     connect=c.connect_timeout,
                     read=c.read_timeout,
@@ -231,11 +233,14 @@ class AsyncTransport:
         timeout: float | None = None,  # noqa: ASYNC109 - a deadline for the whole retry loop, not one await
         retry: bool = True,
         idempotency_key: str | None = None,
+        judgment: bool = True,
     ) -> SendResult:
         """POST ``content`` to ``url`` with retries; never raises (except CancelledError, at shutdown).
 
         ``idempotency_key``: the payload's own key (the delivery pipeline's ``Envelope`` carries it across retries,
         spills and replays); None mints one for this send, reused by its retries.
+        ``judgment``: the request goes to the Judgment API and carries its credentials; False (a third-party OTLP
+        endpoint): it does not, whatever ``headers`` holds is all it carries.
         """
         state = self._metrics.endpoint(endpoint)
         started = time.monotonic()
@@ -255,6 +260,8 @@ class AsyncTransport:
             request_headers["Content-Encoding"] = "gzip"
         if headers:
             request_headers.update(headers)
+        if judgment:
+            request_headers.update(self._judgment_headers)
         attempt = 0
         # The last attempt was fully sent and then timed out: the backend may have recorded it. Giving up after
         # such an attempt is counted "unacknowledged", not "retries_exhausted" (docs/reliability.md).

@@ -351,12 +351,6 @@ def test_agent_workload_arrives_in_phoenix(phoenix: Phoenix) -> None:
         tracer.shutdown(timeout=5.0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 10/11: every span export first resolves the project against api_url; with only otlp_endpoint set "
-    "(no project_id, no Judgment API) the batches are dropped (retries_exhausted). Flips when the delivery pipeline "
-    "stops resolving for non-Judgment endpoints.",
-)
 def test_agent_workload_with_only_otlp_endpoint(phoenix: Phoenix) -> None:
     """The same workload with only otlp_endpoint set (no project_id, no reachable api_url) arrives complete."""
     tasks = 4
