@@ -31,6 +31,7 @@ import httpx
 from ._config import LOOP_THREAD_NAME, Config
 from ._metrics import Metrics
 from ._retry import Outcome, classify_status, parse_retry_after
+from ._routes import traces_to_judgment
 
 __all__ = ["ENDPOINTS", "AsyncTransport", "SendResult", "SendStatus"]
 
@@ -99,7 +100,8 @@ def _warn_plain_http(config: Config) -> None:
     """Warn once per host when the API key would travel unencrypted over the network."""
     if not config.api_key:
         return
-    for url in (config.api_url, config.traces_url):
+    # A third-party otlp_endpoint never gets the key (send's ``judgment``): only Judgment's URLs matter here.
+    for url in (config.api_url, config.traces_url) if traces_to_judgment(config) else (config.api_url,):
         parts = urllib.parse.urlsplit(url)
         host = parts.hostname or ""
         if parts.scheme != "http" or _is_loopback(host) or host in _warned_plain_http:

@@ -578,14 +578,14 @@ def test_no_plain_http_warning_for_loopback_https_or_no_key(
     assert not [r for r in caplog.records if "plain http" in r.getMessage()]
 
 
-def test_plain_http_otlp_endpoint_warns_too(caplog: pytest.LogCaptureFixture) -> None:
-    """A plain-http otlp_endpoint on a remote host carries the key as well, so it warns."""
+def test_plain_http_third_party_otlp_endpoint_does_not_warn(caplog: pytest.LogCaptureFixture) -> None:
+    """A plain-http third-party otlp_endpoint never gets the key (only Judgment's URLs do), so no warning."""
     with caplog.at_level(logging.WARNING):
         AsyncTransport(
             config(api_url="https://api.example.org", otlp_endpoint="http://collector.example.org/v1/traces"),
             Metrics(),
         )
-    assert [r for r in caplog.records if "collector.example.org" in r.getMessage()]
+    assert not [r for r in caplog.records if "plain http" in r.getMessage()]
 
 
 @pytest.mark.parametrize("name", ["httpx", "httpcore", "httpcore.http11", "httpcore.connection", "httpcore.http2"])
