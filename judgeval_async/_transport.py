@@ -165,6 +165,11 @@ class AsyncTransport:
         self._transport = transport  # a test seam (httpx.MockTransport in unit tests); None = real network
         self._rng = rng or random.Random()
         self._client: httpx.AsyncClient | None = None
+        # The TLS context is built here, on the constructing thread, not by the client on the loop thread: building
+        # it loads the CA bundle inside OpenSSL, and a fork landing meanwhile (gunicorn pre-fork, a fork pool right
+        # after the Tracer was made) left the child OpenSSL locks no thread there releases: the child's first send
+        # hung for good (tests/adversarial/test_fork_storm.py caught it, children 0 and 1).
+        self._ssl_context = httpx.create_ssl_context(verify=config.verify_tls)
         _quiet_http_logs()
         _warn_plain_http(config)
         self._cap_logged_at: dict[str, float] = {}
@@ -200,7 +205,7 @@ class AsyncTransport:
                     max_keepalive_connections=max(c.max_concurrent_exports, c.max_concurrent_requests) * 2,
                     keepalive_expiry=30.0,
                 ),
-                verify=c.verify_tls,
+                verify=self._ssl_context,
                 http1=True,
                 http2=False,
                 transport=self._transport,
