@@ -88,6 +88,9 @@ class Lane:
         self._spool_tried = False
         self._spool_seen = (0, 0)  # (expired, corrupt) items already settled in the ledger
         self._running: set[asyncio.Task[None]] = set()
+        # Sends created but not started yet: a task cancelled before its first step never runs its body, so its
+        # payload would be lost (shutdown cancels sends); _sent puts such a payload back.
+        self._unstarted: dict[asyncio.Task[None], tuple[Permit, Envelope, SpoolRecord | None]] = {}
         self._runner: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None
         self._next_housekeeping = 0.0
@@ -190,6 +193,7 @@ class Lane:
         self._spool_tried = False
         self._spool_seen = (0, 0)
         self._running = set()
+        self._unstarted = {}
         self._runner = None
         self._wake = None
 
@@ -275,6 +279,7 @@ class Lane:
             return
         env, record = taken
         task = asyncio.get_running_loop().create_task(self._send(permit, env, record))
+        self._unstarted[task] = (permit, env, record)
         self._running.add(task)
         task.add_done_callback(self._sent)
 
@@ -301,6 +306,11 @@ class Lane:
 
     def _sent(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)
+        unstarted = self._unstarted.pop(task, None)
+        if unstarted is not None:  # cancelled before it ran: its payload goes back, not away
+            permit, env, record = unstarted
+            self.health.cancel(permit)
+            self._hold(env, record)
         if not task.cancelled() and task.exception() is not None:
             logger.error("judgeval_async %s send failed", self.signal, exc_info=task.exception())
         self._publish()
@@ -309,6 +319,9 @@ class Lane:
             self.on_progress()
 
     async def _send(self, permit: Permit, env: Envelope, record: SpoolRecord | None) -> None:
+        current = asyncio.current_task()
+        if current is not None:
+            self._unstarted.pop(current, None)  # from here on every path holds or settles the payload
         t0 = time.perf_counter()
         try:
             result = await self._exporter.send(env)
