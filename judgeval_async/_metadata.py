@@ -51,6 +51,11 @@ class SpanMetadataStore:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def after_fork_in_child(self) -> None:
+        """A lock copied from the parent may be held by a thread that does not exist here: replace it."""
+        self._lock = threading.RLock()
+        self._busy = False
+
     def open(self, key: SpanKey) -> None:
         """Create the entry for a span that just started, evicting expired and overflowing entries."""
         self._open(key, None, None)

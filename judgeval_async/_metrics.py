@@ -317,6 +317,11 @@ class Histogram:
         self._busy = False
         self._late: deque[float] = deque()
 
+    def after_fork_in_child(self) -> None:
+        """A lock copied from the parent may be held by a thread that does not exist here: replace it."""
+        self._lock = new_lock()
+        self._busy = False
+
     def observe(self, value: float) -> None:
         with self._lock:
             if self._busy:
@@ -375,6 +380,11 @@ class _LabelledCounter:
         self._lock = new_lock()
         self._busy = False
         self._late: deque[tuple[tuple[str, ...], int]] = deque()
+
+    def after_fork_in_child(self) -> None:
+        """A lock copied from the parent may be held by a thread that does not exist here: replace it."""
+        self._lock = new_lock()
+        self._busy = False
 
     def inc(self, *labels: str, n: int = 1) -> None:
         with self._lock:
@@ -451,6 +461,15 @@ class Metrics:
     loop_lag: float = 0.0
     loop_lag_max: float = 0.0
     started_monotonic: float = field(default_factory=time.monotonic)
+
+    def after_fork_in_child(self) -> None:
+        """Give every counter and histogram a fresh lock: the fork may have copied one held mid-update (the worst
+        that leaves is one half-recorded sample). The ledgers' locks belong to their handoffs, which reset them."""
+        for counter in (self.api_errors, self.retries, self.metadata_evictions, self.values_degraded):
+            counter.after_fork_in_child()
+        self.calls_ignored.after_fork_in_child()
+        for histogram in (self.export_duration, self.observe_overhead, *self.api_request_duration.values()):
+            histogram.after_fork_in_child()
 
     def endpoint(self, name: str) -> EndpointState:
         state = self.endpoints.get(name)

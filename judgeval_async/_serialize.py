@@ -321,6 +321,10 @@ class RateLimitedLog:
         self._last: dict[str, float] = {}
         self._lock = threading.RLock()  # a signal handler or __del__ may log from inside warning() (re-entrancy)
 
+    def after_fork_in_child(self) -> None:
+        """A lock copied from the parent may be held by a thread that does not exist here: replace it."""
+        self._lock = threading.RLock()
+
     def warning(self, key: str, msg: str, *args: object) -> None:
         now = time.monotonic()
         with self._lock:

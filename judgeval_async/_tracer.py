@@ -8,13 +8,11 @@ Spans come from the span engine (``_provider``/``_span``) unless ``tracer_provid
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import datetime as _dt
 import importlib
 import importlib.util
 import logging
 import sys
-import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar, overload
@@ -135,10 +133,6 @@ def _import_loop_dependencies() -> None:
     _loop_imports_done = True
 
 
-_LOCK_TYPE = type(threading.Lock())
-_RLOCK_TYPE = type(threading.RLock())
-
-
 class _ForkReset(BaseService):
     """In a forked child: re-create the small locks an application thread or the loop thread may have held at the
     fork (histograms, counters, the span metadata store, rate-limited logs). A lock copied in the held state would
@@ -150,17 +144,14 @@ class _ForkReset(BaseService):
 
     def after_fork_in_child(self) -> None:
         t = self._tracer
-        m = t.metrics
-        holders: list[Any] = [getattr(m, f.name) for f in dataclasses.fields(m)]
-        holders += list(m.api_request_duration.values())
-        holders += [t._metadata, t._degrade_log]
-        holders += [getattr(service, "_log", None) for service in (t._spans, t._evals, t._tags)]
-        for holder in holders:
-            lock = getattr(holder, "_lock", None)
-            if isinstance(lock, _LOCK_TYPE):
-                holder._lock = threading.Lock()
-            elif isinstance(lock, _RLOCK_TYPE):
-                holder._lock = threading.RLock()
+        t.metrics.after_fork_in_child()
+        t._metadata.after_fork_in_child()
+        t._degrade_log.after_fork_in_child()
+        t._span_eval_log.after_fork_in_child()
+        for service in (t._spans, t._evals, t._tags):
+            log = getattr(service, "_log", None)
+            if isinstance(log, RateLimitedLog):
+                log.after_fork_in_child()
 
 
 def _span_busy(span: Any) -> bool:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Callable
 
@@ -232,3 +234,43 @@ def test_child_of_a_shut_down_tracer_stays_shut_down(make_tracer: Callable[..., 
         finally:
             os._exit(code)
     assert _wait_child(pid, 30.0) == 0
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # fork() in a multi-threaded process warns on 3.12+
+def test_fork_with_held_metric_locks_does_not_hang_the_child(make_tracer: Callable[..., Tracer]) -> None:
+    """A fork while another thread holds the metrics' and metadata locks: the child still records and ends spans."""
+    tracer = make_tracer()
+    m = tracer.metrics
+    held = [m.export_duration._lock, m.observe_overhead._lock, m.calls_ignored._lock, m.values_degraded._lock]
+    held += [tracer._metadata._lock, tracer._degrade_log._lock]
+    acquired = threading.Event()
+    release = threading.Event()
+
+    def hold() -> None:
+        for lock in held:
+            lock.acquire()
+        acquired.set()
+        release.wait(30)
+        for lock in reversed(held):
+            lock.release()
+
+    holder = threading.Thread(target=hold, daemon=True)
+    holder.start()
+    assert acquired.wait(10)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child process
+        code = 1
+        try:
+            signal.alarm(20)  # a lock copied in the held state would hang here for ever
+            with tracer.span("child") as span:
+                tracer.set_input({"k": 1})
+                span.set_attribute("n", 1)
+            m.calls_ignored.inc("probe", "x")
+            m.values_degraded.inc("probe")
+            code = 0
+        finally:
+            os._exit(code)
+    release.set()
+    holder.join(10)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
