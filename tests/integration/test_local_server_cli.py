@@ -1,4 +1,4 @@
-"""``python -m judgeval_async.testing.server``: a separate-process smoke test and its parsers."""
+"""``python -m judgeval_async.testing.server``: a separate-process smoke test, parsers, printed credentials."""
 
 from __future__ import annotations
 
@@ -84,3 +84,32 @@ def test_parse_latency_fixed_and_range():
     assert parse_latency("100ms-500ms") == pytest.approx((0.1, 0.5))
     with pytest.raises(ValueError):
         parse_latency("500ms-100ms")
+
+
+@pytest.mark.timeout(60)
+def test_help_names_the_default_key_and_org():
+    """--help shows the default API key and organization id and the environment to point a Tracer at it."""
+    with start_cli("--help") as proc:
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "test-key" in out and "test-org" in out
+    assert "JUDGMENT_API_KEY=test-key" in out and "JUDGMENT_ORG_ID=test-org" in out
+
+
+@pytest.mark.timeout(60)
+def test_startup_prints_the_expected_credentials():
+    """The line after the URL says which key/org the server expects, with the variables a Tracer reads."""
+    with start_cli("--port", "0", "--api-key", "k-1", "--org-id", "o-1") as proc:
+        try:
+            first = proc.stdout.readline()
+            second = proc.stdout.readline()
+            url = first.rsplit(" ", 1)[1].strip()
+            proc.send_signal(signal.SIGINT)
+            proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    assert first.startswith("judgeval local server listening on http://127.0.0.1:")
+    assert "'k-1'" in second and "'o-1'" in second
+    assert f"JUDGMENT_API_URL={url} JUDGMENT_API_KEY=k-1 JUDGMENT_ORG_ID=o-1" in second
