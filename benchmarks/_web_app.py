@@ -82,7 +82,10 @@ class Subject:
 def make_judgeval_async(subject: Subject, args: argparse.Namespace) -> None:
     from judgeval_async import Tracer
 
-    tracer = Tracer(project_name="bench-web", api_key=args.api_key, organization_id=args.org_id, api_url=args.url)
+    extra: dict[str, Any] = {"eval_transport": args.eval_transport} if args.eval_transport else {}
+    tracer = Tracer(
+        project_name="bench-web", api_key=args.api_key, organization_id=args.org_id, api_url=args.url, **extra
+    )
 
     @tracer.observe
     def retrieve(q: str) -> int:
@@ -224,6 +227,7 @@ def main() -> None:
     parser.add_argument("--url", default="")
     parser.add_argument("--api-key", default="test-key")
     parser.add_argument("--org-id", default="test-org")
+    parser.add_argument("--eval-transport", default="", help="judgeval_async's eval_transport (default: its default)")
     args = parser.parse_args()
 
     import uvicorn

@@ -50,16 +50,30 @@ GC_RATIO_BUDGET = 0.2
 SATURATED_P50_MS = 10.0
 HEALTHY = ("judgeval_async", "otel", "judgeval")
 SUBJECTS = ("untraced", "judgeval_async", "judgeval_async (backend down)", "otel", "judgeval")
+# BENCH_WEB_EVAL_TRANSPORTS="api,span" adds a healthy judgeval_async subject per eval_transport (to compare them).
+EVAL_SUBJECT = "judgeval_async [eval_transport={}]"
+
+
+def eval_subjects() -> list[str]:
+    return [EVAL_SUBJECT.format(t) for t in filter(None, os.environ.get("BENCH_WEB_EVAL_TRANSPORTS", "").split(","))]
+
+
+def subjects() -> list[str]:
+    return [*SUBJECTS[:3], *eval_subjects(), *SUBJECTS[3:]]
+
+
+def healthy() -> list[str]:
+    return [*HEALTHY, *eval_subjects()]
 
 
 # ---------------------------------------------------------------------------------------------------- app processes
 class App:
     """One ``_web_app.py`` process on 127.0.0.1."""
 
-    def __init__(self, name: str, kind: str, srv: ServerProcess, python: str, env: dict[str, str]) -> None:
+    def __init__(self, name: str, kind: str, srv: ServerProcess, python: str, env: dict[str, str], *extra: str) -> None:
         self.name = name
         self.proc = subprocess.Popen(
-            [python, str(APP), kind, "--url", srv.url, "--api-key", srv.api_key, "--org-id", srv.org_id],
+            [python, str(APP), kind, "--url", srv.url, "--api-key", srv.api_key, "--org-id", srv.org_id, *extra],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -242,11 +256,15 @@ def main() -> None:
                 App("judgeval_async (backend down)", "judgeval_async", down, sys.executable, ours_env),
                 None,
             )
+            for transport in filter(None, os.environ.get("BENCH_WEB_EVAL_TRANSPORTS", "").split(",")):
+                name = EVAL_SUBJECT.format(transport)
+                extra = ("--eval-transport", transport)
+                apps[name] = (App(name, "judgeval_async", srv, sys.executable, ours_env, *extra), srv)
             apps["otel"] = (App("otel", "otel", srv, sys.executable, ours_env), srv)
             if jv_ok:
                 env = _judgeval_env.judgeval_env(srv.url, srv.api_key, srv.org_id)
                 apps["judgeval"] = (App("judgeval", "judgeval", srv, str(_judgeval_env.PYTHON), env), srv)
-            names = [s for s in SUBJECTS if s in apps]
+            names = [s for s in subjects() if s in apps]
 
             async def warm_up() -> None:
                 for name in names:
@@ -291,7 +309,7 @@ def report(
 ) -> None:
     rounds = params["rounds"]
     base = {r["round"]: r for r in runs if r["subject"] == "untraced"}
-    present = [s for s in SUBJECTS if any(r["subject"] == s for r in runs)]
+    present = [s for s in subjects() if any(r["subject"] == s for r in runs)]
     summary: dict[str, dict[str, Any]] = {}
     for name in present:
         mine = [r for r in runs if r["subject"] == name]
@@ -321,7 +339,7 @@ def report(
             "gc_gen2": gen2,
             "gc_gen2_per_100k_spans": gen2 / spans * 1e5 if spans else float("nan"),
             "gc_gen2_per_100k_requests": gen2 / requests * 1e5 if requests else float("nan"),
-            "server_received": sum(r["server_received"] or 0 for r in mine) if name in HEALTHY else None,
+            "server_received": sum(r["server_received"] or 0 for r in mine) if name in healthy() else None,
             "rss_mb": max(r["rss_mb"] for r in mine),
             # A p50 past 10 ms on a ~1 ms endpoint is a queue: the process could not keep up with the rate, and
             # its open-loop tail then grows with the run's length, not with the SDK's cost per request alone.
@@ -393,7 +411,7 @@ def report(
             verdict(gc_ok),
         ]
     )
-    for name in HEALTHY:
+    for name in healthy():
         if name in summary:
             s = summary[name]
             ok = s["server_received"] == s["spans"]
