@@ -232,6 +232,11 @@ def main() -> None:
 
     import uvicorn
 
+    # An experiment knob (not used by default): a shorter GIL switch interval shows how much of the tail is a
+    # request waiting for the GIL held by another thread (sys.getswitchinterval() is 5 ms).
+    switch = os.environ.get("BENCH_WEB_SWITCH_INTERVAL")
+    if switch:
+        sys.setswitchinterval(float(switch))
     gcc = GcCounter()
     subject = Subject()
     makers = {"judgeval_async": make_judgeval_async, "otel": make_otel, "judgeval": make_judgeval}
