@@ -52,14 +52,22 @@ HEALTHY = ("judgeval_async", "otel", "judgeval")
 SUBJECTS = ("untraced", "judgeval_async", "judgeval_async (backend down)", "otel", "judgeval")
 # BENCH_WEB_EVAL_TRANSPORTS="api,span" adds a healthy judgeval_async subject per eval_transport (to compare them).
 EVAL_SUBJECT = "judgeval_async [eval_transport={}]"
+# BENCH_WEB_BURN_US=380 adds "untraced + 380 µs CPU": the untraced app burning that much CPU in each request, a control
+# for the tail a tracer with that CPU cost per request (and nothing else: no other thread, no GC pressure) would cause.
+BURN_SUBJECT = "untraced + {:g} µs CPU"
 
 
 def eval_subjects() -> list[str]:
     return [EVAL_SUBJECT.format(t) for t in filter(None, os.environ.get("BENCH_WEB_EVAL_TRANSPORTS", "").split(","))]
 
 
+def burn_us() -> float:
+    return float(os.environ.get("BENCH_WEB_BURN_US") or 0)
+
+
 def subjects() -> list[str]:
-    return [*SUBJECTS[:3], *eval_subjects(), *SUBJECTS[3:]]
+    burn = [BURN_SUBJECT.format(burn_us())] if burn_us() else []
+    return [SUBJECTS[0], *burn, *SUBJECTS[1:3], *eval_subjects(), *SUBJECTS[3:]]
 
 
 def healthy() -> list[str]:
@@ -239,7 +247,7 @@ def settled(srv: ServerProcess, expected: int, quiet_s: float = 0.5) -> int:
 # ---------------------------------------------------------------------------------------------------- main
 def main() -> None:
     args = parse_args(__doc__.splitlines()[0])
-    rounds, duration = (1, 1.5) if args.quick else (4, 8.0)
+    rounds, duration = (1, 1.5) if args.quick else (6, 6.0)
     rate = float(os.environ.get("BENCH_WEB_RATE", RATE))  # the target is at 500 req/s; lower to probe
     jv_ok = False if args.without_judgeval else _judgeval_env.ensure(create=args.with_judgeval)
     t_start = time.perf_counter()
@@ -251,6 +259,9 @@ def main() -> None:
         apps: dict[str, tuple[App, ServerProcess | None]] = {}
         try:
             apps["untraced"] = (App("untraced", "untraced", srv, sys.executable, ours_env), None)
+            if burn_us():
+                name = BURN_SUBJECT.format(burn_us())
+                apps[name] = (App(name, "burn", srv, sys.executable, ours_env, "--burn-us", str(burn_us())), None)
             apps["judgeval_async"] = (App("judgeval_async", "judgeval_async", srv, sys.executable, ours_env), srv)
             apps["judgeval_async (backend down)"] = (
                 App("judgeval_async (backend down)", "judgeval_async", down, sys.executable, ours_env),

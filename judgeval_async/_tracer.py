@@ -531,7 +531,7 @@ class Tracer:
             # of a process given only project_name), or past the per-span caps, the API transport sends the run.
             why = "api" if carrier is None else carrier.attach(span, self._resolver.project_id, run, named=named)
             if why is not None:
-                if why not in ("api", "no_project_id"):
+                if why not in ("api", "no_project_id", "reentrant"):  # no logging inside a signal handler
                     self._span_eval_log.warning(
                         why,
                         "judgeval_async: eval_transport='span' could not carry an evaluation on its span (%s); "

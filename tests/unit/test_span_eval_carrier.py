@@ -193,3 +193,23 @@ def test_span_without_weak_references_or_attributes_is_refused() -> None:
     ledger = SignalLedger("evaluations")
     assert SpanEvalCarrier(ledger).attach(SlottedSpan(), "proj-1", _run(), named=False) == "span_not_trackable"
     assert ledger.created == 0
+
+
+@pytest.mark.timeout(30)
+def test_reentry_from_a_signal_handler_goes_by_the_api_instead_of_deadlocking() -> None:
+    """An attach re-entered on its own thread (a signal handler) returns "reentrant" at once; both are accounted."""
+    ledger = SignalLedger("evaluations")
+    carrier = SpanEvalCarrier(ledger)
+    inner: list[str | None] = []
+
+    class _Interrupted(_Span):
+        def set_attribute(self, key: str, value: Any) -> None:
+            if not inner:  # the "signal" lands while the outer attach holds the carrier's lock
+                inner.append(carrier.attach(_Span(), "proj-1", _run("inner"), named=False))
+            super().set_attribute(key, value)
+
+    span = _Interrupted()
+    assert carrier.attach(span, "proj-1", _run("outer"), named=False) is None
+    assert inner == ["reentrant"]  # the caller sends that one by the API transport
+    assert [e["judges"] for e in json.loads(span.attributes[PENDING_TRACE_EVAL])] == [[{"name": "outer"}]]
+    assert carrier.attach(_Span(), "proj-1", _run(), named=False) is None  # the flag was cleared
