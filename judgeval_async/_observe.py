@@ -24,8 +24,8 @@ from opentelemetry import trace
 from opentelemetry.trace import Span, Status, StatusCode
 
 from ._provider import EngineTracer
-from ._span import EngineSpan
 from ._semconv import JSON_MIME, Semconv
+from ._span import EngineSpan
 
 __all__ = ["Recorder", "put_value", "wrap"]
 
