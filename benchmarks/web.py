@@ -177,15 +177,29 @@ def run_loop(coro: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------------- one run
-async def one_run(app: App, srv: ServerProcess | None, rate: float, duration: float) -> dict[str, Any]:
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of another process so far, from /proc (0.0 where unavailable)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+async def one_run(
+    app: App, srv: ServerProcess | None, rate: float, duration: float, backends: tuple[ServerProcess, ...] = ()
+) -> dict[str, Any]:
     if srv is not None:
         srv.reset_records()
+    b0 = sum(process_cpu_s(b.proc.pid) for b in backends)
     s0 = await app.call("GET", "/_bench/stats")
     t0 = time.perf_counter()
     latencies, errors = await drive(app.port, rate, duration)
     wall = time.perf_counter() - t0
     flushed = (await app.call("POST", "/_bench/flush"))["flushed"] if srv is not None else None
     s1 = await app.call("GET", "/_bench/stats")
+    backend_cpu = sum(process_cpu_s(b.proc.pid) for b in backends) - b0
     quiet_s = await quiesce(app)
     spans = s1["spans"] - s0["spans"]
     requests = len(latencies)
@@ -202,6 +216,8 @@ async def one_run(app: App, srv: ServerProcess | None, rate: float, duration: fl
         "flushed": flushed,
         "cpu_s": cpu,
         "cpu_us_per_request": cpu / requests * 1e6 if requests else float("nan"),
+        # The local backends' CPU over the run: they share the machine's cores with the app under test.
+        "backend_cpu_us_per_request": backend_cpu / requests * 1e6 if requests else float("nan"),
         "gc_gen2": s1["gc"][2] - s0["gc"][2],
         "gc_collections": sum(s1["gc"]) - sum(s0["gc"]),
         "gc_cpu_ms": (s1["gc_cpu_s"] - s0["gc_cpu_s"]) * 1e3,
@@ -289,13 +305,14 @@ def main() -> None:
                 order = names[r % len(names) :] + names[: r % len(names)]
                 for name in order:
                     app, server = apps[name]
-                    run = run_loop(one_run(app, server, rate, duration))
+                    run = run_loop(one_run(app, server, rate, duration, (srv, down)))
                     run["round"] = r
                     runs.append(run)
                     lat = run["latency_ms"]
                     print(
                         f"  round {r} {name:30} p50 {lat['p50']:6.2f} ms p99 {lat['p99']:7.2f} ms"
-                        f" gen2 {run['gc_gen2']:3} CPU/req {run['cpu_us_per_request']:6.0f} µs",
+                        f" gen2 {run['gc_gen2']:3} CPU/req {run['cpu_us_per_request']:6.0f} µs"
+                        f" (backend {run['backend_cpu_us_per_request']:4.0f} µs)",
                         flush=True,
                     )
         finally:
@@ -343,6 +360,7 @@ def report(
             "achieved_rate": statistics.median(r["achieved_rate"] for r in mine),
             "spans": spans,
             "cpu_us_per_request": cpu / requests * 1e6 if requests else float("nan"),
+            "backend_cpu_us_per_request": statistics.median(r["backend_cpu_us_per_request"] for r in mine),
             "tracing_cpu_us_per_span": (cpu / requests - base_cpu_req) * 1e6 / SPANS_PER_REQUEST
             if requests and name != "untraced"
             else float("nan"),
@@ -370,6 +388,7 @@ def report(
                 s["p50_ratio"],
                 s["p99_ratio"],
                 s["cpu_us_per_request"],
+                s["backend_cpu_us_per_request"],
                 s["tracing_cpu_us_per_span"],
                 s["gc_gen2"],
                 s["gc_gen2_per_100k_spans"] if name != "untraced" else s["gc_gen2_per_100k_requests"],
@@ -380,7 +399,7 @@ def report(
             ]
         )
     if "judgeval" not in summary:
-        rows.append(["judgeval", *["-"] * 10, params["judgeval"], "-", "-", "-"])
+        rows.append(["judgeval", *["-"] * 11, params["judgeval"], "-", "-", "-"])
     table = markdown_table(
         [
             "subject",
@@ -391,6 +410,7 @@ def report(
             "p50 / untraced",
             "p99 / untraced",
             "CPU µs/request",
+            "backend CPU µs/request",
             "tracing CPU µs/span",
             "gen-2 GCs",
             "gen-2 per 100 k spans",
@@ -451,7 +471,9 @@ def report(
         + f"\n\n{rounds} round(s) of {params['duration_s']:.1f} s per subject, interleaved; p50/p99 are medians over"
         " rounds, ratios compare with the untraced run of the same round (median). Latency = response received -"
         " request due. CPU = the app process's `time.process_time()` over the run including a final flush;"
-        " tracing CPU per span = (CPU per request - untraced CPU per request) / 3 spans per request. Gen-2 GCs ="
+        " tracing CPU per span = (CPU per request - untraced CPU per request) / 3 spans per request. Backend CPU = the"
+        " local servers' processes over the run (median per request): they share the machine's cores with the app."
+        " Gen-2 GCs ="
         " full collections in the app process (`gc.callbacks`); for `untraced` the last column is per 100 k"
         " requests. Rounds saturated = rounds whose p50 exceeded 10 ms: the process could not keep up with the"
         " rate (its queue, not only its per-request cost, sets the tail then)."
