@@ -79,10 +79,39 @@ class Subject:
         return handle
 
 
+def make_burn(subject: Subject, args: argparse.Namespace) -> None:
+    """The untraced handlers plus ``--burn-us`` of plain CPU per request, in the request (a control: a tracer whose
+    only cost were that much CPU on the request path, with no GIL hand-off to another thread and no GC pressure)."""
+    iterations = _calibrate(args.burn_us)
+    handle = subject.handler
+
+    async def burning(q: str) -> Any:
+        _spin(iterations)
+        return await handle(q)
+
+    subject.handler = burning
+
+
+def _calibrate(micros: float) -> int:
+    """Iterations of ``_spin`` taking ``micros`` of CPU here (best of several timings)."""
+    n = 10_000
+    best = min(_timed(n) for _ in range(20))
+    return max(1, round(n * micros / (best * 1e6)))
+
+
+def _timed(n: int) -> float:
+    t0 = time.thread_time()
+    _spin(n)
+    return time.thread_time() - t0
+
+
 def make_judgeval_async(subject: Subject, args: argparse.Namespace) -> None:
     from judgeval_async import Tracer
 
-    tracer = Tracer(project_name="bench-web", api_key=args.api_key, organization_id=args.org_id, api_url=args.url)
+    extra: dict[str, Any] = {"eval_transport": args.eval_transport} if args.eval_transport else {}
+    tracer = Tracer(
+        project_name="bench-web", api_key=args.api_key, organization_id=args.org_id, api_url=args.url, **extra
+    )
 
     @tracer.observe
     def retrieve(q: str) -> int:
@@ -220,17 +249,24 @@ def _rss_kb() -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("subject", choices=("untraced", "judgeval_async", "otel", "judgeval"))
+    parser.add_argument("subject", choices=("untraced", "burn", "judgeval_async", "otel", "judgeval"))
     parser.add_argument("--url", default="")
     parser.add_argument("--api-key", default="test-key")
     parser.add_argument("--org-id", default="test-org")
+    parser.add_argument("--burn-us", type=float, default=0.0, help="burn: CPU µs added to each request")
+    parser.add_argument("--eval-transport", default="", help="judgeval_async's eval_transport (default: its default)")
     args = parser.parse_args()
 
     import uvicorn
 
+    # An experiment knob (not used by default): a shorter GIL switch interval shows how much of the tail is a
+    # request waiting for the GIL held by another thread (sys.getswitchinterval() is 5 ms).
+    switch = os.environ.get("BENCH_WEB_SWITCH_INTERVAL")
+    if switch:
+        sys.setswitchinterval(float(switch))
     gcc = GcCounter()
     subject = Subject()
-    makers = {"judgeval_async": make_judgeval_async, "otel": make_otel, "judgeval": make_judgeval}
+    makers = {"burn": make_burn, "judgeval_async": make_judgeval_async, "otel": make_otel, "judgeval": make_judgeval}
     if args.subject in makers:
         makers[args.subject](subject, args)
     # proto=IPPROTO_TCP: asyncio sets TCP_NODELAY on accepted sockets only when the listener says TCP; without it

@@ -146,7 +146,8 @@ def _delivered(stats: dict[str, Any], eval_on_span: bool) -> dict[str, int]:
     return {
         "spans": int(stats["spans"]),
         "tags": int(stats["tag_traces"]),
-        "evals": int(stats.get("span_evals", 0) if eval_on_span else stats["evals"]),
+        # On their spans or POSTed (eval_transport "auto"/"span" fall back to the API before the project id is known).
+        "evals": int(stats.get("span_evals", 0)) + int(stats["evals"]),
     }
 
 

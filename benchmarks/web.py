@@ -50,16 +50,38 @@ GC_RATIO_BUDGET = 0.2
 SATURATED_P50_MS = 10.0
 HEALTHY = ("judgeval_async", "otel", "judgeval")
 SUBJECTS = ("untraced", "judgeval_async", "judgeval_async (backend down)", "otel", "judgeval")
+# BENCH_WEB_EVAL_TRANSPORTS="api,span" adds a healthy judgeval_async subject per eval_transport (to compare them).
+EVAL_SUBJECT = "judgeval_async [eval_transport={}]"
+# BENCH_WEB_BURN_US=380 adds "untraced + 380 µs CPU": the untraced app burning that much CPU in each request, a control
+# for the tail a tracer with that CPU cost per request (and nothing else: no other thread, no GC pressure) would cause.
+BURN_SUBJECT = "untraced + {:g} µs CPU"
+
+
+def eval_subjects() -> list[str]:
+    return [EVAL_SUBJECT.format(t) for t in filter(None, os.environ.get("BENCH_WEB_EVAL_TRANSPORTS", "").split(","))]
+
+
+def burn_us() -> float:
+    return float(os.environ.get("BENCH_WEB_BURN_US") or 0)
+
+
+def subjects() -> list[str]:
+    burn = [BURN_SUBJECT.format(burn_us())] if burn_us() else []
+    return [SUBJECTS[0], *burn, *SUBJECTS[1:3], *eval_subjects(), *SUBJECTS[3:]]
+
+
+def healthy() -> list[str]:
+    return [*HEALTHY, *eval_subjects()]
 
 
 # ---------------------------------------------------------------------------------------------------- app processes
 class App:
     """One ``_web_app.py`` process on 127.0.0.1."""
 
-    def __init__(self, name: str, kind: str, srv: ServerProcess, python: str, env: dict[str, str]) -> None:
+    def __init__(self, name: str, kind: str, srv: ServerProcess, python: str, env: dict[str, str], *extra: str) -> None:
         self.name = name
         self.proc = subprocess.Popen(
-            [python, str(APP), kind, "--url", srv.url, "--api-key", srv.api_key, "--org-id", srv.org_id],
+            [python, str(APP), kind, "--url", srv.url, "--api-key", srv.api_key, "--org-id", srv.org_id, *extra],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -155,15 +177,29 @@ def run_loop(coro: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------------- one run
-async def one_run(app: App, srv: ServerProcess | None, rate: float, duration: float) -> dict[str, Any]:
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of another process so far, from /proc (0.0 where unavailable)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+async def one_run(
+    app: App, srv: ServerProcess | None, rate: float, duration: float, backends: tuple[ServerProcess, ...] = ()
+) -> dict[str, Any]:
     if srv is not None:
         srv.reset_records()
+    b0 = sum(process_cpu_s(b.proc.pid) for b in backends)
     s0 = await app.call("GET", "/_bench/stats")
     t0 = time.perf_counter()
     latencies, errors = await drive(app.port, rate, duration)
     wall = time.perf_counter() - t0
     flushed = (await app.call("POST", "/_bench/flush"))["flushed"] if srv is not None else None
     s1 = await app.call("GET", "/_bench/stats")
+    backend_cpu = sum(process_cpu_s(b.proc.pid) for b in backends) - b0
     quiet_s = await quiesce(app)
     spans = s1["spans"] - s0["spans"]
     requests = len(latencies)
@@ -180,6 +216,8 @@ async def one_run(app: App, srv: ServerProcess | None, rate: float, duration: fl
         "flushed": flushed,
         "cpu_s": cpu,
         "cpu_us_per_request": cpu / requests * 1e6 if requests else float("nan"),
+        # The local backends' CPU over the run: they share the machine's cores with the app under test.
+        "backend_cpu_us_per_request": backend_cpu / requests * 1e6 if requests else float("nan"),
         "gc_gen2": s1["gc"][2] - s0["gc"][2],
         "gc_collections": sum(s1["gc"]) - sum(s0["gc"]),
         "gc_cpu_ms": (s1["gc_cpu_s"] - s0["gc_cpu_s"]) * 1e3,
@@ -225,7 +263,7 @@ def settled(srv: ServerProcess, expected: int, quiet_s: float = 0.5) -> int:
 # ---------------------------------------------------------------------------------------------------- main
 def main() -> None:
     args = parse_args(__doc__.splitlines()[0])
-    rounds, duration = (1, 1.5) if args.quick else (4, 8.0)
+    rounds, duration = (1, 1.5) if args.quick else (6, 6.0)
     rate = float(os.environ.get("BENCH_WEB_RATE", RATE))  # the issue's target is at 500 req/s; lower to probe
     jv_ok = False if args.without_judgeval else _judgeval_env.ensure(create=args.with_judgeval)
     t_start = time.perf_counter()
@@ -237,16 +275,23 @@ def main() -> None:
         apps: dict[str, tuple[App, ServerProcess | None]] = {}
         try:
             apps["untraced"] = (App("untraced", "untraced", srv, sys.executable, ours_env), None)
+            if burn_us():
+                name = BURN_SUBJECT.format(burn_us())
+                apps[name] = (App(name, "burn", srv, sys.executable, ours_env, "--burn-us", str(burn_us())), None)
             apps["judgeval_async"] = (App("judgeval_async", "judgeval_async", srv, sys.executable, ours_env), srv)
             apps["judgeval_async (backend down)"] = (
                 App("judgeval_async (backend down)", "judgeval_async", down, sys.executable, ours_env),
                 None,
             )
+            for transport in filter(None, os.environ.get("BENCH_WEB_EVAL_TRANSPORTS", "").split(",")):
+                name = EVAL_SUBJECT.format(transport)
+                extra = ("--eval-transport", transport)
+                apps[name] = (App(name, "judgeval_async", srv, sys.executable, ours_env, *extra), srv)
             apps["otel"] = (App("otel", "otel", srv, sys.executable, ours_env), srv)
             if jv_ok:
                 env = _judgeval_env.judgeval_env(srv.url, srv.api_key, srv.org_id)
                 apps["judgeval"] = (App("judgeval", "judgeval", srv, str(_judgeval_env.PYTHON), env), srv)
-            names = [s for s in SUBJECTS if s in apps]
+            names = [s for s in subjects() if s in apps]
 
             async def warm_up() -> None:
                 for name in names:
@@ -260,13 +305,14 @@ def main() -> None:
                 order = names[r % len(names) :] + names[: r % len(names)]
                 for name in order:
                     app, server = apps[name]
-                    run = run_loop(one_run(app, server, rate, duration))
+                    run = run_loop(one_run(app, server, rate, duration, (srv, down)))
                     run["round"] = r
                     runs.append(run)
                     lat = run["latency_ms"]
                     print(
                         f"  round {r} {name:30} p50 {lat['p50']:6.2f} ms p99 {lat['p99']:7.2f} ms"
-                        f" gen2 {run['gc_gen2']:3} CPU/req {run['cpu_us_per_request']:6.0f} µs",
+                        f" gen2 {run['gc_gen2']:3} CPU/req {run['cpu_us_per_request']:6.0f} µs"
+                        f" (backend {run['backend_cpu_us_per_request']:4.0f} µs)",
                         flush=True,
                     )
         finally:
@@ -291,7 +337,7 @@ def report(
 ) -> None:
     rounds = params["rounds"]
     base = {r["round"]: r for r in runs if r["subject"] == "untraced"}
-    present = [s for s in SUBJECTS if any(r["subject"] == s for r in runs)]
+    present = [s for s in subjects() if any(r["subject"] == s for r in runs)]
     summary: dict[str, dict[str, Any]] = {}
     for name in present:
         mine = [r for r in runs if r["subject"] == name]
@@ -314,6 +360,7 @@ def report(
             "achieved_rate": statistics.median(r["achieved_rate"] for r in mine),
             "spans": spans,
             "cpu_us_per_request": cpu / requests * 1e6 if requests else float("nan"),
+            "backend_cpu_us_per_request": statistics.median(r["backend_cpu_us_per_request"] for r in mine),
             "tracing_cpu_us_per_span": (cpu / requests - base_cpu_req) * 1e6 / SPANS_PER_REQUEST
             if requests and name != "untraced"
             else float("nan"),
@@ -321,7 +368,7 @@ def report(
             "gc_gen2": gen2,
             "gc_gen2_per_100k_spans": gen2 / spans * 1e5 if spans else float("nan"),
             "gc_gen2_per_100k_requests": gen2 / requests * 1e5 if requests else float("nan"),
-            "server_received": sum(r["server_received"] or 0 for r in mine) if name in HEALTHY else None,
+            "server_received": sum(r["server_received"] or 0 for r in mine) if name in healthy() else None,
             "rss_mb": max(r["rss_mb"] for r in mine),
             # A p50 past 10 ms on a ~1 ms endpoint is a queue: the process could not keep up with the rate, and
             # its open-loop tail then grows with the run's length, not with the SDK's cost per request alone.
@@ -341,6 +388,7 @@ def report(
                 s["p50_ratio"],
                 s["p99_ratio"],
                 s["cpu_us_per_request"],
+                s["backend_cpu_us_per_request"],
                 s["tracing_cpu_us_per_span"],
                 s["gc_gen2"],
                 s["gc_gen2_per_100k_spans"] if name != "untraced" else s["gc_gen2_per_100k_requests"],
@@ -351,7 +399,7 @@ def report(
             ]
         )
     if "judgeval" not in summary:
-        rows.append(["judgeval", *["-"] * 10, params["judgeval"], "-", "-", "-"])
+        rows.append(["judgeval", *["-"] * 11, params["judgeval"], "-", "-", "-"])
     table = markdown_table(
         [
             "subject",
@@ -362,6 +410,7 @@ def report(
             "p50 / untraced",
             "p99 / untraced",
             "CPU µs/request",
+            "backend CPU µs/request",
             "tracing CPU µs/span",
             "gen-2 GCs",
             "gen-2 per 100 k spans",
@@ -393,7 +442,7 @@ def report(
             verdict(gc_ok),
         ]
     )
-    for name in HEALTHY:
+    for name in healthy():
         if name in summary:
             s = summary[name]
             ok = s["server_received"] == s["spans"]
@@ -422,7 +471,9 @@ def report(
         + f"\n\n{rounds} round(s) of {params['duration_s']:.1f} s per subject, interleaved; p50/p99 are medians over"
         " rounds, ratios compare with the untraced run of the same round (median). Latency = response received -"
         " request due. CPU = the app process's `time.process_time()` over the run including a final flush;"
-        " tracing CPU per span = (CPU per request - untraced CPU per request) / 3 spans per request. Gen-2 GCs ="
+        " tracing CPU per span = (CPU per request - untraced CPU per request) / 3 spans per request. Backend CPU = the"
+        " local servers' processes over the run (median per request): they share the machine's cores with the app."
+        " Gen-2 GCs ="
         " full collections in the app process (`gc.callbacks`); for `untraced` the last column is per 100 k"
         " requests. Rounds saturated = rounds whose p50 exceeded 10 ms: the process could not keep up with the"
         " rate (its queue, not only its per-request cost, sets the tail then)."

@@ -42,8 +42,8 @@ logger = logging.getLogger(__name__)
 
 OverflowPolicy = Literal["drop_newest", "drop_oldest"]
 OVERFLOW_POLICIES: frozenset[str] = frozenset({"drop_newest", "drop_oldest"})
-EvalTransport = Literal["api", "span"]
-EVAL_TRANSPORTS: frozenset[str] = frozenset({"api", "span"})
+EvalTransport = Literal["auto", "api", "span"]
+EVAL_TRANSPORTS: frozenset[str] = frozenset({"auto", "api", "span"})
 
 # The SDK loop thread's name: _runtime names the thread, _transport recognises its log records.
 LOOP_THREAD_NAME = "judgeval-async-loop"
@@ -115,7 +115,9 @@ class Config(metaclass=_ReadsEnvironment):
     eval_queue_size: int = 1000
     eval_overflow: OverflowPolicy = "drop_oldest"
     eval_batch_size: int = 50
-    eval_transport: EvalTransport = "api"  # "span": evaluations ride on their span (judgment.pending_trace_eval)
+    # "span": evaluations ride on their span (judgment.pending_trace_eval), no request of their own; "api": one POST
+    # each to the evaluation queue. "auto": "span" when spans go to the Judgment API, else "api" (_routes).
+    eval_transport: EvalTransport = "auto"
     evaluations_enabled: bool = True  # False: async_evaluate() is a counted no-op (no Judgment API to take them)
     # --- tags (seed Problem 2)
     tag_flush_interval: float = 5.0

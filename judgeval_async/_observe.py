@@ -25,6 +25,7 @@ from opentelemetry.trace import Span, Status, StatusCode
 
 from ._provider import EngineTracer
 from ._semconv import JSON_MIME, Semconv
+from ._span import EngineSpan
 
 __all__ = ["Recorder", "put_value", "wrap"]
 
@@ -118,7 +119,10 @@ def _finish(span: Span, token: object, error: BaseException | None, output: Any,
             if sc.output_keys:
                 attributes: dict[str, Any] = {}
                 put_value(attributes, sc.output_keys, sc.output_mime_key, rec.serialize(output))
-                span.set_attributes(attributes)  # one lock round-trip for every key
+                if type(span) is EngineSpan:
+                    span.set_clean_attributes(attributes)  # our own strings: no cleaning pass
+                else:
+                    span.set_attributes(attributes)  # one lock round-trip for every key
         span.end()
     except Exception:
         logger.debug("judgeval_async could not end a span", exc_info=True)

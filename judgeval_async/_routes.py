@@ -7,10 +7,11 @@ process goes to the URL that process's config gives it.
 from __future__ import annotations
 
 import urllib.parse
+from typing import Literal
 
 from ._config import Config
 
-__all__ = ["ROUTES", "judgment_api", "route_url", "traces_to_judgment"]
+__all__ = ["ROUTES", "eval_transport", "judgment_api", "route_url", "traces_to_judgment"]
 
 # Paths relative to ``api_url`` ("traces" has its own knob, ``otlp_endpoint``).
 ROUTES = {
@@ -54,3 +55,13 @@ def judgment_api(config: Config) -> bool:
     to a third-party ``otlp_endpoint``, tags and evaluations to ``api_url``). Otherwise ``tag()`` and
     ``async_evaluate()`` are counted no-ops (``calls_ignored``, reason ``no_judgment_api``)."""
     return bool(config.api_key) or traces_to_judgment(config)
+
+
+def eval_transport(config: Config) -> Literal["api", "span"]:
+    """How evaluations travel: ``config.eval_transport``, with ``"auto"`` resolved to ``"span"`` when spans go to the
+    Judgment API (an evaluation then rides on its span, no request of its own: one POST per ``async_evaluate()``
+    cost ~3x a request's three spans in ``benchmarks/web.py``) and to ``"api"`` when they go to a third party,
+    which would ignore an evaluation carried on a span."""
+    if config.eval_transport == "auto":
+        return "span" if traces_to_judgment(config) else "api"
+    return config.eval_transport

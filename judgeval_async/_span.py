@@ -279,6 +279,18 @@ class EngineSpan(_SpanBase):
         for key, value in cleaned.items():
             self._put(key, value)
 
+    def set_clean_attributes(self, attributes: dict[str, str]) -> None:
+        """``set_attributes`` for our own values (string keys and values, built by ``observe``): no cleaning pass
+        unless a value length limit applies. Same limits and eviction as ``set_attributes``."""
+        if self._end is not None or self._owner.limits.span_value_len is not None:
+            self.set_attributes(attributes)
+            return
+        if self._owner.limits.span_attributes == 0:
+            self._dropped_attrs += len(attributes)
+            return
+        for key, value in attributes.items():
+            self._put(key, value)
+
     def _put(self, key: str, value: Any) -> None:
         attrs = self._attrs
         maxlen = self._owner.limits.span_attributes

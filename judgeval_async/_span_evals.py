@@ -60,6 +60,7 @@ class SpanEvalCarrier:
     def __init__(self, ledger: SignalLedger) -> None:
         self._ledger = ledger
         self._lock = threading.Lock()
+        self._local = threading.local()  # .busy: this thread is inside attach (see the re-entry check there)
         # Per span: the JSON texts of its entries and their total length. Weak keys: an ended span's state goes
         # with the span, with no hook in the span pipeline.
         self._carried: weakref.WeakKeyDictionary[Any, list[str]] = weakref.WeakKeyDictionary()
@@ -69,7 +70,8 @@ class SpanEvalCarrier:
 
     def attach(self, span: Any, project_id: str | None, run: EvalRun, *, named: bool) -> str | None:
         """Add ``run`` (built by ``Tracer.async_evaluate``) to ``span``'s attribute: None when carried, else why
-        not (``"no_project_id"``, ``"span_not_trackable"``, ``"span_full"``) and the caller uses the API."""
+        not (``"no_project_id"``, ``"span_not_trackable"``, ``"span_full"``, ``"reentrant"``) and the caller uses the
+        API."""
         if not project_id:
             return "no_project_id"
         judges = [{"name": conf.get("name", conf.get("score_type"))} for conf in run["judgment_scorers"]]
@@ -81,55 +83,64 @@ class SpanEvalCarrier:
             example = text
         fields = example if type(example) is dict else {"example": example}
         key = (run["trace_id"], run["trace_span_id"])
-        with self._lock:
-            try:
-                entries: list[str] | None = self._carried.setdefault(span, [])
-            except TypeError:  # a span type without weak references (the span engine's __slots__ record)
-                entries = None
-            if entries is not None:
-                count = len(entries)
-                prefix = "[" + ",".join(entries)
-            else:
-                # The span's own attribute is the state: read it back and append to its text.
-                prior = _attribute_text(span)
-                if prior is None:
-                    return "span_not_trackable"
-                count = self._counts.get(key, 0)
-                prefix = prior[:-1] if prior else "["
-            if count >= SPAN_EVALS_MAX:
-                return "span_full"
-            first = judges[0]["name"] if judges else "judge"
-            entry = {
-                "project_id": project_id,
-                "eval_name": run["eval_name"] if named else f"async_evaluate_{first}_{count}",
-                "judges": judges,
-                "examples": [
-                    {
-                        **fields,
-                        "example_id": str(uuid.uuid4()),
-                        "created_at": run.get("created_at") or _dt.datetime.now(_dt.timezone.utc).isoformat(),
-                        "trace_id": run["trace_id"],
-                        "span_id": run["trace_span_id"],
-                    }
-                ],
-                "is_offline": False,
-                "is_behavior": False,
-            }
-            encoded = json.dumps(entry, ensure_ascii=False)
-            value = prefix + ("," if len(prefix) > 1 else "") + encoded + "]"
-            if len(value) > SPAN_EVAL_ATTRIBUTE_MAX:
-                return "span_full"
-            span.set_attribute(PENDING_TRACE_EVAL, value)
-            if entries is not None:
-                entries.append(encoded)
-            else:
-                counts = self._counts
-                counts[key] = count + 1
-                counts.move_to_end(key)
-                if len(counts) > _COUNTS_KEPT:
-                    counts.popitem(last=False)
-            led = self._ledger
-            with led.lock:
-                led.created += 1
-                led.delivered += 1
-        return None
+        local = self._local
+        if getattr(local, "busy", False):
+            # A signal handler on this thread interrupted an attach that holds the lock: waiting for it would
+            # deadlock, sharing it (an RLock) would lose the outer call's entry. The API transport sends this one.
+            return "reentrant"
+        local.busy = True
+        try:
+            with self._lock:
+                try:
+                    entries: list[str] | None = self._carried.setdefault(span, [])
+                except TypeError:  # a span type without weak references (the span engine's __slots__ record)
+                    entries = None
+                if entries is not None:
+                    count = len(entries)
+                    prefix = "[" + ",".join(entries)
+                else:
+                    # The span's own attribute is the state: read it back and append to its text.
+                    prior = _attribute_text(span)
+                    if prior is None:
+                        return "span_not_trackable"
+                    count = self._counts.get(key, 0)
+                    prefix = prior[:-1] if prior else "["
+                if count >= SPAN_EVALS_MAX:
+                    return "span_full"
+                first = judges[0]["name"] if judges else "judge"
+                entry = {
+                    "project_id": project_id,
+                    "eval_name": run["eval_name"] if named else f"async_evaluate_{first}_{count}",
+                    "judges": judges,
+                    "examples": [
+                        {
+                            **fields,
+                            "example_id": str(uuid.uuid4()),
+                            "created_at": run.get("created_at") or _dt.datetime.now(_dt.timezone.utc).isoformat(),
+                            "trace_id": run["trace_id"],
+                            "span_id": run["trace_span_id"],
+                        }
+                    ],
+                    "is_offline": False,
+                    "is_behavior": False,
+                }
+                encoded = json.dumps(entry, ensure_ascii=False)
+                value = prefix + ("," if len(prefix) > 1 else "") + encoded + "]"
+                if len(value) > SPAN_EVAL_ATTRIBUTE_MAX:
+                    return "span_full"
+                span.set_attribute(PENDING_TRACE_EVAL, value)
+                if entries is not None:
+                    entries.append(encoded)
+                else:
+                    counts = self._counts
+                    counts[key] = count + 1
+                    counts.move_to_end(key)
+                    if len(counts) > _COUNTS_KEPT:
+                        counts.popitem(last=False)
+                led = self._ledger
+                with led.lock:
+                    led.created += 1
+                    led.delivered += 1
+            return None
+        finally:
+            local.busy = False

@@ -34,7 +34,7 @@ from ._multiprocess import SnapshotWriter, metrics_dir
 from ._observe import SpanContextManager, put_value, wrap
 from ._project import ProjectResolver
 from ._provider import EngineTracerProvider
-from ._routes import judgment_api
+from ._routes import eval_transport, judgment_api
 from ._runtime import BaseService, LoopRuntime, post_signal_later, run_exit_flush, set_exit_timeout
 from ._semconv import Semconv
 from ._serialize import RateLimitedLog, SerializeLimits, bounded_text, bounded_texts, safe_json
@@ -226,7 +226,8 @@ class Tracer:
         )
         self._spans = SpanExportService(c, self.metrics, self._transport, self._resolver)
         self._evals = EvalDispatcher(c, self.metrics, self._transport, self._resolver)
-        self._span_evals = SpanEvalCarrier(self.metrics.evaluations) if c.eval_transport == "span" else None
+        span_evals = eval_transport(c) == "span"
+        self._span_evals = SpanEvalCarrier(self.metrics.evaluations) if span_evals else None
         self._span_eval_log = RateLimitedLog(logger)
         self._tags = TagBatcher(c, self.metrics, self._transport, self._resolver)
         # First, so that in a forked child no later reset can meet a lock copied in the held state.
@@ -521,7 +522,7 @@ class Tracer:
             # of a process given only project_name), or past the per-span caps, the API transport sends the run.
             why = "api" if carrier is None else carrier.attach(span, self._resolver.project_id, run, named=named)
             if why is not None:
-                if why not in ("api", "no_project_id"):
+                if why not in ("api", "no_project_id", "reentrant"):  # no logging inside a signal handler
                     self._span_eval_log.warning(
                         why,
                         "judgeval_async: eval_transport='span' could not carry an evaluation on its span (%s); "

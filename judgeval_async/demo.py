@@ -176,7 +176,9 @@ async def workload(
 
 def summary(tracer: Tracer, server: LocalJudgmentServer, requests: int) -> bool:
     h = tracer.get_health_metrics()
-    seen = {"spans": len(server.spans), "evals": len(server.evals), "tags": len(server.tags)}
+    # Evaluations arrive on their spans (eval_transport "auto" with spans to Judgment) or POSTed (the fallback).
+    evals = len(server.evals) + len(server.span_evals)
+    seen = {"spans": len(server.spans), "evals": evals, "tags": len(server.tags)}
     names = {"spans": "spans", "evals": "evaluations", "tags": "tag() calls"}
     print("\n=== summary ===")
     print(f"requests handled by the app: {requests} (an evaluation for every {EVAL_EVERY}th)")

@@ -45,10 +45,10 @@ def test_500_evaluations_behind_2s_latency_arrive_on_their_spans(
     assert health["evaluations_delivered"] == 500 and health["evaluations_dropped"] == 0
 
 
-def test_several_evaluations_in_one_span_and_the_api_default(
+def test_several_evaluations_in_one_span_and_the_api_transport(
     local_server: LocalJudgmentServer, make_tracer: Callable[..., Tracer]
 ) -> None:
-    """Two calls in one span give one two-entry list; the default transport still POSTs and sets no attribute."""
+    """Two calls in one span give one two-entry list; eval_transport="api" still POSTs and sets no attribute."""
     tracer = make_tracer(eval_transport="span")
     _warm(tracer)
     with tracer.span("two"):
@@ -59,12 +59,49 @@ def test_several_evaluations_in_one_span_and_the_api_default(
     assert [e["eval_name"] for e in entries] == ["async_evaluate_a_0", "named"]
     assert all(e["project_id"] == entries[0]["project_id"] and e["project_id"] for e in entries)
 
-    api = make_tracer()
+    api = make_tracer(eval_transport="api")
     with api.span("api"):
         api.async_evaluate("a", {"input": "3"})
     assert api.force_flush(timeout=30)
     assert len(local_server.evals) == 1
     assert len(local_server.span_evals) == 2
+
+
+def test_by_default_evaluations_ride_on_their_spans_to_judgment(
+    local_server: LocalJudgmentServer, make_tracer: Callable[..., Tracer]
+) -> None:
+    """The default ("auto") with spans going to the Judgment API carries evaluations on their spans: no eval POST."""
+    tracer = make_tracer()
+    _warm(tracer)
+    for i in range(5):
+        with tracer.span(f"answer-{i}"):
+            tracer.async_evaluate("faithfulness", {"input": f"q{i}"})
+    assert tracer.force_flush(timeout=30)
+    assert sorted(e["examples"][0]["input"] for e in local_server.span_evals) == [f"q{i}" for i in range(5)]
+    assert local_server.request_count("evals") == 0
+    assert tracer.get_health_metrics()["evaluations_delivered"] == 5
+
+
+def test_by_default_a_third_party_otlp_endpoint_sends_evaluations_by_the_api(
+    local_server: LocalJudgmentServer, make_tracer: Callable[..., Tracer]
+) -> None:
+    """The default with spans going to a third party (which would ignore a carried evaluation) POSTs each one."""
+    third_party = LocalJudgmentServer(require_project_id=False).start()
+    try:
+        tracer = make_tracer(
+            otlp_endpoint=f"{third_party.url}/otel/v1/traces",
+            otlp_headers={"authorization": f"Bearer {third_party.api_key}", "x-organization-id": third_party.org_id},
+        )
+        for i in range(3):
+            with tracer.span(f"answer-{i}"):
+                tracer.async_evaluate("faithfulness", {"input": f"q{i}"})
+        assert tracer.force_flush(timeout=30)
+        assert len(local_server.evals) == 3
+        assert len(third_party.spans) == 3
+        assert third_party.span_evals == [] and local_server.span_evals == []
+        assert tracer.get_health_metrics()["evaluations_delivered"] == 3
+    finally:
+        third_party.stop()
 
 
 def test_before_the_project_is_resolved_the_api_carries_it(

@@ -31,6 +31,9 @@ _SMALL = {
     "max_export_batch_size": 50,
     "schedule_delay": 0.05,
     "tag_flush_interval": 0.05,
+    # Evaluations by the API transport: their own queue, backlog and spool are what these tests check (carried on
+    # their spans, the default, they share the spans' durability).
+    "eval_transport": "api",
 }
 
 _CHILD = textwrap.dedent(

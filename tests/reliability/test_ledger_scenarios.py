@@ -12,6 +12,9 @@ from judgeval_async import Tracer
 from judgeval_async.testing import LocalJudgmentServer
 
 N = 12  # items of each signal per scenario
+# Evaluations by the API transport: these scenarios check each signal against its own endpoint and ledger (the
+# default, "auto", carries evaluations on their spans: tests/integration/test_eval_transport_span.py).
+API = {"eval_transport": "api"}
 
 
 def _produce(tracer: Tracer, n: int = N) -> None:
@@ -50,7 +53,7 @@ def test_ledger_balances_per_scenario(
     """After the scenario, every span, evaluation and tag call is delivered or dropped with the expected reason."""
     fault, options, delivered, reason = SCENARIOS[name]
     # An explicit project id keeps the resolve call out of it: each endpoint sees exactly its own items.
-    tracer = make_tracer(project_id="proj-1", **options)
+    tracer = make_tracer(project_id="proj-1", **API, **options)
     if fault:
         for endpoint in ("traces", "evals", "tags_batch"):
             local_server.set_fault(endpoint, **fault)
@@ -74,7 +77,7 @@ def test_ledger_through_an_outage_holds_then_delivers(
     """500s, 429s or refused connections on every request: nothing is dropped (however few retry_attempts), the
     ledger balances throughout, and everything is delivered once the backend recovers."""
     scope, fault = OUTAGES[name]
-    tracer = make_tracer(project_id="proj-1", retry_attempts=2)
+    tracer = make_tracer(project_id="proj-1", retry_attempts=2, **API)
     if scope is None:
         local_server.set_fault(None, **fault)
     else:
@@ -93,7 +96,7 @@ def test_ledger_through_an_outage_holds_then_delivers(
 def test_queue_full_is_counted_under_both_policies(make_tracer: Callable[..., Tracer]) -> None:
     """Overflowing tiny queues counts queue_full; the ledger still balances before and after flush."""
     tracer = make_tracer(
-        max_queue_size=4, max_export_batch_size=4, schedule_delay=60.0, eval_queue_size=3, project_id="p"
+        **API, max_queue_size=4, max_export_batch_size=4, schedule_delay=60.0, eval_queue_size=3, project_id="p"
     )
     # Hold the loop thread (it starts with the Tracer) so nothing is taken off the queues: the overflow is then
     # deterministic.
@@ -121,7 +124,7 @@ def test_queue_full_is_counted_under_both_policies(make_tracer: Callable[..., Tr
 
 def test_offers_after_shutdown_are_counted(make_tracer: Callable[..., Tracer]) -> None:
     """Spans, tags and evaluations offered after shutdown are counted as dropped (shutdown), never raise."""
-    tracer = make_tracer(project_id="p")
+    tracer = make_tracer(project_id="p", **API)
     tracer.shutdown(timeout=2.0)
     _produce(tracer, 3)
     health = tracer.get_health_metrics()
@@ -135,7 +138,7 @@ def test_unencodable_span_is_dropped_alone(
     local_server: LocalJudgmentServer, make_tracer: Callable[..., Tracer]
 ) -> None:
     """A span whose attributes cannot be encoded is dropped (serialization_error); its batch-mates arrive."""
-    tracer = make_tracer(project_id="p")
+    tracer = make_tracer(project_id="p", **API)
     for i in range(5):
         with tracer.span(f"good{i}"):
             pass
@@ -165,6 +168,7 @@ def test_chaos_then_recovery_delivers_everything(
     """Resets, random 503s, random black holes and a trickling server, then recovery: every item is delivered."""
     local_server.set_fault(None, **fault)
     tracer = make_tracer(
+        **API,
         project_id="proj-1",
         read_timeout=0.3,
         retry_testing=False,

@@ -24,6 +24,7 @@ def test_memory_is_bounded_during_an_outage(
         max_queue_size=1024,
         max_export_batch_size=256,
         eval_queue_size=200,
+        eval_transport="api",  # the evaluation queue's own bound is checked below
         tag_buffer_max_traces=500,
         metadata_max_entries=1000,
         retry_testing=False,

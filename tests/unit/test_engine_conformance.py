@@ -314,6 +314,27 @@ def test_limits_bound_a_span(monkeypatch: pytest.MonkeyPatch) -> None:
     assert len(s.links) == 1 and s.dropped_links == 1
 
 
+@pytest.mark.parametrize(
+    "limits",
+    [{}, {"max_span_attributes": 2}, {"max_span_attribute_length": 3}, {"max_span_attributes": 0}],
+    ids=["none", "count", "length", "zero"],
+)
+def test_clean_attributes_are_bounded_like_set_attributes(
+    monkeypatch: pytest.MonkeyPatch, limits: dict[str, int]
+) -> None:
+    """observe's output fast path (set_clean_attributes) keeps, cuts, evicts and counts exactly as set_attributes."""
+    provider, ended = _engine(monkeypatch, span_limits=SpanLimits(**limits))
+    tracer = provider.get_tracer("t")
+    for setter in ("set_attributes", "set_clean_attributes"):
+        span = tracer.start_span("s", attributes={"a": "1", "b": "2"})
+        getattr(span, setter)({"b": "bbbbbb", "c": "cccccc", "d": "d"})
+        span.end()
+        getattr(span, setter)({"late": "x"})  # ignored once ended
+    plain, fast = ended
+    assert dict(fast.attributes) == dict(plain.attributes) and list(fast.attributes) == list(plain.attributes)
+    assert fast.dropped_attributes == plain.dropped_attributes
+
+
 def test_sampler_ratio_zero_gives_non_recording_spans_with_context(monkeypatch: pytest.MonkeyPatch) -> None:
     """Sampled out: a NonRecordingSpan with a valid context and unsampled flags, its children too; nothing ends."""
     provider, ended = _engine(monkeypatch, sampler_ratio=0.0)

@@ -10,6 +10,7 @@ import pytest
 
 from judgeval_async import Config, ConfigError
 from judgeval_async._metrics import SignalLedger
+from judgeval_async._routes import eval_transport
 from judgeval_async._span_evals import PENDING_TRACE_EVAL, SPAN_EVALS_MAX, SpanEvalCarrier
 
 # judgeval 1.6.0 (judgeval/trace/base_tracer.py, BaseTracer.async_evaluate): the keys of one list entry.
@@ -41,16 +42,33 @@ def _run(judge: str = "faithfulness", example: object = None, *, eval_name: str 
     }
 
 
-def test_default_is_api_and_span_is_accepted() -> None:
-    """eval_transport defaults to "api"; "span" is accepted by keyword and from JUDGMENT_EVAL_TRANSPORT."""
-    assert Config().eval_transport == "api"
-    assert Config(eval_transport="span").eval_transport == "span"
-    assert Config.from_env({"JUDGMENT_EVAL_TRANSPORT": "span"}).eval_transport == "span"
+def test_default_is_auto_and_each_value_is_accepted() -> None:
+    """eval_transport defaults to "auto"; "api" and "span" are accepted by keyword and from JUDGMENT_EVAL_TRANSPORT."""
+    assert Config().eval_transport == "auto"
+    for value in ("api", "span", "auto"):
+        assert Config(eval_transport=value).eval_transport == value  # type: ignore[arg-type]
+        assert Config.from_env({"JUDGMENT_EVAL_TRANSPORT": value}).eval_transport == value
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ({}, "span"),  # spans to the Judgment API
+        ({"otlp_endpoint": "https://api.example.com/otel/v1/traces/"}, "span"),  # api_url's own traces URL
+        ({"otlp_endpoint": "https://collector.example.com/v1/traces"}, "api"),  # a third party ignores it
+        ({"eval_transport": "api"}, "api"),
+        ({"eval_transport": "span", "otlp_endpoint": "https://collector.example.com/v1/traces"}, "span"),
+    ],
+)
+def test_auto_resolves_to_span_only_when_spans_go_to_judgment(options: dict[str, Any], expected: str) -> None:
+    """ "auto" means "span" when spans go to the Judgment API and "api" otherwise; an explicit value is kept."""
+    config = Config(api_url="https://api.example.com", api_key="k", **options)
+    assert eval_transport(config) == expected
 
 
 @pytest.mark.parametrize("value", ["SPAN", "otlp", "", None, 1])
 def test_invalid_eval_transport_names_the_field(value: object) -> None:
-    """Anything but "api"/"span" raises ConfigError naming eval_transport."""
+    """Anything but "auto"/"api"/"span" raises ConfigError naming eval_transport."""
     with pytest.raises(ConfigError, match=r"^eval_transport: "):
         Config(eval_transport=value)  # type: ignore[arg-type]
 
@@ -175,3 +193,23 @@ def test_span_without_weak_references_or_attributes_is_refused() -> None:
     ledger = SignalLedger("evaluations")
     assert SpanEvalCarrier(ledger).attach(SlottedSpan(), "proj-1", _run(), named=False) == "span_not_trackable"
     assert ledger.created == 0
+
+
+@pytest.mark.timeout(30)
+def test_reentry_from_a_signal_handler_goes_by_the_api_instead_of_deadlocking() -> None:
+    """An attach re-entered on its own thread (a signal handler) returns "reentrant" at once; both are accounted."""
+    ledger = SignalLedger("evaluations")
+    carrier = SpanEvalCarrier(ledger)
+    inner: list[str | None] = []
+
+    class _Interrupted(_Span):
+        def set_attribute(self, key: str, value: Any) -> None:
+            if not inner:  # the "signal" lands while the outer attach holds the carrier's lock
+                inner.append(carrier.attach(_Span(), "proj-1", _run("inner"), named=False))
+            super().set_attribute(key, value)
+
+    span = _Interrupted()
+    assert carrier.attach(span, "proj-1", _run("outer"), named=False) is None
+    assert inner == ["reentrant"]  # the caller sends that one by the API transport
+    assert [e["judges"] for e in json.loads(span.attributes[PENDING_TRACE_EVAL])] == [[{"name": "outer"}]]
+    assert carrier.attach(_Span(), "proj-1", _run(), named=False) is None  # the flag was cleared
