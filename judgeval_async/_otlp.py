@@ -435,15 +435,40 @@ def encode_request(spans: Sequence[ReadableSpan | EngineSpan], encoded: Sequence
     return b"".join(out)
 
 
+def _prefix(tag: bytes, n: int) -> bytes:
+    """A length-delimited field's tag and length (its payload follows as a separate piece)."""
+    if n < 128:
+        return tag + _SMALL[n]
+    if n < 16384:
+        return tag + bytes(((n & 0x7F) | 0x80, n >> 7))
+    return tag + _varint(n)
+
+
 def encode_grouped(groups: Sequence[tuple[Any, Any, Sequence[bytes]]], cache: ScopeCache) -> bytes:
-    """An ``ExportTraceServiceRequest`` from (resource, scope, encoded spans) groups, in the order given."""
-    by_resource: dict[int, tuple[Any, list[bytes]]] = {}
+    """An ``ExportTraceServiceRequest`` from (resource, scope, encoded spans) groups, in the order given.
+
+    Lengths are computed first and the message is joined once: the spans' bytes (the whole batch) are copied once,
+    not once per enclosing message."""
+    by_resource: dict[int, tuple[Any, list[tuple[bytes, bytes, Sequence[bytes], int]]]] = {}
     for resource, scope, bodies in groups:
         head, url = cache.scope(scope)
-        spans_enc = b"".join([_ld(b"\x12", b) for b in bodies])
-        by_resource.setdefault(id(resource), (resource, []))[1].append(_ld(b"\x12", head + spans_enc + url))
-    out = []
-    for resource, scope_parts in by_resource.values():
+        size = len(head) + len(url)
+        for b in bodies:
+            n = len(b)
+            size += n + (2 if n < 128 else 3 if n < 16384 else 1 + len(_varint(n)))
+        by_resource.setdefault(id(resource), (resource, []))[1].append((head, url, bodies, size))
+    parts: list[bytes] = []
+    for resource, scoped in by_resource.values():
         res_head, res_url = cache.resource(resource)
-        out.append(_ld(b"\x0a", res_head + b"".join(scope_parts) + res_url))
-    return b"".join(out)
+        size = len(res_head) + len(res_url) + sum(len(_prefix(b"\x12", n)) + n for _, _, _, n in scoped)
+        parts.append(_prefix(b"\x0a", size))
+        parts.append(res_head)
+        for head, url, bodies, n in scoped:
+            parts.append(_prefix(b"\x12", n))
+            parts.append(head)
+            for b in bodies:
+                parts.append(_prefix(b"\x12", len(b)))
+                parts.append(b)
+            parts.append(url)
+        parts.append(res_url)
+    return b"".join(parts)

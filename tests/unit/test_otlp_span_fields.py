@@ -98,3 +98,26 @@ def test_cache_holds_only_short_values(monkeypatch: pytest.MonkeyPatch) -> None:
     first = encode_spans_each(ended)
     assert list(_otlp._PAIRS) == [("small", "x")]
     assert encode_spans_each(ended) == first
+
+
+def test_grouped_request_matches_the_sdk() -> None:
+    """A batch of two resources and three scopes, with spans small, medium (>= 128 B) and large (>= 16 kB), joined
+    once from precomputed lengths, is the SDK's request byte for byte."""
+    providers = []
+    for r in range(2):
+        exporter = InMemorySpanExporter()
+        sdk = TracerProvider(resource=Resource.create({"service.name": f"svc{r}"}), shutdown_on_exit=False)
+        sdk.add_span_processor(SimpleSpanProcessor(exporter))
+        providers.append((sdk, exporter))
+    tracers = [providers[0][0].get_tracer("a"), providers[0][0].get_tracer("b", "1.0"), providers[1][0].get_tracer("c")]
+    for i in range(30):
+        with tracers[i % 3].start_as_current_span(f"op{i}") as span:
+            span.set_attribute("payload", "x" * (10, 300, 20_000)[i % 3])
+    spans = [s for _, exporter in providers for s in exporter.get_finished_spans()]
+    bodies = encode_spans_each(spans)
+    groups: dict[tuple[int, int], tuple[object, object, list[bytes]]] = {}
+    for span, body in zip(spans, bodies, strict=True):
+        key = (id(span.resource), id(span.instrumentation_scope))
+        groups.setdefault(key, (span.resource, span.instrumentation_scope, []))[2].append(body)  # type: ignore[arg-type]
+    ours = _otlp.encode_grouped(list(groups.values()), ScopeCache())
+    assert ours == encode_spans(spans).SerializeToString()
