@@ -92,6 +92,7 @@ class SpanExportService(QueueService[SpanItem]):
         self._pending: deque[tuple[int, bytes, float]] = deque()
         self._groups = _Groups()
         self._flush_wanted = False
+        self._slice_started = 0.0  # the loop thread's CPU time at the consumer's last yield (_encode_into_pending)
         ledger = metrics.spans
         handoff_view = ledger.oldest
 
@@ -120,6 +121,7 @@ class SpanExportService(QueueService[SpanItem]):
         h = self.handoff
         cfg = self._config
         size, delay = cfg.max_export_batch_size, cfg.schedule_delay
+        self._slice_started = time.thread_time()
         while True:
             # 1. Send what is due (a full batch, the oldest waited schedule_delay, a flush, shutdown) while slots last.
             while self._pending and self._send_due(size, delay):
@@ -141,8 +143,10 @@ class SpanExportService(QueueService[SpanItem]):
                 if self._lane_idle() and now - oldest < _IDLE_DELAY:
                     due = min(due, oldest + _IDLE_DELAY)  # re-checked then by _send_due's idle rule
                 wait = min(_TAKE_WAIT, max(0.0, due - now))
-            # Wake at _TAKE spans, but take everything there (up to a batch): a consumer behind must catch up.
-            items = await h.take_batch(size, wait, wake_at=_TAKE)
+            # Wake at _TAKE spans and take that many: a record leaves the handoff only to be encoded at once, so the
+            # records alive never exceed the queue's bound by more than _TAKE (a consumer behind takes again at once:
+            # it yields per CPU budget, not per take).
+            items = await h.take_batch(_TAKE, wait)
             if items:
                 await self._encode_into_pending(items)
 
@@ -165,23 +169,20 @@ class SpanExportService(QueueService[SpanItem]):
         self._flush_wanted = True
 
     async def _encode_into_pending(self, items: list[SpanItem]) -> None:
-        """Encode span by span (yielding to the loop once per ``_ENCODE_BUDGET`` of work); park the bytes; drop
-        (counted) what cannot be encoded, and what overflows the backlog. ``items`` is emptied as it goes, so each
-        record is released as soon as its bytes exist."""
-        items.reverse()  # popped from the end: oldest first, and each record let go once encoded
+        """Encode span by span; park the bytes; drop (counted) what cannot be encoded, and what overflows the backlog.
+        ``items`` is emptied as it goes, so each record is released as soon as its bytes exist.
+
+        Yields to the loop once per ``_ENCODE_BUDGET`` of the loop thread's CPU time, across calls: each yield polls
+        the selector, which releases the GIL, and a busy application thread then keeps it for a whole switch interval
+        (5 ms); yielding per few spans starved this loop of the GIL under a producer running flat out."""
+        items.reverse()  # popped from the end: oldest first
         while items:
-            started = time.thread_time()
-            while True:
-                # Chunks of _ENCODE_CHUNK spans until the budget is spent: each yield to the loop polls its selector,
-                # which releases the GIL, and a busy application thread then holds it for a whole switch interval
-                # (5 ms): yielding per few spans starved this loop of the GIL under a producer running flat out.
-                encoded = self._encode_chunk([items.pop() for _ in range(min(_ENCODE_CHUNK, len(items)))])
-                if not self._park(encoded):
-                    return  # shutdown's deadline passed and counted these already (shutdown_deadline)
-                if not items or time.thread_time() - started >= _ENCODE_BUDGET:
-                    break
-            if items:
+            encoded = self._encode_chunk([items.pop() for _ in range(min(_ENCODE_CHUNK, len(items)))])
+            if not self._park(encoded):
+                return  # shutdown's deadline passed and counted these already (shutdown_deadline)
+            if time.thread_time() - self._slice_started >= _ENCODE_BUDGET:
                 await asyncio.sleep(0)
+                self._slice_started = time.thread_time()
         self._notify()
 
     def _encode_chunk(self, taken: list[SpanItem]) -> list[tuple[int, bytes, float]]:

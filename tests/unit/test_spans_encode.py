@@ -66,7 +66,7 @@ def _count_yields(monkeypatch: pytest.MonkeyPatch, on_yield: Any = None) -> list
 def test_a_batch_is_encoded_without_yielding_within_the_budget(monkeypatch: pytest.MonkeyPatch) -> None:
     """512 spans within the CPU budget are encoded in one go: a yield per 32 spans let a busy application thread
     take the GIL for a whole switch interval each time, starving the encoder."""
-    monkeypatch.setattr(spans_module, "_ENCODE_BUDGET", 60.0)
+    monkeypatch.setattr(spans_module, "_ENCODE_BUDGET", 60.0, raising=False)
     service = _service()
     yields = _count_yields(monkeypatch)
     items = _taken(service, _engine_spans(512))
@@ -77,9 +77,9 @@ def test_a_batch_is_encoded_without_yielding_within_the_budget(monkeypatch: pyte
 
 
 def test_records_are_released_as_they_are_encoded(monkeypatch: pytest.MonkeyPatch) -> None:
-    """With the budget spent after every slice, the loop yields between slices, and by the first yield the records
-    of the first slice are gone (only their bytes are held), not kept alive until the whole batch is encoded."""
-    monkeypatch.setattr(spans_module, "_ENCODE_BUDGET", 0.0)
+    """With the budget spent after every slice, the loop yields after each, and by then that slice's records are
+    gone (only their bytes are held), not kept alive until the whole batch is encoded."""
+    monkeypatch.setattr(spans_module, "_ENCODE_BUDGET", 0.0, raising=False)
     exporter = InMemorySpanExporter()
     provider = TracerProvider(resource=RESOURCE, shutdown_on_exit=False)
     provider.add_span_processor(SimpleSpanProcessor(exporter))
@@ -99,8 +99,8 @@ def test_records_are_released_as_they_are_encoded(monkeypatch: pytest.MonkeyPatc
     items = _taken(service, spans)
     del spans
     asyncio.run(service._encode_into_pending(items))
-    assert len(yields) == 2  # between the three slices, none after the last
-    assert alive_at_yields == [2 * chunk, chunk]
+    assert len(yields) == 3  # one per slice: the budget is spent after each
+    assert alive_at_yields == [2 * chunk, chunk, 0]
     assert items == [] and len(service._pending) == 3 * chunk
 
 
@@ -121,3 +121,33 @@ def test_batch_payload_is_deterministic() -> None:
     assert payloads[0] == payloads[1]
     assert payloads[0][4:8] == b"\x00\x00\x00\x00"  # gzip MTIME
     assert len(gzip.decompress(payloads[0])) > len(payloads[0])
+
+
+def test_consumer_takes_records_a_slice_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A consumer behind takes _TAKE records at a time, not a whole batch: the records alive (queued or being
+    encoded) never exceed the queue's bound by more than a slice, and every span still goes out."""
+    service = _service()
+    sizes: list[int] = []
+    encode = service._encode_into_pending
+
+    async def spy(items: list[Any]) -> None:
+        sizes.append(len(items))
+        await encode(items)
+
+    submitted: list[int] = []
+
+    class Lane:
+        def submit(self, envelope: Any) -> None:
+            submitted.append(envelope.items)
+
+        def idle(self) -> bool:
+            return True
+
+    monkeypatch.setattr(service, "_encode_into_pending", spy)
+    service.lane = Lane()  # type: ignore[assignment]
+    for span in _engine_spans(600):
+        assert service.offer(span)
+    service.handoff.close()
+    asyncio.run(asyncio.wait_for(service._consume(), 30))
+    assert sum(sizes) == 600 and max(sizes) <= spans_module._TAKE
+    assert sum(submitted) == 600
