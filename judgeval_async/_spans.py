@@ -1,12 +1,12 @@
 """Spans: the OpenTelemetry processor (caller side: one offer) and the OTLP export service (loop side).
 
 Caller side, in ``on_end``: pop the span's internal metadata and offer the span to the bounded handoff. That is all.
-Loop side: take batches (512 spans or 5 s, whichever first; at once on flush; after 0.2 s when no send is in flight
-and spans arrive slower than a batch a second, so a quiet healthy service holds spans briefly), encode them to OTLP
-protobuf with the lean encoder of ``_otlp`` (yielding to the loop between chunks so the GIL is shared), gzip, and
-send with retry. A 413 splits the batch in half and resends each half; a single span still too large is replaced by
-a small marker span and counted ``payload_too_large``. A span that fails to encode is dropped alone
-(``serialization_error``), never its batch.
+Loop side: encode spans to OTLP protobuf with the lean encoder of ``_otlp`` as they are taken (64 at a time; yielding
+to the loop once per 2 ms of the loop thread's CPU, see ``_encode_into_pending``); send batches (512 spans or 5 s,
+whichever first; at once on flush; after 0.2 s when no send is in flight and spans arrive slower than a batch a
+second, so a quiet healthy service holds spans briefly), gzipped, with retry. A 413 splits the batch in half and
+resends each half; a single span still too large is replaced by a small marker span and counted
+``payload_too_large``. A span that fails to encode is dropped alone (``serialization_error``), never its batch.
 """
 
 from __future__ import annotations
