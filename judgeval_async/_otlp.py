@@ -22,8 +22,9 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.trace import SpanKind
 
-from ._span import EngineSpan
+from ._span import _UNSET, EngineSpan  # _UNSET: the engine's default Status object, compared by identity
 
 __all__ = ["ScopeCache", "encode_grouped", "encode_request", "encode_spans_each"]
 
@@ -150,21 +151,62 @@ def _vlen(n: int) -> bytes:
     return _SMALL[n] if n < 128 else _varint(n)
 
 
+# Whole span-attribute fields (tag, length, KeyValue) for (key, short string value) pairs: most attributes of a
+# traced function repeat with the same value on every span ("judgment.span_kind": "span", mime types, ...), and a
+# hit is one dict lookup instead of an encode and four length prefixes. Bounded in entries and value length (tens of
+# kB); short values that do change (a small input) fill it too, so it is emptied when full and the repeating pairs
+# come back on their next span.
+_PAIRS: dict[tuple[str, str], bytes] = {}
+_PAIRS_MAX = 256
+_PAIR_VALUE_MAX = 64
+
+
 def _span_attributes(parts: list[bytes], attributes: Mapping[str, Any]) -> None:
     """Span attributes (field 9) onto ``parts``. A string value (inputs, outputs: most of a span's bytes) is written
-    as one header piece plus the encoded text itself, never copied into intermediate messages."""
+    as one header piece plus the encoded text itself, never copied into intermediate messages; the same string object
+    under two keys (``judgment.input`` and ``input.value``) is encoded once."""
+    pairs = _PAIRS
+    prev: str | None = None
+    text = b""
     for key, value in attributes.items():
-        enc = _KEYS.get(key)
-        if enc is None or type(value) is not str:
+        if type(value) is not str:
             parts.append(_ld(b"\x4a", _key_value(key, value)))
             continue
-        text = value.encode("utf-8")
+        short = len(value) <= _PAIR_VALUE_MAX
+        if short:
+            field = pairs.get((key, value))
+            if field is not None:
+                parts.append(field)
+                continue
+        enc = _KEYS.get(key)
+        if enc is None:
+            parts.append(_ld(b"\x4a", _key_value(key, value)))
+            continue
+        if value is not prev:
+            text = value.encode("utf-8")
+            prev = value
         n = len(text)
-        head = b"\x0a" + _vlen(n)  # AnyValue.string_value
-        m = len(head) + n
-        kv = len(enc) + 1 + len(_vlen(m)) + m  # KeyValue: key, value (AnyValue)
-        parts.append(b"\x4a" + _vlen(kv) + enc + b"\x12" + _vlen(m) + head)
-        parts.append(text)
+        m = n + 1 + (1 if n < 128 else len(_varint(n)))  # AnyValue: tag, length, text
+        kv = len(enc) + 1 + (1 if m < 128 else len(_varint(m))) + m  # KeyValue: key, value (AnyValue)
+        head = b"".join(
+            (
+                b"\x4a",
+                _SMALL[kv] if kv < 128 else _varint(kv),
+                enc,
+                b"\x12",
+                _SMALL[m] if m < 128 else _varint(m),
+                b"\x0a",
+            )
+        ) + (_SMALL[n] if n < 128 else _varint(n))
+        if short:
+            if len(pairs) >= _PAIRS_MAX:
+                pairs.clear()
+            field = head + text
+            pairs[(key, value)] = field
+            parts.append(field)
+        else:
+            parts.append(head)
+            parts.append(text)
 
 
 def _engine_span(span: EngineSpan) -> bytes:
@@ -178,7 +220,7 @@ def _engine_span(span: EngineSpan) -> bytes:
         parts.append(b"\x22\x08" + parent_id.to_bytes(8, "big"))
     if span._name:
         parts.append(_ld(b"\x2a", span._name.encode("utf-8")))
-    parts.append(b"\x30" + _SMALL[span._kind.value + 1])
+    parts.append(_KIND_FIELD.get(id(span._kind)) or b"\x30" + _SMALL[span._kind.value + 1])
     if span._start:
         parts.append(b"\x39" + _pack_q(span._start))
     if span._end:
@@ -209,13 +251,21 @@ def _engine_span(span: EngineSpan) -> bytes:
     if span._dropped_links:
         parts.append(b"\x70" + _varint(span._dropped_links))
     status = span._status
-    body = _ld(b"\x12", status.description.encode("utf-8")) if status.description else b""
-    code = status.status_code.value
-    if code:
-        body += b"\x18" + _SMALL[code]
-    parts.append(_ld(b"\x7a", body))
-    parts.append(b"\x85\x01" + _pack_i(_FLAGS_HAS_IS_REMOTE | (_FLAGS_IS_REMOTE if span._parent_remote else 0)))
+    if status is _UNSET:
+        parts.append(b"\x7a\x00")  # an empty Status message: code UNSET, no description
+    else:
+        body = _ld(b"\x12", status.description.encode("utf-8")) if status.description else b""
+        code = status.status_code.value
+        if code:
+            body += b"\x18" + _SMALL[code]
+        parts.append(_ld(b"\x7a", body))
+    parts.append(_REMOTE_PARENT_FLAGS if span._parent_remote else _LOCAL_PARENT_FLAGS)
     return b"".join(parts)
+
+
+_KIND_FIELD = {id(kind): b"\x30" + _SMALL[kind.value + 1] for kind in SpanKind}  # by identity: Enum hashes in Python
+_LOCAL_PARENT_FLAGS = b"\x85\x01" + _pack_i(_FLAGS_HAS_IS_REMOTE)
+_REMOTE_PARENT_FLAGS = b"\x85\x01" + _pack_i(_FLAGS_HAS_IS_REMOTE | _FLAGS_IS_REMOTE)
 
 
 def _fix(s: str) -> str:
@@ -385,15 +435,40 @@ def encode_request(spans: Sequence[ReadableSpan | EngineSpan], encoded: Sequence
     return b"".join(out)
 
 
+def _prefix(tag: bytes, n: int) -> bytes:
+    """A length-delimited field's tag and length (its payload follows as a separate piece)."""
+    if n < 128:
+        return tag + _SMALL[n]
+    if n < 16384:
+        return tag + bytes(((n & 0x7F) | 0x80, n >> 7))
+    return tag + _varint(n)
+
+
 def encode_grouped(groups: Sequence[tuple[Any, Any, Sequence[bytes]]], cache: ScopeCache) -> bytes:
-    """An ``ExportTraceServiceRequest`` from (resource, scope, encoded spans) groups, in the order given."""
-    by_resource: dict[int, tuple[Any, list[bytes]]] = {}
+    """An ``ExportTraceServiceRequest`` from (resource, scope, encoded spans) groups, in the order given.
+
+    Lengths are computed first and the message is joined once: the spans' bytes (the whole batch) are copied once,
+    not once per enclosing message."""
+    by_resource: dict[int, tuple[Any, list[tuple[bytes, bytes, Sequence[bytes], int]]]] = {}
     for resource, scope, bodies in groups:
         head, url = cache.scope(scope)
-        spans_enc = b"".join([_ld(b"\x12", b) for b in bodies])
-        by_resource.setdefault(id(resource), (resource, []))[1].append(_ld(b"\x12", head + spans_enc + url))
-    out = []
-    for resource, scope_parts in by_resource.values():
+        size = len(head) + len(url)
+        for b in bodies:
+            n = len(b)
+            size += n + (2 if n < 128 else 3 if n < 16384 else 1 + len(_varint(n)))
+        by_resource.setdefault(id(resource), (resource, []))[1].append((head, url, bodies, size))
+    parts: list[bytes] = []
+    for resource, scoped in by_resource.values():
         res_head, res_url = cache.resource(resource)
-        out.append(_ld(b"\x0a", res_head + b"".join(scope_parts) + res_url))
-    return b"".join(out)
+        size = len(res_head) + len(res_url) + sum(len(_prefix(b"\x12", n)) + n for _, _, _, n in scoped)
+        parts.append(_prefix(b"\x0a", size))
+        parts.append(res_head)
+        for head, url, bodies, n in scoped:
+            parts.append(_prefix(b"\x12", n))
+            parts.append(head)
+            for b in bodies:
+                parts.append(_prefix(b"\x12", len(b)))
+                parts.append(b)
+            parts.append(url)
+        parts.append(res_url)
+    return b"".join(parts)

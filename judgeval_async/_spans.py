@@ -1,12 +1,12 @@
 """Spans: the OpenTelemetry processor (caller side: one offer) and the OTLP export service (loop side).
 
 Caller side, in ``on_end``: pop the span's internal metadata and offer the span to the bounded handoff. That is all.
-Loop side: take batches (512 spans or 5 s, whichever first; at once on flush; after 0.2 s when no send is in flight
-and spans arrive slower than a batch a second, so a quiet healthy service holds spans briefly), encode them to OTLP
-protobuf with the lean encoder of ``_otlp`` (yielding to the loop between chunks so the GIL is shared), gzip, and
-send with retry. A 413 splits the batch in half and resends each half; a single span still too large is replaced by
-a small marker span and counted ``payload_too_large``. A span that fails to encode is dropped alone
-(``serialization_error``), never its batch.
+Loop side: encode spans to OTLP protobuf with the lean encoder of ``_otlp`` as they are taken (64 at a time; yielding
+to the loop once per 2 ms of the loop thread's CPU, see ``_encode_into_pending``); send batches (512 spans or 5 s,
+whichever first; at once on flush; after 0.2 s when no send is in flight and spans arrive slower than a batch a
+second, so a quiet healthy service holds spans briefly), gzipped, with retry. A 413 splits the batch in half and
+resends each half; a single span still too large is replaced by a small marker span and counted
+``payload_too_large``. A span that fails to encode is dropped alone (``serialization_error``), never its batch.
 """
 
 from __future__ import annotations
@@ -43,7 +43,8 @@ __all__ = ["JudgmentSpanProcessor", "SpanExportService"]
 logger = logging.getLogger(__name__)
 _TAKE = 64  # spans taken off the handoff per wake-up: finished spans turn into bytes soon
 _TAKE_WAIT = 0.1  # at most this long between looks at the handoff (fewer than _TAKE spans wake nobody)
-_ENCODE_CHUNK = 32  # spans encoded between two yields: each yield polls the selector, which releases the GIL
+_ENCODE_CHUNK = 32  # spans encoded between two looks at the clock
+_ENCODE_BUDGET = 0.002  # seconds of encoding between two yields to the loop (see _encode_into_pending)
 # With no send in flight (a healthy backend) and spans arriving slower than a batch a second, a partial batch goes out
 # once its oldest span waited this long (or schedule_delay, if shorter), not a whole schedule_delay: a quiet service
 # holds a span ~0.3 s, not 5 s. Faster arrivals fill a batch within a second anyway, so they still go out in full
@@ -91,6 +92,7 @@ class SpanExportService(QueueService[SpanItem]):
         self._pending: deque[tuple[int, bytes, float]] = deque()
         self._groups = _Groups()
         self._flush_wanted = False
+        self._slice_started = 0.0  # the loop thread's CPU time at the consumer's last yield (_encode_into_pending)
         ledger = metrics.spans
         handoff_view = ledger.oldest
 
@@ -119,6 +121,7 @@ class SpanExportService(QueueService[SpanItem]):
         h = self.handoff
         cfg = self._config
         size, delay = cfg.max_export_batch_size, cfg.schedule_delay
+        self._slice_started = time.thread_time()
         while True:
             # 1. Send what is due (a full batch, the oldest waited schedule_delay, a flush, shutdown) while slots last.
             while self._pending and self._send_due(size, delay):
@@ -140,8 +143,10 @@ class SpanExportService(QueueService[SpanItem]):
                 if self._lane_idle() and now - oldest < _IDLE_DELAY:
                     due = min(due, oldest + _IDLE_DELAY)  # re-checked then by _send_due's idle rule
                 wait = min(_TAKE_WAIT, max(0.0, due - now))
-            # Wake at _TAKE spans, but take everything there (up to a batch): a consumer behind must catch up.
-            items = await h.take_batch(size, wait, wake_at=_TAKE)
+            # Wake at _TAKE spans and take that many: a record leaves the handoff only to be encoded at once, so the
+            # records alive never exceed the queue's bound by more than _TAKE (a consumer behind takes again at once:
+            # it yields per CPU budget, not per take).
+            items = await h.take_batch(_TAKE, wait)
             if items:
                 await self._encode_into_pending(items)
 
@@ -163,44 +168,62 @@ class SpanExportService(QueueService[SpanItem]):
     def _on_flush_requested(self) -> None:
         self._flush_wanted = True
 
-    async def _encode_into_pending(self, items: Sequence[SpanItem]) -> None:
-        """Encode span by span (yielding to the loop between chunks); park the bytes; drop (counted) what cannot be
-        encoded, and what overflows the backlog."""
-        led = self.ledger
-        now = time.monotonic()
-        for i in range(0, len(items), _ENCODE_CHUNK):
-            chunk: list[ReadableSpan | EngineSpan] = []
-            for item in items[i : i + _ENCODE_CHUNK]:
-                try:
-                    chunk.append(_materialise(item))
-                except Exception as exc:
-                    self._drop_unencodable(exc)
-            encoded = []
-            for span, body in zip(chunk, encode_spans_each(chunk, self._metrics.values_degraded.inc), strict=True):
-                if isinstance(body, Exception):
-                    self._drop_unencodable(body)
-                else:
-                    encoded.append((self._groups.id_of(span), body, now))
-            with led.updating():
-                if led.abandoned:
-                    return  # shutdown's deadline passed and counted these already (shutdown_deadline)
-                led.in_flight -= len(encoded)
-                led.parked += len(encoded)
-                self._pending.extend(encoded)
-                # One bound for the whole backlog (the handoff and these bytes), as offer() enforces it: the queue's
-                # capacity and overflow policy. drop_newest keeps what waited longest.
-                overflow = min(len(self._pending), len(self.handoff) + len(self._pending) - self.handoff.capacity)
-                if overflow > 0:
-                    for _ in range(overflow):
-                        if self._drop_oldest:
-                            self._pending.popleft()
-                        else:
-                            self._pending.pop()
-                    led.parked -= overflow
-                    led.dropped["queue_full"] += overflow
-            if i + _ENCODE_CHUNK < len(items):
+    async def _encode_into_pending(self, items: list[SpanItem]) -> None:
+        """Encode span by span; park the bytes; drop (counted) what cannot be encoded, and what overflows the backlog.
+        ``items`` is emptied as it goes, so each record is released as soon as its bytes exist.
+
+        Yields to the loop once per ``_ENCODE_BUDGET`` of the loop thread's CPU time, across calls: each yield polls
+        the selector, which releases the GIL, and a busy application thread then keeps it for a whole switch interval
+        (5 ms); yielding per few spans starved this loop of the GIL under a producer running flat out."""
+        items.reverse()  # popped from the end: oldest first
+        while items:
+            encoded = self._encode_chunk([items.pop() for _ in range(min(_ENCODE_CHUNK, len(items)))])
+            if not self._park(encoded):
+                return  # shutdown's deadline passed and counted these already (shutdown_deadline)
+            if time.thread_time() - self._slice_started >= _ENCODE_BUDGET:
                 await asyncio.sleep(0)
+                self._slice_started = time.thread_time()
         self._notify()
+
+    def _encode_chunk(self, taken: list[SpanItem]) -> list[tuple[int, bytes, float]]:
+        """Encoded (group id, bytes, time taken) per span; what fails is dropped alone (counted). The records are
+        released on return."""
+        chunk: list[ReadableSpan | EngineSpan] = []
+        for item in taken:
+            try:
+                chunk.append(_materialise(item))
+            except Exception as exc:
+                self._drop_unencodable(exc)
+        now = time.monotonic()
+        encoded = []
+        for span, body in zip(chunk, encode_spans_each(chunk, self._metrics.values_degraded.inc), strict=True):
+            if isinstance(body, Exception):
+                self._drop_unencodable(body)
+            else:
+                encoded.append((self._groups.id_of(span), body, now))
+        return encoded
+
+    def _park(self, encoded: list[tuple[int, bytes, float]]) -> bool:
+        """Move encoded spans from in flight to parked, enforcing the backlog bound; False once abandoned."""
+        led = self.ledger
+        with led.updating():
+            if led.abandoned:
+                return False
+            led.in_flight -= len(encoded)
+            led.parked += len(encoded)
+            self._pending.extend(encoded)
+            # One bound for the whole backlog (the handoff and these bytes), as offer() enforces it: the queue's
+            # capacity and overflow policy. drop_newest keeps what waited longest.
+            overflow = min(len(self._pending), len(self.handoff) + len(self._pending) - self.handoff.capacity)
+            if overflow > 0:
+                for _ in range(overflow):
+                    if self._drop_oldest:
+                        self._pending.popleft()
+                    else:
+                        self._pending.pop()
+                led.parked -= overflow
+                led.dropped["queue_full"] += overflow
+        return True
 
     def _cut(self, size: int) -> list[tuple[int, bytes, float]]:
         led = self.ledger
@@ -221,7 +244,8 @@ class SpanExportService(QueueService[SpanItem]):
         extra: dict[str, str] = {}
         if self._config.gzip and len(body) >= _GZIP_MIN_BYTES:
             # Level 1: within a few percent of level 6 on OTLP batches, at ~40 % of the CPU (docs/performance.md).
-            body = gzip.compress(body, compresslevel=1)
+            # mtime=0: one zlib call writes header, stream and trailer (otherwise a separate CRC pass and two copies).
+            body = gzip.compress(body, compresslevel=1, mtime=0)
             extra["Content-Encoding"] = "gzip"
         assert self.lane is not None
         self.lane.submit(new_envelope(body, signal="spans", items=len(batch), route="traces", extra=extra))
@@ -315,7 +339,7 @@ class SpanExporter:
         body = out.SerializeToString()
         extra: dict[str, str] = {}
         if env.extra.get("Content-Encoding") == "gzip":
-            body = gzip.compress(body, compresslevel=1)
+            body = gzip.compress(body, compresslevel=1, mtime=0)
             extra["Content-Encoding"] = "gzip"
         return new_envelope(body, signal="spans", items=len(part), route=env.route, extra=extra, created=env.created)
 
