@@ -174,6 +174,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
         produce_until = t0
     armed = False
     i = 0
+    last_held: dict[str, int] = {}
     next_tick = t0
     with progress.open("w", encoding="utf-8") as prog:
         while True:
@@ -193,8 +194,20 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
                 produced["tags"] += tag
                 produced["evals"] += evaluate
             # Written every tick: a kill -9 loses at most one tick's count (<= 10 spans) from this record.
+            record: dict[str, Any] = {"produced": produced, "phase": "down" if armed else "up", "t": now - t0}
+            if subject.health is not None and i % 100 == 0:
+                # What sits where (every 0.1 s): at a kill -9, queued + in_flight is what memory held.
+                h = subject.health()
+                held = {
+                    f"{sig}_{state}": h.get(f"{sig}_{state}", 0)
+                    for sig in ("spans", "evaluations", "tags")
+                    for state in ("queued", "in_flight", "spooled")
+                }
+                last_held = held
+            if subject.health is not None:
+                record["held"] = last_held
             prog.seek(0)
-            prog.write(json.dumps({"produced": produced, "phase": "down" if armed else "up"}).ljust(200))
+            prog.write(json.dumps(record).ljust(600))
             prog.flush()
             next_tick += TICK_S
             delay = next_tick - time.monotonic()
@@ -338,18 +351,20 @@ def run_crash(srv: ServerProcess, subject: str, sizes: dict[str, float], end: st
     res: dict[str, Any] = {"subject": subject, "end": end}
     if end == "kill":
         began = time.monotonic()
-        while time.monotonic() - began < sizes["pre"] + down_for + 30:
+        while time.monotonic() - began < sizes["pre"] + down_for + 60:
             time.sleep(0.05)
             try:
                 state = json.loads(progress.read_text(encoding="utf-8") or "{}")
             except (OSError, ValueError):
                 continue
-            if state.get("phase") == "down" and time.monotonic() - began >= sizes["pre"] + down_for:
+            # The worker's own clock (its start-up takes a while on a loaded machine): down_for s into the outage.
+            if state.get("phase") == "down" and state.get("t", 0.0) >= sizes["pre"] + down_for - 0.1:
                 break
         first.send_signal(signal.SIGKILL)
         first.wait()
         state = json.loads(progress.read_text(encoding="utf-8"))
         produced = state["produced"]
+        res["held_at_kill"] = state.get("held", {})
     else:
         first_res = _result(first, timeout=sizes["pre"] + down_for + 60)
         if "error" in first_res:
@@ -463,6 +478,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="CI size: a 2 s outage, a few seconds per scenario")
     parser.add_argument("--outage", type=float, default=None, help="outage seconds (default 120; --quick: 2)")
     parser.add_argument("--no-crash", action="store_true", help="skip the kill -9 and exit scenarios")
+    parser.add_argument("--no-outage", action="store_true", help="only the kill -9 / exit scenarios")
+    parser.add_argument("--ends", default="kill,exit", help="which process ends to run: kill, exit or both")
     parser.add_argument("--subjects", default=None, help="comma-separated subset of: " + ", ".join(SUBJECTS))
     parser.add_argument("--results-dir", type=Path, default=None)
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -487,7 +504,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="judgeval-outage-") as tmp_name, server_process() as srv:
         tmp = Path(tmp_name)
         chosen = SUBJECTS if args.subjects is None else tuple(x.strip() for x in args.subjects.split(","))
-        for subject in chosen:
+        for subject in () if args.no_outage else chosen:
             if subject == "judgeval 1.6":
                 # Needs its own venv (benchmarks/_judgeval_env.py); the worker protocol is not ported to it yet.
                 reason = "skipped (worker not ported)" if jv_available else "skipped (no judgeval venv)"
@@ -498,7 +515,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"outage: {subject} ...", file=sys.stderr, flush=True)
             outages.append(run_outage(srv, subject, sizes, tmp) | {"subject": subject})
         if not args.no_crash:
-            for end in ("kill", "exit"):
+            for end in (x.strip() for x in args.ends.split(",")):
                 for subject in (x for x in CRASH_SUBJECTS if x in chosen):
                     print(f"{end}: {subject} ...", file=sys.stderr, flush=True)
                     crashes.append(run_crash(srv, subject, sizes, end, tmp))

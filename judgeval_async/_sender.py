@@ -24,6 +24,8 @@ import contextlib
 import logging
 import os
 import time
+import urllib.parse
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
@@ -38,13 +40,19 @@ from ._metrics import Metrics, SignalLedger
 from ._serialize import RateLimitedLog
 from ._transport import SendResult, SendStatus
 
-__all__ = ["Exporter", "Lane"]
+__all__ = ["UNWELL_CUT", "Exporter", "Lane"]
 
 logger = logging.getLogger(__name__)
 
 _ADOPT_EVERY = 30.0  # seconds between looks for spools of processes that died since
 _HOUSEKEEP_EVERY = 1.0  # seconds between expiry / spool-counter checks
 _PROBE_CHECK = 0.25  # longest sleep while waiting for admission (a probe that is due is found this soon)
+# While the endpoint is unwell (``Lane.unwell``) the batchers cut partial batches this often and the lane spills
+# each payload as it arrives: what a kill -9 can lose is the last ~UNWELL_CUT s (+ the handoff's take interval).
+UNWELL_CUT = 0.1
+
+# Live lanes by host (scheme-less netloc of the URL they send to): see ``Lane.unwell``.
+_LANES: dict[str, weakref.WeakSet[Lane]] = {}
 
 _HEALTH = {
     SendStatus.DELIVERED: Health.SUCCESS,
@@ -97,6 +105,10 @@ class Lane:
         self._next_adopt = 0.0
         self._failed_probe = ""  # Idempotency-Key of the payload whose probe failed last
         self.on_progress: Callable[[], None] | None = None  # wakes flush() waiters after a settle
+        url = config.traces_url if signal == "spans" else config.api_url
+        self._origin = urllib.parse.urlsplit(url).netloc.lower()
+        self._closed = False
+        _LANES.setdefault(self._origin, weakref.WeakSet()).add(self)
         metrics.backlog_max_bytes = config.backlog_max_bytes
         metrics.spool_max_bytes = config.spool_max_bytes if config.spool else 0
         self._publish()
@@ -118,6 +130,7 @@ class Lane:
 
     # ------------------------------------------------------------------ lifecycle (on the loop)
     def start(self) -> None:
+        self._closed = False
         self._wake = asyncio.Event()
         if not self._spool_tried:
             self._spool_tried = True
@@ -152,6 +165,17 @@ class Lane:
         self._ledger.adopt_replayed(self._spool.stats().adopted)
         self._next_adopt = time.monotonic() + _ADOPT_EVERY
 
+    @property
+    def unwell(self) -> bool:
+        """This lane's endpoint, or another live lane's on the same host, is down, probing, or failed since its
+        last success: payloads spill to the spool as they arrive (when there is one), and the batchers cut partial
+        batches every ``UNWELL_CUT`` seconds. The host's other lanes count because a lane that sends rarely (tags:
+        every ``tag_flush_interval``) would otherwise learn of an outage seconds late and hold that much in memory.
+        """
+        if self.health.unwell:
+            return True
+        return any(lane.health.unwell for lane in _LANES.get(self._origin, ()) if not lane._closed)
+
     def idle(self) -> bool:
         """Nothing in memory and no send running (spooled payloads are safe on disk)."""
         return not len(self.backlog) and not self._running
@@ -165,6 +189,7 @@ class Lane:
 
     async def aclose(self, timeout: float) -> None:
         """Cut the sends (their payloads go back to the backlog), persist the backlog to the spool, close it."""
+        self._closed = True
         tasks = [t for t in (self._runner, *self._running) if t is not None and not t.done()]
         for t in tasks:
             t.cancel()
@@ -214,7 +239,9 @@ class Lane:
         self._log.warning("full", "judgeval_async: %s backlog full (and no spool); dropped a payload", self.signal)
 
     def _spill_wanted(self) -> bool:
-        return self.health.state is not EndpointState.UP or self.backlog.bytes > self.backlog.max_bytes // 2
+        # From the first failure on, not only once the endpoint is declared down: a kill -9 then loses nothing
+        # the lane holds but the sends in flight (whose payloads, if replayed from the spool, are still on disk).
+        return self.health.unwell or self.backlog.bytes > self.backlog.max_bytes // 2
 
     def _to_spool(self, env: Envelope) -> bool:
         assert self._spool is not None
@@ -345,7 +372,7 @@ class Lane:
         elif verdict is Verdict.RETRY:
             self._metrics.retries.inc(self._exporter.endpoint)
             self._hold(env, record)
-            if self.health.state is not EndpointState.UP:
+            if self.health.unwell:
                 self._spill_backlog()
         elif result.status is SendStatus.TOO_LARGE:
             parts = await self._exporter.split(env)
@@ -402,7 +429,7 @@ class Lane:
                 self._next_adopt = now + _ADOPT_EVERY
                 self._ledger.adopt_replayed(spool.adopt_orphans())
             self._settle_spool_counters()
-            if self.health.state is not EndpointState.UP:
+            if self.health.unwell:
                 self._spill_backlog()
         self._publish()
 
