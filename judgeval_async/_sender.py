@@ -35,7 +35,7 @@ from ._delivery._backlog import Backlog
 from ._delivery._endpoint import EndpointHealth, EndpointState, Permit, Verdict
 from ._delivery._endpoint import SendResult as Health
 from ._delivery._envelope import Envelope
-from ._delivery._spool import Spool, SpoolRecord, default_spool_dir, spool_key
+from ._delivery._spool import Spool, SpoolBudget, SpoolRecord, default_spool_dir, spool_key
 from ._metrics import Metrics, SignalLedger
 from ._serialize import RateLimitedLog
 from ._transport import SendResult, SendStatus
@@ -53,6 +53,19 @@ UNWELL_CUT = 0.1
 
 # Live lanes by host (scheme-less netloc of the URL they send to): see ``Lane.unwell``.
 _LANES: dict[str, weakref.WeakSet[Lane]] = {}
+
+# One spool budget per spool root and size: a tracer's three signals (and any other tracer of this process on the
+# same root) share ``spool_max_bytes``. Kept while a spool uses it.
+_BUDGETS: weakref.WeakValueDictionary[tuple[str, int], SpoolBudget] = weakref.WeakValueDictionary()
+
+
+def _budget(root: Path, max_bytes: int) -> SpoolBudget:
+    key = (os.fspath(root), max_bytes)
+    budget = _BUDGETS.get(key)
+    if budget is None:
+        budget = _BUDGETS[key] = SpoolBudget(max_bytes)
+    return budget
+
 
 _HEALTH = {
     SendStatus.DELIVERED: Health.SUCCESS,
@@ -157,7 +170,10 @@ class Lane:
         if not c.spool:
             return
         try:
-            self._spool = Spool(self._spool_directory(), max_bytes=c.spool_max_bytes, max_item_age=c.max_item_age)
+            directory = self._spool_directory()
+            self._spool = Spool(
+                directory, max_item_age=c.max_item_age, budget=_budget(directory.parent.parent, c.spool_max_bytes)
+            )
         except Exception:
             logger.warning("judgeval_async: the %s spool could not be opened; memory only", self.signal, exc_info=True)
             self._spool = None

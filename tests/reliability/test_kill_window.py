@@ -102,7 +102,7 @@ def test_kill_9_at_full_rate_loses_only_the_last_fraction_of_a_second(
             proc.stdout.close()
     # The last progress line is (at most 50 spans) before the kill; everything it counts was created.
     last = lines[-1]
-    recent = [ln for ln in lines if ln["t"] >= last["t"] - 1.0][0]
+    recent = next(ln for ln in lines if ln["t"] >= last["t"] - 1.0)
     local_server.clear_faults()
     out = subprocess.run(
         [sys.executable, "-c", _REPLAY, _args(local_server, tmp_path)],
