@@ -50,7 +50,8 @@ EVAL_RATE = 10
 TICK_S = 0.01
 RECOVERY_WINDOW_S = 60.0
 SUBJECTS = ("ours", "ours (eval_transport=span)", "otel", "judgeval 1.6")
-CRASH_SUBJECTS = ("ours", "otel")
+CRASH_SUBJECTS = ("ours", "otel", "judgeval 1.6")
+JUDGEVAL = "judgeval 1.6"
 
 
 # ------------------------------------------------------------------------------------------------------- worker side
@@ -81,6 +82,13 @@ class _Subject:
                 **extra,
             )
             self.health = self.tracer.get_health_metrics
+        elif name == JUDGEVAL:
+            # judgeval 1.6 in its own venv (benchmarks/_judgeval_env.py): URL and credentials from JUDGMENT_* (set
+            # to the local server only). Its evaluations ride on their span; tags are one POST each, in a thread.
+            from judgeval.trace import Tracer as JTracer  # type: ignore[import-not-found,unused-ignore]  # noqa: PLC0415
+
+            JTracer.init(project_name=PROJECT)
+            self.jt = JTracer
         else:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter  # noqa: PLC0415
             from opentelemetry.sdk.resources import Resource  # noqa: PLC0415
@@ -103,22 +111,31 @@ class _Subject:
 
     @property
     def has_tags_and_evals(self) -> bool:
-        return self.name.startswith("ours")
+        return self.name.startswith("ours") or self.name == JUDGEVAL
 
     def span(self, i: int, tag: bool, evaluate: bool) -> None:
-        if self.has_tags_and_evals:
+        if self.name.startswith("ours"):
             t = self.tracer
             with t.span("op"):
                 if tag:
                     t.tag(f"t{i}")
                 if evaluate:
                     t.async_evaluate("faithfulness", {"input": f"q{i}", "actual_output": "a"})
+        elif self.name == JUDGEVAL:
+            jt = self.jt
+            with jt.span("op"):
+                if tag:
+                    jt.tag(f"t{i}")
+                if evaluate:
+                    jt.async_evaluate("faithfulness", {"input": f"q{i}", "actual_output": "a"})
         else:
             with self.otel.start_as_current_span("op"):
                 pass
 
     def shutdown(self, timeout: float) -> None:
-        if self.has_tags_and_evals:
+        if self.name == JUDGEVAL:
+            self.jt.shutdown(timeout_millis=int(timeout * 1000))
+        elif self.name.startswith("ours"):
             self.tracer.shutdown(timeout=timeout)
         else:
             self.provider.shutdown()
@@ -224,8 +241,12 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     # outage / replay: wait for the server to hold everything (at most RECOVERY_WINDOW_S after recovery).
     if mode == "replay":
         recovered_at = time.monotonic()
-    want = spec.get("expect", produced)
-    eval_on_span = "span" in subject.name
+    want = dict(spec.get("expect", produced))
+    eval_on_span = "span" in subject.name or subject.name == JUDGEVAL
+    if subject.name == JUDGEVAL:
+        # Not countable here: judgeval 1.6 exports each span twice (a partial copy first, without its
+        # judgment.pending_trace_eval) and the local server keeps the first copy of a span.
+        want.pop("evals", None)
     deadline = max(recovered_at, time.monotonic()) + float(spec.get("window", RECOVERY_WINDOW_S))
     delivered: dict[str, int] = {}
     drained_after: float | None = None
@@ -241,8 +262,11 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     result["delivered"] = delivered
     result["drained_after_s"] = drained_after
     during = [m for t, m in rss if outage_at <= t <= recovered_at]
+    # The RSS curve through the outage, one sample per ~30 s (the 10-minute run's "flat" claim).
+    result["rss_curve_mib"] = [round(m, 1) for t, m in rss if outage_at <= t <= recovered_at][::60]
     result["rss_mib"] = {
         "outage_start": during[0] if during else float("nan"),
+        "outage_mid": during[len(during) // 2] if during else float("nan"),
         "outage_max": max(during) if during else float("nan"),
         "outage_end": during[-1] if during else float("nan"),
     }
@@ -268,9 +292,15 @@ def _judgeval_available() -> bool:
 
 
 def _spawn(spec: dict[str, Any], spool: Path) -> subprocess.Popen[str]:
+    python = sys.executable
     env = dict(os.environ, JUDGMENT_SPOOL_DIR=str(spool), PYTHONPATH=os.pathsep.join([str(ROOT), *sys.path[:1]]))
+    if spec["subject"] == JUDGEVAL:
+        import _judgeval_env  # type: ignore[import-not-found,unused-ignore]  # noqa: PLC0415 - optional helper
+
+        python = str(_judgeval_env.PYTHON)
+        env = _judgeval_env.judgeval_env(spec["url"], spec["api_key"], spec["org_id"])
     return subprocess.Popen(
-        [sys.executable, __file__, "--worker", json.dumps(spec)],
+        [python, __file__, "--worker", json.dumps(spec)],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -313,6 +343,10 @@ def _ledger(health: dict[str, Any] | None) -> dict[str, Any]:
     return {"balanced": health.get("ledger_balanced"), "dropped": dropped, "totals": totals}
 
 
+def _slug(subject: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in subject)
+
+
 def run_outage(srv: ServerProcess, subject: str, sizes: dict[str, float], tmp: Path) -> dict[str, Any]:
     srv.clear_faults()
     srv.reset_records()
@@ -325,12 +359,14 @@ def run_outage(srv: ServerProcess, subject: str, sizes: dict[str, float], tmp: P
         "progress": str(tmp / "progress"),
         **sizes,
     }
-    proc = _spawn(spec, tmp / f"spool-{subject.split(maxsplit=1)[0]}-outage")
+    proc = _spawn(spec, tmp / f"spool-{_slug(subject)}-outage")
     res = _result(proc, timeout=sizes["pre"] + sizes["outage"] + sizes["post"] + sizes["window"] + 60)
     if "error" in res:
         return res
     produced, delivered = res["produced"], res["delivered"]
     res["lost"] = {k: produced[k] - delivered.get(k, 0) for k in produced}
+    if subject == JUDGEVAL:
+        delivered["evals"] = res["lost"]["evals"] = None  # not countable: see worker()
     res["ledger"] = _ledger(res.pop("health"))
     return res
 
@@ -339,7 +375,7 @@ def run_crash(srv: ServerProcess, subject: str, sizes: dict[str, float], end: st
     """``end`` = "kill" (SIGKILL during the outage) or "exit" (normal exit during it); then a fresh process."""
     srv.clear_faults()
     srv.reset_records()
-    spool = tmp / f"spool-{subject}-{end}"
+    spool = tmp / f"spool-{_slug(subject)}-{end}"
     progress = tmp / f"progress-{end}"
     base = {"subject": subject, "url": srv.url, "api_key": srv.api_key, "org_id": srv.org_id}
     down_for = sizes["kill_after"]
@@ -398,6 +434,10 @@ def srv_stats(srv: ServerProcess) -> dict[str, Any] | None:
         return None
 
 
+def _n(value: int | None) -> str:
+    return "n/c" if value is None else f"{value:,}"
+
+
 def report(outages: list[dict[str, Any]], crashes: list[dict[str, Any]], sizes: dict[str, float]) -> str:
     rows = []
     for r in outages:
@@ -410,12 +450,13 @@ def report(outages: list[dict[str, Any]], crashes: list[dict[str, Any]], sizes: 
             [
                 r["subject"],
                 f"{p['spans']:,} / {p['tags']:,} / {p['evals']:,}",
-                f"{d.get('spans', 0):,} / {d.get('tags', 0):,} / {d.get('evals', 0):,}",
-                f"{lost['spans']:,} / {lost['tags']:,} / {lost['evals']:,}",
+                " / ".join(_n(d.get(k, 0)) for k in ("spans", "tags", "evals")),
+                " / ".join(_n(lost[k]) for k in ("spans", "tags", "evals")),
                 "-" if r["drained_after_s"] is None else f"{r['drained_after_s']:.1f}",
                 {True: "yes", False: "NO", None: "-"}[r["ledger"]["balanced"]],
                 ", ".join(f"{k} {v:,}" for k, v in sorted(r["ledger"]["dropped"].items())) or "-",
-                f"{rss['outage_start']:.0f} → {rss['outage_max']:.0f} → {rss['outage_end']:.0f}",
+                f"{rss['outage_start']:.0f} → {rss.get('outage_mid', float('nan')):.0f} → {rss['outage_end']:.0f} "
+                f"(max {rss['outage_max']:.0f})",
             ]
         )
     out = [
@@ -431,7 +472,7 @@ def report(outages: list[dict[str, Any]], crashes: list[dict[str, Any]], sizes: 
                 "drained after (s)",
                 "ledger balanced",
                 "dropped (ledger)",
-                "RSS MiB (outage start → max → end)",
+                "RSS MiB (outage start → middle → end)",
             ],
             rows,
         ),
@@ -505,10 +546,8 @@ def main(argv: list[str] | None = None) -> None:
         tmp = Path(tmp_name)
         chosen = SUBJECTS if args.subjects is None else tuple(x.strip() for x in args.subjects.split(","))
         for subject in () if args.no_outage else chosen:
-            if subject == "judgeval 1.6":
-                # Needs its own venv (benchmarks/_judgeval_env.py); the worker protocol is not ported to it yet.
-                reason = "skipped (worker not ported)" if jv_available else "skipped (no judgeval venv)"
-                outages.append({"subject": subject, "skipped": reason})
+            if subject == JUDGEVAL and not jv_available:
+                outages.append({"subject": subject, "skipped": "skipped (no judgeval venv: make bench-judgeval)"})
                 continue
             if args.quick and subject == "ours (eval_transport=span)":
                 continue
@@ -516,7 +555,7 @@ def main(argv: list[str] | None = None) -> None:
             outages.append(run_outage(srv, subject, sizes, tmp) | {"subject": subject})
         if not args.no_crash:
             for end in (x.strip() for x in args.ends.split(",")):
-                for subject in (x for x in CRASH_SUBJECTS if x in chosen):
+                for subject in (x for x in CRASH_SUBJECTS if x in chosen and (x != JUDGEVAL or jv_available)):
                     print(f"{end}: {subject} ...", file=sys.stderr, flush=True)
                     crashes.append(run_crash(srv, subject, sizes, end, tmp))
     markdown = report(outages, crashes, sizes)

@@ -9,9 +9,12 @@ memory ``Backlog`` (bytes and age bounded) or disk ``Spool`` -> ``Lane`` sends w
   (and spills to the spool). A payload that fails while others succeed is *poison*: ``retry_attempts`` strikes,
   then dropped with its last failure's reason. On recovery the backlog drains oldest first under AIMD concurrency
   (1 .. ``max_concurrent_exports``).
-- The spool (``spool=True``): payloads spill to disk while the endpoint is down or the backlog holds more than half
-  its budget; at shutdown whatever is left in memory is persisted; at start (and every ``_ADOPT_EVERY`` seconds)
-  the spools of dead processes for the same API URL + project + signal are adopted and replayed.
+- The spool (``spool=True``): payloads spill to disk as they arrive while the endpoint is unwell (from its first
+  failed request on, or a failure on another lane to the same host: ``Lane.unwell``) or the backlog holds more than
+  half its budget, and the batchers cut partial batches every ``UNWELL_CUT`` s then (a kill -9 loses ~0.2 s); one
+  ``spool_max_bytes`` budget is shared by a tracer's signals; at shutdown whatever is left in memory is persisted;
+  at start (and every ``_ADOPT_EVERY`` seconds) the spools of dead processes for the same API URL + project +
+  signal are adopted and replayed.
   Spill I/O runs on the loop thread: an append is one ``writev`` into the page cache (tens of microseconds, see
   ``benchmarks/spool.py``), an fsync at most once a second.
 - The ledger moves only through ``SignalLedger`` methods: in flight while in memory, ``spooled`` while on disk.
