@@ -356,7 +356,7 @@ def run_outage(srv: ServerProcess, subject: str, sizes: dict[str, float], tmp: P
         "url": srv.url,
         "api_key": srv.api_key,
         "org_id": srv.org_id,
-        "progress": str(tmp / "progress"),
+        "progress": str(tmp / f"progress-{_slug(subject)}-outage"),
         **sizes,
     }
     proc = _spawn(spec, tmp / f"spool-{_slug(subject)}-outage")
@@ -376,7 +376,7 @@ def run_crash(srv: ServerProcess, subject: str, sizes: dict[str, float], end: st
     srv.clear_faults()
     srv.reset_records()
     spool = tmp / f"spool-{_slug(subject)}-{end}"
-    progress = tmp / f"progress-{end}"
+    progress = tmp / f"progress-{_slug(subject)}-{end}"  # never a file an earlier subject left behind
     base = {"subject": subject, "url": srv.url, "api_key": srv.api_key, "org_id": srv.org_id}
     down_for = sizes["kill_after"]
     # Long enough that the first process dies (or exits) while the server is still down.
