@@ -245,7 +245,9 @@ class Lane:
     def submit(self, env: Envelope) -> None:
         """Take an encoded payload whose items are in flight in the ledger; never raises."""
         spool = self._spool
-        if spool is not None and self._spill_wanted() and self._to_spool(env):
+        # Also while older payloads wait on disk (a drain after an outage): this one is sent after them anyway
+        # (oldest first), so it waits on disk too, not in memory (where a kill -9 or a short exit would lose it).
+        if spool is not None and (self._spill_wanted() or spool.oldest_created() is not None) and self._to_spool(env):
             self.kick()
             return
         if self.backlog.offer(env):
