@@ -163,7 +163,8 @@ def _delivered(stats: dict[str, Any], eval_on_span: bool) -> dict[str, int]:
     return {
         "spans": int(stats["spans"]),
         "tags": int(stats["tag_traces"]),
-        "evals": int(stats.get("span_evals", 0) if eval_on_span else stats["evals"]),
+        # On a span, plus any sent by the API (ours sends one there when the project was not resolved yet).
+        "evals": int(stats["evals"]) + (int(stats.get("span_evals", 0)) if eval_on_span else 0),
     }
 
 
