@@ -17,8 +17,9 @@ Scenarios (each subject runs in a fresh worker process, so RSS and a ``kill -9``
 - ``exit``: the same, but the worker exits normally (``shutdown``, bounded by ``exit_timeout``) while the backend
   is down; reported: how long the exit took, and what the next process delivered.
 
-Subjects: ``ours`` (defaults), ``ours (eval_transport=span)`` (outage only), ``otel`` (``TracerProvider`` +
-``BatchSpanProcessor`` + ``OTLPSpanExporter``, defaults; spans only: it has no tags or evaluations), and
+Subjects: ``ours`` (defaults), ``ours (eval_transport=api)`` (outage only; one POST per evaluation, the default
+before ``auto``), ``otel`` (``TracerProvider`` + ``BatchSpanProcessor`` + ``OTLPSpanExporter``, defaults; spans
+only: it has no tags or evaluations), and
 ``judgeval 1.6`` when ``benchmarks/_judgeval_env.py`` provides its venv (else the row says "skipped").
 Each worker gets its own spool directory through ``JUDGMENT_SPOOL_DIR`` (ignored by versions without a spool).
 
@@ -49,8 +50,9 @@ TAG_RATE = 20
 EVAL_RATE = 10
 TICK_S = 0.01
 RECOVERY_WINDOW_S = 60.0
-SUBJECTS = ("ours", "ours (eval_transport=span)", "otel", "judgeval 1.6")
-CRASH_SUBJECTS = ("ours", "otel")
+SUBJECTS = ("ours", "ours (eval_transport=api)", "otel", "judgeval 1.6")
+CRASH_SUBJECTS = ("ours", "otel", "judgeval 1.6")
+JUDGEVAL = "judgeval 1.6"
 
 
 # ------------------------------------------------------------------------------------------------------- worker side
@@ -72,7 +74,7 @@ class _Subject:
         if name.startswith("ours"):
             from judgeval_async import Tracer  # noqa: PLC0415 - only the worker imports the SDK under test
 
-            extra = {"eval_transport": "span"} if "span" in name else {}
+            extra = {"eval_transport": "api"} if "api" in name else {}
             self.tracer = Tracer(
                 project_name=PROJECT,
                 api_key=spec["api_key"],
@@ -81,6 +83,13 @@ class _Subject:
                 **extra,
             )
             self.health = self.tracer.get_health_metrics
+        elif name == JUDGEVAL:
+            # judgeval 1.6 in its own venv (benchmarks/_judgeval_env.py): URL and credentials from JUDGMENT_* (set
+            # to the local server only). Its evaluations ride on their span; tags are one POST each, in a thread.
+            from judgeval.trace import Tracer as JTracer  # type: ignore[import-not-found,unused-ignore]  # noqa: PLC0415
+
+            JTracer.init(project_name=PROJECT)
+            self.jt = JTracer
         else:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter  # noqa: PLC0415
             from opentelemetry.sdk.resources import Resource  # noqa: PLC0415
@@ -103,22 +112,31 @@ class _Subject:
 
     @property
     def has_tags_and_evals(self) -> bool:
-        return self.name.startswith("ours")
+        return self.name.startswith("ours") or self.name == JUDGEVAL
 
     def span(self, i: int, tag: bool, evaluate: bool) -> None:
-        if self.has_tags_and_evals:
+        if self.name.startswith("ours"):
             t = self.tracer
             with t.span("op"):
                 if tag:
                     t.tag(f"t{i}")
                 if evaluate:
                     t.async_evaluate("faithfulness", {"input": f"q{i}", "actual_output": "a"})
+        elif self.name == JUDGEVAL:
+            jt = self.jt
+            with jt.span("op"):
+                if tag:
+                    jt.tag(f"t{i}")
+                if evaluate:
+                    jt.async_evaluate("faithfulness", {"input": f"q{i}", "actual_output": "a"})
         else:
             with self.otel.start_as_current_span("op"):
                 pass
 
     def shutdown(self, timeout: float) -> None:
-        if self.has_tags_and_evals:
+        if self.name == JUDGEVAL:
+            self.jt.shutdown(timeout_millis=int(timeout * 1000))
+        elif self.name.startswith("ours"):
             self.tracer.shutdown(timeout=timeout)
         else:
             self.provider.shutdown()
@@ -142,7 +160,7 @@ def _arm_outage(url: str, seconds: float) -> None:
     httpx.post(f"{url}/_control/fault", json=body, timeout=5.0).raise_for_status()
 
 
-def _delivered(stats: dict[str, Any], eval_on_span: bool) -> dict[str, int]:
+def _delivered(stats: dict[str, Any]) -> dict[str, int]:
     return {
         "spans": int(stats["spans"]),
         "tags": int(stats["tag_traces"]),
@@ -175,6 +193,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
         produce_until = t0
     armed = False
     i = 0
+    last_held: dict[str, int] = {}
     next_tick = t0
     with progress.open("w", encoding="utf-8") as prog:
         while True:
@@ -194,8 +213,20 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
                 produced["tags"] += tag
                 produced["evals"] += evaluate
             # Written every tick: a kill -9 loses at most one tick's count (<= 10 spans) from this record.
+            record: dict[str, Any] = {"produced": produced, "phase": "down" if armed else "up", "t": now - t0}
+            if subject.health is not None and i % 100 == 0:
+                # What sits where (every 0.1 s): at a kill -9, queued + in_flight is what memory held.
+                h = subject.health()
+                held = {
+                    f"{sig}_{state}": h.get(f"{sig}_{state}", 0)
+                    for sig in ("spans", "evaluations", "tags")
+                    for state in ("queued", "in_flight", "spooled")
+                }
+                last_held = held
+            if subject.health is not None:
+                record["held"] = last_held
             prog.seek(0)
-            prog.write(json.dumps({"produced": produced, "phase": "down" if armed else "up"}).ljust(200))
+            prog.write(json.dumps(record).ljust(600))
             prog.flush()
             next_tick += TICK_S
             delay = next_tick - time.monotonic()
@@ -212,15 +243,18 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     # outage / replay: wait for the server to hold everything (at most RECOVERY_WINDOW_S after recovery).
     if mode == "replay":
         recovered_at = time.monotonic()
-    want = spec.get("expect", produced)
-    eval_on_span = "span" in subject.name
+    want = dict(spec.get("expect", produced))
+    if subject.name == JUDGEVAL:
+        # Not countable here: judgeval 1.6 exports each span twice (a partial copy first, without its
+        # judgment.pending_trace_eval) and the local server keeps the first copy of a span.
+        want.pop("evals", None)
     deadline = max(recovered_at, time.monotonic()) + float(spec.get("window", RECOVERY_WINDOW_S))
     delivered: dict[str, int] = {}
     drained_after: float | None = None
     while time.monotonic() < deadline:
         stats = _stats(spec["url"])
         if stats is not None:
-            delivered = _delivered(stats, eval_on_span)
+            delivered = _delivered(stats)
             if all(delivered[k] >= want[k] for k in want):
                 drained_after = time.monotonic() - recovered_at
                 break
@@ -229,8 +263,11 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     result["delivered"] = delivered
     result["drained_after_s"] = drained_after
     during = [m for t, m in rss if outage_at <= t <= recovered_at]
+    # The RSS curve through the outage, one sample per ~30 s (the 10-minute run's "flat" claim).
+    result["rss_curve_mib"] = [round(m, 1) for t, m in rss if outage_at <= t <= recovered_at][::60]
     result["rss_mib"] = {
         "outage_start": during[0] if during else float("nan"),
+        "outage_mid": during[len(during) // 2] if during else float("nan"),
         "outage_max": max(during) if during else float("nan"),
         "outage_end": during[-1] if during else float("nan"),
     }
@@ -238,7 +275,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     result["health"] = subject.health() if subject.health else None
     # What the server holds once shutdown has flushed (it may deliver a little more than the window saw).
     final = _stats(spec["url"])
-    result["delivered_after_shutdown"] = delivered if final is None else _delivered(final, eval_on_span)
+    result["delivered_after_shutdown"] = delivered if final is None else _delivered(final)
     return result
 
 
@@ -256,9 +293,15 @@ def _judgeval_available() -> bool:
 
 
 def _spawn(spec: dict[str, Any], spool: Path) -> subprocess.Popen[str]:
+    python = sys.executable
     env = dict(os.environ, JUDGMENT_SPOOL_DIR=str(spool), PYTHONPATH=os.pathsep.join([str(ROOT), *sys.path[:1]]))
+    if spec["subject"] == JUDGEVAL:
+        import _judgeval_env  # type: ignore[import-not-found,unused-ignore]  # noqa: PLC0415 - optional helper
+
+        python = str(_judgeval_env.PYTHON)
+        env = _judgeval_env.judgeval_env(spec["url"], spec["api_key"], spec["org_id"])
     return subprocess.Popen(
-        [sys.executable, __file__, "--worker", json.dumps(spec)],
+        [python, __file__, "--worker", json.dumps(spec)],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -301,6 +344,10 @@ def _ledger(health: dict[str, Any] | None) -> dict[str, Any]:
     return {"balanced": health.get("ledger_balanced"), "dropped": dropped, "totals": totals}
 
 
+def _slug(subject: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in subject)
+
+
 def run_outage(srv: ServerProcess, subject: str, sizes: dict[str, float], tmp: Path) -> dict[str, Any]:
     srv.clear_faults()
     srv.reset_records()
@@ -310,15 +357,17 @@ def run_outage(srv: ServerProcess, subject: str, sizes: dict[str, float], tmp: P
         "url": srv.url,
         "api_key": srv.api_key,
         "org_id": srv.org_id,
-        "progress": str(tmp / "progress"),
+        "progress": str(tmp / f"progress-{_slug(subject)}-outage"),
         **sizes,
     }
-    proc = _spawn(spec, tmp / f"spool-{subject.split(maxsplit=1)[0]}-outage")
+    proc = _spawn(spec, tmp / f"spool-{_slug(subject)}-outage")
     res = _result(proc, timeout=sizes["pre"] + sizes["outage"] + sizes["post"] + sizes["window"] + 60)
     if "error" in res:
         return res
     produced, delivered = res["produced"], res["delivered"]
     res["lost"] = {k: produced[k] - delivered.get(k, 0) for k in produced}
+    if subject == JUDGEVAL:
+        delivered["evals"] = res["lost"]["evals"] = None  # not countable: see worker()
     res["ledger"] = _ledger(res.pop("health"))
     return res
 
@@ -327,8 +376,8 @@ def run_crash(srv: ServerProcess, subject: str, sizes: dict[str, float], end: st
     """``end`` = "kill" (SIGKILL during the outage) or "exit" (normal exit during it); then a fresh process."""
     srv.clear_faults()
     srv.reset_records()
-    spool = tmp / f"spool-{subject}-{end}"
-    progress = tmp / f"progress-{end}"
+    spool = tmp / f"spool-{_slug(subject)}-{end}"
+    progress = tmp / f"progress-{_slug(subject)}-{end}"  # never a file an earlier subject left behind
     base = {"subject": subject, "url": srv.url, "api_key": srv.api_key, "org_id": srv.org_id}
     down_for = sizes["kill_after"]
     # Long enough that the first process dies (or exits) while the server is still down.
@@ -339,18 +388,20 @@ def run_crash(srv: ServerProcess, subject: str, sizes: dict[str, float], end: st
     res: dict[str, Any] = {"subject": subject, "end": end}
     if end == "kill":
         began = time.monotonic()
-        while time.monotonic() - began < sizes["pre"] + down_for + 30:
+        while time.monotonic() - began < sizes["pre"] + down_for + 60:
             time.sleep(0.05)
             try:
                 state = json.loads(progress.read_text(encoding="utf-8") or "{}")
             except (OSError, ValueError):
                 continue
-            if state.get("phase") == "down" and time.monotonic() - began >= sizes["pre"] + down_for:
+            # The worker's own clock (its start-up takes a while on a loaded machine): down_for s into the outage.
+            if state.get("phase") == "down" and state.get("t", 0.0) >= sizes["pre"] + down_for - 0.1:
                 break
         first.send_signal(signal.SIGKILL)
         first.wait()
         state = json.loads(progress.read_text(encoding="utf-8"))
         produced = state["produced"]
+        res["held_at_kill"] = state.get("held", {})
     else:
         first_res = _result(first, timeout=sizes["pre"] + down_for + 60)
         if "error" in first_res:
@@ -384,6 +435,10 @@ def srv_stats(srv: ServerProcess) -> dict[str, Any] | None:
         return None
 
 
+def _n(value: int | None) -> str:
+    return "n/c" if value is None else f"{value:,}"
+
+
 def report(outages: list[dict[str, Any]], crashes: list[dict[str, Any]], sizes: dict[str, float]) -> str:
     rows = []
     for r in outages:
@@ -396,12 +451,13 @@ def report(outages: list[dict[str, Any]], crashes: list[dict[str, Any]], sizes: 
             [
                 r["subject"],
                 f"{p['spans']:,} / {p['tags']:,} / {p['evals']:,}",
-                f"{d.get('spans', 0):,} / {d.get('tags', 0):,} / {d.get('evals', 0):,}",
-                f"{lost['spans']:,} / {lost['tags']:,} / {lost['evals']:,}",
+                " / ".join(_n(d.get(k, 0)) for k in ("spans", "tags", "evals")),
+                " / ".join(_n(lost[k]) for k in ("spans", "tags", "evals")),
                 "-" if r["drained_after_s"] is None else f"{r['drained_after_s']:.1f}",
                 {True: "yes", False: "NO", None: "-"}[r["ledger"]["balanced"]],
                 ", ".join(f"{k} {v:,}" for k, v in sorted(r["ledger"]["dropped"].items())) or "-",
-                f"{rss['outage_start']:.0f} → {rss['outage_max']:.0f} → {rss['outage_end']:.0f}",
+                f"{rss['outage_start']:.0f} → {rss.get('outage_mid', float('nan')):.0f} → {rss['outage_end']:.0f} "
+                f"(max {rss['outage_max']:.0f})",
             ]
         )
     out = [
@@ -417,7 +473,7 @@ def report(outages: list[dict[str, Any]], crashes: list[dict[str, Any]], sizes: 
                 "drained after (s)",
                 "ledger balanced",
                 "dropped (ledger)",
-                "RSS MiB (outage start → max → end)",
+                "RSS MiB (outage start → middle → end)",
             ],
             rows,
         ),
@@ -464,6 +520,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="CI size: a 2 s outage, a few seconds per scenario")
     parser.add_argument("--outage", type=float, default=None, help="outage seconds (default 120; --quick: 2)")
     parser.add_argument("--no-crash", action="store_true", help="skip the kill -9 and exit scenarios")
+    parser.add_argument("--no-outage", action="store_true", help="only the kill -9 / exit scenarios")
+    parser.add_argument("--ends", default="kill,exit", help="which process ends to run: kill, exit or both")
     parser.add_argument("--subjects", default=None, help="comma-separated subset of: " + ", ".join(SUBJECTS))
     parser.add_argument("--results-dir", type=Path, default=None)
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -488,19 +546,17 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="judgeval-outage-") as tmp_name, server_process() as srv:
         tmp = Path(tmp_name)
         chosen = SUBJECTS if args.subjects is None else tuple(x.strip() for x in args.subjects.split(","))
-        for subject in chosen:
-            if subject == "judgeval 1.6":
-                # Needs its own venv (benchmarks/_judgeval_env.py); the worker protocol is not ported to it yet.
-                reason = "skipped (worker not ported)" if jv_available else "skipped (no judgeval venv)"
-                outages.append({"subject": subject, "skipped": reason})
+        for subject in () if args.no_outage else chosen:
+            if subject == JUDGEVAL and not jv_available:
+                outages.append({"subject": subject, "skipped": "skipped (no judgeval venv: make bench-judgeval)"})
                 continue
-            if args.quick and subject == "ours (eval_transport=span)":
+            if args.quick and subject == "ours (eval_transport=api)":
                 continue
             print(f"outage: {subject} ...", file=sys.stderr, flush=True)
             outages.append(run_outage(srv, subject, sizes, tmp) | {"subject": subject})
         if not args.no_crash:
-            for end in ("kill", "exit"):
-                for subject in (x for x in CRASH_SUBJECTS if x in chosen):
+            for end in (x.strip() for x in args.ends.split(",")):
+                for subject in (x for x in CRASH_SUBJECTS if x in chosen and (x != JUDGEVAL or jv_available)):
                     print(f"{end}: {subject} ...", file=sys.stderr, flush=True)
                     crashes.append(run_crash(srv, subject, sizes, end, tmp))
     markdown = report(outages, crashes, sizes)

@@ -11,6 +11,11 @@ would wait), appends/s and MB/s; replay: start-up scan (a new process adopting t
 read + ack of every record. Then damage: one byte flipped inside a payload, one inside a record header, and the
 file cut at 60 %: how many records come back, and whether the damaged one is *detected* or returned wrong.
 
+Last, spill under load: a tracer at 1 000 spans/s + 20 ``tag()``/s against the local server (its own process),
+healthy and then down (every payload spilled on the SDK loop thread): the loop's lag (the runtime's own probe,
+sampled every 0.1 s) and the time one ``tag()`` call takes on the caller, per phase. It says whether spill I/O on
+the loop thread is worth moving to a worker thread.
+
 Run: ``python benchmarks/spool.py`` (about a minute) or ``--quick``. Writes ``results/spool.json`` and ``.md``.
 """
 
@@ -25,7 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from _common import markdown_table, parse_args, summarize, write_results
+from _common import markdown_table, parse_args, server_process, summarize, write_results
 
 from judgeval_async._delivery._envelope import Envelope, new_envelope
 from judgeval_async._delivery._spool import Spool
@@ -290,6 +295,56 @@ VARIANTS = [
 ]
 
 
+def bench_spill_under_load(seconds: float) -> list[dict[str, Any]]:
+    """1 000 spans/s + 20 tag()/s, ``seconds`` healthy then ``seconds`` down (spilling): loop lag and tag() cost."""
+    from judgeval_async import Tracer  # noqa: PLC0415
+
+    out: list[dict[str, Any]] = []
+    spool_dir = tempfile.mkdtemp(prefix="spill-load-")
+    with server_process() as srv:
+        tracer = Tracer(
+            project_id="bench-spill",
+            api_key=srv.api_key,
+            organization_id=srv.org_id,
+            api_url=srv.url,
+            spool_dir=spool_dir,
+        )
+        try:
+            for phase in ("healthy", "down (spilling)"):
+                if phase != "healthy":
+                    srv.set_fault(None, kind="refuse", recover_after_seconds=seconds + 30)
+                tag_s: list[float] = []
+                lags: list[float] = []
+                t0 = next_tick = time.monotonic()
+                i = 0
+                while time.monotonic() - t0 < seconds:
+                    for _ in range(10):
+                        with tracer.span("op"):
+                            if i % 50 == 0:
+                                began = time.perf_counter()
+                                tracer.tag("t")
+                                tag_s.append(time.perf_counter() - began)
+                        i += 1
+                    if i % 100 == 0:
+                        lags.append(tracer.get_health_metrics()["loop_lag_seconds"])
+                    next_tick += 0.01
+                    time.sleep(max(0.0, next_tick - time.monotonic()))
+                health = tracer.get_health_metrics()
+                out.append(
+                    {
+                        "phase": phase,
+                        "spans": i,
+                        "spans_spooled": health["spans_spooled"],
+                        "tag_us": summarize(tag_s, 1e6),
+                        "loop_lag_ms": summarize(lags, 1e3),
+                    }
+                )
+        finally:
+            tracer.shutdown(timeout=2.0)
+            shutil.rmtree(spool_dir, ignore_errors=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(__doc__ or "", argv)
     n = 60 if args.quick else 2000
@@ -300,6 +355,7 @@ def main(argv: list[str] | None = None) -> int:
         results += [bench_variant(v, n, root) for v in reversed(VARIANTS)]
         paced = bench_paced(50 if args.quick else 1000, 100.0, root)
         damages = [row for kind in ("payload byte", "header byte", "cut at 60%") for row in damage(kind, 50, root)]
+        spill_load = bench_spill_under_load(3.0 if args.quick else 15.0)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     merged: dict[str, dict[str, Any]] = {}
@@ -352,10 +408,28 @@ def main(argv: list[str] | None = None) -> int:
                 for d in damages
             ],
         )
+        + "\n\n## Spill under load: 1 000 spans/s + 20 tag()/s, healthy, then down (every payload spilled)\n\n"
+        + markdown_table(
+            ["phase", "spans", "spooled", "tag() p50 µs", "p99 µs", "max µs", "loop lag p50 ms", "p99 ms", "max ms"],
+            [
+                [
+                    r["phase"],
+                    r["spans"],
+                    r["spans_spooled"],
+                    r["tag_us"]["p50"],
+                    r["tag_us"]["p99"],
+                    r["tag_us"]["max"],
+                    r["loop_lag_ms"]["p50"],
+                    r["loop_lag_ms"]["p99"],
+                    r["loop_lag_ms"]["max"],
+                ]
+                for r in spill_load
+            ],
+        )
         + "\n"
     )
     print(markdown)
-    data = {"quick": args.quick, "variants": results, "paced": paced, "damage": damages}
+    data = {"quick": args.quick, "variants": results, "paced": paced, "damage": damages, "spill_load": spill_load}
     write_results("spool", data, markdown, args.results_dir)
     return 0
 

@@ -24,7 +24,7 @@ from ._project import ProjectResolver
 from ._routes import route_url
 from ._sender import Lane
 from ._serialize import RateLimitedLog, SerializeLimits, bounded_text, safe_data
-from ._transport import AsyncTransport, SendResult
+from ._transport import AsyncTransport, SendResult, SendStatus
 
 __all__ = ["EvalDispatcher", "scorer_configs"]
 
@@ -51,7 +51,7 @@ class EvalDispatcher(QueueService[EvalRun]):
         self._transport = transport
         self._resolver = resolver
         self._log = RateLimitedLog(logger)
-        self.lane = Lane("evaluations", EvalExporter(config, transport), metrics.evaluations, metrics, config)
+        self.lane = Lane("evaluations", EvalExporter(config, transport, resolver), metrics.evaluations, metrics, config)
 
     async def _consume(self) -> None:
         h = self.handoff
@@ -65,28 +65,30 @@ class EvalDispatcher(QueueService[EvalRun]):
                 return
 
     async def _submit(self, run: EvalRun) -> None:
-        """Encode one run (its body carries the project id) and hand it to the lane, which settles it."""
+        """Encode one run and hand it to the lane, which settles it. The project id is added at send time: a
+        project not resolved yet (the backend down at start) holds the run like any failed send, never drops it."""
         led = self.ledger
-        project_id = await self._resolver.get(self._config.project_resolve_wait)
-        if project_id is None:
-            led.settle_dropped(self._resolver.failure_reason, 1)
-            return
         try:
-            body = self._encode(run, project_id)
+            body = _encode(run)
         except Exception as exc:
             led.settle_dropped("serialization_error", 1)
             self._log.warning("encode", "judgeval_async: dropped an evaluation that cannot be encoded: %r", exc)
             return
         assert self.lane is not None
-        self.lane.submit(new_envelope(body, signal="evals", items=1, route="evals", extra={"x-project-id": project_id}))
+        self.lane.submit(new_envelope(body, signal="evals", items=1, route="evals"))
 
-    def _encode(self, run: EvalRun, project_id: str) -> bytes:
-        rest = {k: v for k, v in run.items() if k != "examples"}
-        rest["project_id"] = project_id
-        # '{"examples":[<texts>],' + the rest's members: the examples are never parsed or re-encoded here.
-        tail = json.dumps(rest, ensure_ascii=False)
-        body = '{"examples":[' + ",".join(run["examples"]) + "]," + tail[1:]
-        return body.encode("utf-8", "replace")
+
+def _encode(run: EvalRun) -> bytes:
+    """The run's JSON object without its closing brace's ``project_id`` member (``EvalExporter`` adds it)."""
+    rest = {k: v for k, v in run.items() if k not in ("examples", "project_id")}
+    # '{"examples":[<texts>],' + the rest's members: the examples are never parsed or re-encoded here.
+    tail = json.dumps(rest, ensure_ascii=False)
+    body = '{"examples":[' + ",".join(run["examples"]) + "]" + ("," + tail[1:-1] if rest else "") + "}"
+    return body.encode("utf-8", "replace")
+
+
+def _with_project(body: bytes, project_id: str) -> bytes:
+    return body[:-1] + b',"project_id":' + json.dumps(project_id).encode() + b"}"
 
 
 class EvalExporter:
@@ -94,19 +96,29 @@ class EvalExporter:
 
     endpoint = "evals"
 
-    def __init__(self, config: Config, transport: AsyncTransport) -> None:
+    def __init__(self, config: Config, transport: AsyncTransport, resolver: ProjectResolver) -> None:
         self._config = config
         self._transport = transport
+        self._resolver = resolver
 
     async def send(self, envelope: Envelope) -> SendResult:
-        project_id = envelope.extra.get("x-project-id", "")
+        payload = envelope.payload
+        project_id = envelope.extra.get("x-project-id")  # a payload spooled by a version that encoded the id
+        if project_id is None:
+            project_id = await self._resolver.get(self._config.project_resolve_wait)
+            if project_id is None:
+                # The backend unreachable: held like any failure; a final answer (auth, 4xx): dropped with it.
+                reason = self._resolver.failure_reason
+                return SendResult(SendStatus(reason) if reason in _STATUSES else SendStatus.EXHAUSTED)
+            payload = _with_project(payload, project_id)
         url = route_url(self._config, envelope.route, project_id=project_id)
-        return await self._transport.send(
-            "evals", url, envelope.payload, retry=False, idempotency_key=envelope.idempotency_key
-        )
+        return await self._transport.send("evals", url, payload, retry=False, idempotency_key=envelope.idempotency_key)
 
     async def split(self, envelope: Envelope) -> list[Envelope] | None:
         return None  # one run per payload: nothing smaller to send
+
+
+_STATUSES = frozenset(s.value for s in SendStatus)
 
 
 def _number(value: object, default: float, degraded: Callable[[str], None]) -> float:

@@ -9,9 +9,12 @@ memory ``Backlog`` (bytes and age bounded) or disk ``Spool`` -> ``Lane`` sends w
   (and spills to the spool). A payload that fails while others succeed is *poison*: ``retry_attempts`` strikes,
   then dropped with its last failure's reason. On recovery the backlog drains oldest first under AIMD concurrency
   (1 .. ``max_concurrent_exports``).
-- The spool (``spool=True``): payloads spill to disk while the endpoint is down or the backlog holds more than half
-  its budget; at shutdown whatever is left in memory is persisted; at start (and every ``_ADOPT_EVERY`` seconds)
-  the spools of dead processes for the same API URL + project + signal are adopted and replayed.
+- The spool (``spool=True``): payloads spill to disk as they arrive while the endpoint is unwell (from its first
+  failed request on, or a failure on another lane to the same host: ``Lane.unwell``) or the backlog holds more than
+  half its budget, and the batchers cut partial batches every ``UNWELL_CUT`` s then (a kill -9 loses ~0.2 s); one
+  ``spool_max_bytes`` budget is shared by a tracer's signals; at shutdown whatever is left in memory is persisted;
+  at start (and every ``_ADOPT_EVERY`` seconds) the spools of dead processes for the same API URL + project +
+  signal are adopted and replayed.
   Spill I/O runs on the loop thread: an append is one ``writev`` into the page cache (tens of microseconds, see
   ``benchmarks/spool.py``), an fsync at most once a second.
 - The ledger moves only through ``SignalLedger`` methods: in flight while in memory, ``spooled`` while on disk.
@@ -24,6 +27,8 @@ import contextlib
 import logging
 import os
 import time
+import urllib.parse
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
@@ -33,18 +38,37 @@ from ._delivery._backlog import Backlog
 from ._delivery._endpoint import EndpointHealth, EndpointState, Permit, Verdict
 from ._delivery._endpoint import SendResult as Health
 from ._delivery._envelope import Envelope
-from ._delivery._spool import Spool, SpoolRecord, default_spool_dir, spool_key
+from ._delivery._spool import Spool, SpoolBudget, SpoolRecord, default_spool_dir, spool_key
 from ._metrics import Metrics, SignalLedger
 from ._serialize import RateLimitedLog
 from ._transport import SendResult, SendStatus
 
-__all__ = ["Exporter", "Lane"]
+__all__ = ["UNWELL_CUT", "Exporter", "Lane"]
 
 logger = logging.getLogger(__name__)
 
 _ADOPT_EVERY = 30.0  # seconds between looks for spools of processes that died since
 _HOUSEKEEP_EVERY = 1.0  # seconds between expiry / spool-counter checks
 _PROBE_CHECK = 0.25  # longest sleep while waiting for admission (a probe that is due is found this soon)
+# While the endpoint is unwell (``Lane.unwell``) the batchers cut partial batches this often and the lane spills
+# each payload as it arrives: what a kill -9 can lose is the last ~UNWELL_CUT s (+ the handoff's take interval).
+UNWELL_CUT = 0.1
+
+# Live lanes by host (scheme-less netloc of the URL they send to): see ``Lane.unwell``.
+_LANES: dict[str, weakref.WeakSet[Lane]] = {}
+
+# One spool budget per spool root and size: a tracer's three signals (and any other tracer of this process on the
+# same root) share ``spool_max_bytes``. Kept while a spool uses it.
+_BUDGETS: weakref.WeakValueDictionary[tuple[str, int], SpoolBudget] = weakref.WeakValueDictionary()
+
+
+def _budget(root: Path, max_bytes: int) -> SpoolBudget:
+    key = (os.fspath(root), max_bytes)
+    budget = _BUDGETS.get(key)
+    if budget is None:
+        budget = _BUDGETS[key] = SpoolBudget(max_bytes)
+    return budget
+
 
 _HEALTH = {
     SendStatus.DELIVERED: Health.SUCCESS,
@@ -97,6 +121,10 @@ class Lane:
         self._next_adopt = 0.0
         self._failed_probe = ""  # Idempotency-Key of the payload whose probe failed last
         self.on_progress: Callable[[], None] | None = None  # wakes flush() waiters after a settle
+        url = config.traces_url if signal == "spans" else config.api_url
+        self._origin = urllib.parse.urlsplit(url).netloc.lower()
+        self._closed = False
+        _LANES.setdefault(self._origin, weakref.WeakSet()).add(self)
         metrics.backlog_max_bytes = config.backlog_max_bytes
         metrics.spool_max_bytes = config.spool_max_bytes if config.spool else 0
         self._publish()
@@ -118,6 +146,7 @@ class Lane:
 
     # ------------------------------------------------------------------ lifecycle (on the loop)
     def start(self) -> None:
+        self._closed = False
         self._wake = asyncio.Event()
         if not self._spool_tried:
             self._spool_tried = True
@@ -144,13 +173,27 @@ class Lane:
         if not c.spool:
             return
         try:
-            self._spool = Spool(self._spool_directory(), max_bytes=c.spool_max_bytes, max_item_age=c.max_item_age)
+            directory = self._spool_directory()
+            self._spool = Spool(
+                directory, max_item_age=c.max_item_age, budget=_budget(directory.parent.parent, c.spool_max_bytes)
+            )
         except Exception:
             logger.warning("judgeval_async: the %s spool could not be opened; memory only", self.signal, exc_info=True)
             self._spool = None
             return
         self._ledger.adopt_replayed(self._spool.stats().adopted)
         self._next_adopt = time.monotonic() + _ADOPT_EVERY
+
+    @property
+    def unwell(self) -> bool:
+        """This lane's endpoint, or another live lane's on the same host, is down, probing, or failed since its
+        last success: payloads spill to the spool as they arrive (when there is one), and the batchers cut partial
+        batches every ``UNWELL_CUT`` seconds. The host's other lanes count because a lane that sends rarely (tags:
+        every ``tag_flush_interval``) would otherwise learn of an outage seconds late and hold that much in memory.
+        """
+        if self.health.unwell:
+            return True
+        return any(lane.health.unwell for lane in _LANES.get(self._origin, ()) if not lane._closed)
 
     def idle(self) -> bool:
         """Nothing in memory and no send running (spooled payloads are safe on disk)."""
@@ -165,6 +208,7 @@ class Lane:
 
     async def aclose(self, timeout: float) -> None:
         """Cut the sends (their payloads go back to the backlog), persist the backlog to the spool, close it."""
+        self._closed = True
         tasks = [t for t in (self._runner, *self._running) if t is not None and not t.done()]
         for t in tasks:
             t.cancel()
@@ -201,7 +245,9 @@ class Lane:
     def submit(self, env: Envelope) -> None:
         """Take an encoded payload whose items are in flight in the ledger; never raises."""
         spool = self._spool
-        if spool is not None and self._spill_wanted() and self._to_spool(env):
+        # Also while older payloads wait on disk (a drain after an outage): this one is sent after them anyway
+        # (oldest first), so it waits on disk too, not in memory (where a kill -9 or a short exit would lose it).
+        if spool is not None and (self._spill_wanted() or spool.oldest_created() is not None) and self._to_spool(env):
             self.kick()
             return
         if self.backlog.offer(env):
@@ -214,7 +260,9 @@ class Lane:
         self._log.warning("full", "judgeval_async: %s backlog full (and no spool); dropped a payload", self.signal)
 
     def _spill_wanted(self) -> bool:
-        return self.health.state is not EndpointState.UP or self.backlog.bytes > self.backlog.max_bytes // 2
+        # From the first failure on, not only once the endpoint is declared down: a kill -9 then loses nothing
+        # the lane holds but the sends in flight (whose payloads, if replayed from the spool, are still on disk).
+        return self.health.unwell or self.backlog.bytes > self.backlog.max_bytes // 2
 
     def _to_spool(self, env: Envelope) -> bool:
         assert self._spool is not None
@@ -345,7 +393,7 @@ class Lane:
         elif verdict is Verdict.RETRY:
             self._metrics.retries.inc(self._exporter.endpoint)
             self._hold(env, record)
-            if self.health.state is not EndpointState.UP:
+            if self.health.unwell:
                 self._spill_backlog()
         elif result.status is SendStatus.TOO_LARGE:
             parts = await self._exporter.split(env)
@@ -402,7 +450,7 @@ class Lane:
                 self._next_adopt = now + _ADOPT_EVERY
                 self._ledger.adopt_replayed(spool.adopt_orphans())
             self._settle_spool_counters()
-            if self.health.state is not EndpointState.UP:
+            if self.health.unwell:
                 self._spill_backlog()
         self._publish()
 

@@ -33,7 +33,7 @@ from ._otlp import ScopeCache, encode_grouped, encode_spans_each
 from ._pipeline import QueueService
 from ._project import ProjectResolver
 from ._routes import route_url, traces_to_judgment
-from ._sender import Lane
+from ._sender import UNWELL_CUT, Lane
 from ._serialize import RateLimitedLog
 from ._span import EngineSpan
 from ._transport import AsyncTransport, SendResult, SendStatus
@@ -142,6 +142,8 @@ class SpanExportService(QueueService[SpanItem]):
                 due = oldest + delay
                 if self._lane_idle() and now - oldest < _IDLE_DELAY:
                     due = min(due, oldest + _IDLE_DELAY)  # re-checked then by _send_due's idle rule
+                if self._lane_unwell():
+                    due = min(due, oldest + UNWELL_CUT)
                 wait = min(_TAKE_WAIT, max(0.0, due - now))
             # Wake at _TAKE spans and take that many: a record leaves the handoff only to be encoded at once, so the
             # records alive never exceed the queue's bound by more than _TAKE (a consumer behind takes again at once:
@@ -158,12 +160,17 @@ class SpanExportService(QueueService[SpanItem]):
             or waited >= delay
             # Idle: nothing held or in flight and arrivals slower than a batch a second: no reason to hold these spans.
             or (self._lane_idle() and waited >= _IDLE_DELAY and len(pending) < size * waited)
+            # The endpoint is unwell: the lane spills each payload to disk, so small batches bound a kill -9's loss.
+            or (waited >= UNWELL_CUT and self._lane_unwell())
             or (self._flush_wanted and not len(self.handoff))  # partial batches only once the queue is empty
             or (self.handoff.closed and not len(self.handoff))
         )
 
     def _lane_idle(self) -> bool:
         return self.lane is None or self.lane.idle()
+
+    def _lane_unwell(self) -> bool:
+        return self.lane is not None and self.lane.unwell
 
     def _on_flush_requested(self) -> None:
         self._flush_wanted = True

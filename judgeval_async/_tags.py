@@ -23,7 +23,7 @@ from ._metrics import Metrics
 from ._pipeline import QueueService
 from ._project import ProjectResolver
 from ._routes import route_url
-from ._sender import Lane
+from ._sender import UNWELL_CUT, Lane
 from ._serialize import RateLimitedLog
 from ._transport import AsyncTransport, SendResult, SendStatus
 
@@ -63,19 +63,26 @@ class TagBatcher(QueueService[TagItem]):
         loop = asyncio.get_running_loop()
         interval = self._config.tag_flush_interval
         next_flush = loop.time() + interval
+        lane = self.lane
+        assert lane is not None
+        last_flush = loop.time()
         while True:
-            wait = max(0.0, next_flush - loop.time())
+            # At most UNWELL_CUT between looks: an endpoint that turns unwell shortens the interval at once.
+            wait = min(UNWELL_CUT, max(0.0, next_flush - loop.time()))
             items = await h.take_batch(self._config.tag_flush_traces, wait)
             self._merge(items)
             # Fill the buffer from what is already queued before deciding to send: fuller, fewer batch calls.
             while len(h) and len(self._buffer) < self._config.tag_flush_traces:
                 self._merge(h.take_nowait(self._config.tag_flush_traces))
             done = h.closed and not len(h)
-            # A partial batch goes only when asked to (flush once the queue is empty, shutdown, the interval).
-            due = loop.time() >= next_flush
+            # A partial batch goes only when asked to (flush once the queue is empty, shutdown, the interval; while
+            # the endpoint is unwell, every UNWELL_CUT: the lane spills it to disk, bounding a kill -9's loss).
+            now = loop.time()
+            due = now >= next_flush or (bool(self._buffer) and lane.unwell and now - last_flush >= UNWELL_CUT)
             partial = done or due or (self._flush_now and not len(h))
             if partial or len(self._buffer) >= self._config.tag_flush_traces:
                 await self._flush(partial=partial)
+                last_flush = loop.time()
                 if not len(h) and not self._buffer:
                     # Everything offered before the flush request has reached a send: the request is served.
                     self._flush_now = False

@@ -149,6 +149,11 @@ class EndpointHealth:
     def state(self) -> EndpointState:
         return self._state
 
+    @property
+    def unwell(self) -> bool:
+        """Not known healthy: down, probing, or a request failed since the last success (before the threshold)."""
+        return self._state is not EndpointState.UP or self._consecutive > 0
+
     def admit(self) -> Permit | None:
         """A permit to send one request now, or None (see ``wait_time`` for how long to wait)."""
         now = self._clock()

@@ -63,6 +63,7 @@ __all__ = [
     "DEFAULT_SPOOL_MAX_BYTES",
     "FileOps",
     "Spool",
+    "SpoolBudget",
     "SpoolRecord",
     "SpoolStats",
     "default_spool_dir",
@@ -104,6 +105,24 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_after_fork)
 
 
+class SpoolBudget:
+    """One ``max_bytes`` shared by several spools (a tracer's spans, evaluations and tags: ``spool_max_bytes``
+    bounds them together). Each spool refuses an append that would take the sum of their disk bytes past it."""
+
+    def __init__(self, max_bytes: int) -> None:
+        if max_bytes <= 0:
+            raise ConfigError("spool_max_bytes", "must be > 0")
+        self.max_bytes = max_bytes
+        self._spools: weakref.WeakSet[Spool] = weakref.WeakSet()
+
+    def join(self, spool: Spool) -> None:
+        self._spools.add(spool)
+
+    def used(self) -> int:
+        """Disk bytes of every open member (read without their locks: the members share the SDK loop thread)."""
+        return sum(s._counters.disk_bytes for s in list(self._spools) if not (s._closed or s._forked))
+
+
 class Spool:
     """Durable storage of encoded payloads for one API URL + project directory (see the module docstring).
 
@@ -123,6 +142,7 @@ class Spool:
         adopt: bool = True,
         clock: Callable[[], float] = time.time,
         ops: FileOps | None = None,
+        budget: SpoolBudget | None = None,
     ) -> None:
         if max_bytes <= 0:
             raise ConfigError("spool_max_bytes", "must be > 0")
@@ -154,6 +174,10 @@ class Spool:
         self._counters = SpoolCounters()
         self._closed = False
         self._forked = False
+        self._budget = budget
+        if budget is not None:
+            self._max_bytes = budget.max_bytes
+            budget.join(self)
         _LIVE.add(self)
         with self._lock:
             self._writer.start()
@@ -334,10 +358,10 @@ class Spool:
             return False
         encoded = fmt.encode_record(env)
         size = fmt.record_size(env, encoded)
-        if self._counters.disk_bytes + size > self._max_bytes:
+        if self._used() + size > self._max_bytes:
             self._expire_segments()
             self._reuse_active_if_settled()
-            if self._counters.disk_bytes + size > self._max_bytes:
+            if self._used() + size > self._max_bytes:
                 self._log_once(
                     "full",
                     "judgeval_async spool %s is full (spool_max_bytes=%d): new payloads are refused",
@@ -355,6 +379,9 @@ class Spool:
         self._counters.disk_bytes += size
         self._counters.stored(env.signal, env.items, env.size, 1, "appended")
         return True
+
+    def _used(self) -> int:
+        return self._counters.disk_bytes if self._budget is None else self._budget.used()
 
     def _on_new_segment(self, seg: Segment) -> None:
         # Segments the writer sealed and that are already settled go now, not at close.

@@ -18,7 +18,15 @@ import pytest
 
 from judgeval_async._delivery import _format as fmt
 from judgeval_async._delivery._envelope import Envelope, new_envelope
-from judgeval_async._delivery._spool import FileOps, Spool, SpoolRecord, SpoolStats, default_spool_dir, spool_key
+from judgeval_async._delivery._spool import (
+    FileOps,
+    Spool,
+    SpoolBudget,
+    SpoolRecord,
+    SpoolStats,
+    default_spool_dir,
+    spool_key,
+)
 from judgeval_async._errors import ConfigError
 
 
@@ -498,6 +506,20 @@ def test_beyond_max_bytes_the_new_payload_is_refused_and_counted(make, caplog: p
     assert sum("is full" in r.getMessage() for r in caplog.records) == 1
     assert [int(r.envelope.extra["i"]) for r in drain(spool)] == [i for i, ok in enumerate(accepted) if ok]
     assert spool.append(env(99, 2000))  # acking freed the space
+
+
+def test_a_shared_budget_bounds_several_spools_together(make, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Spools sharing a SpoolBudget (a tracer's signals) refuse once their sum would pass it; a closed member's
+    bytes no longer count."""
+    budget = SpoolBudget(10_000)
+    spans = make(tmp_path / "spans", budget=budget)
+    tags = make(tmp_path / "tags", budget=budget)
+    assert [spans.append(env(i, 2000)) for i in range(3)] == [True] * 3
+    accepted = [tags.append(env(i, 2000, signal="tags")) for i in range(3)]
+    assert accepted[0] and not accepted[-1]
+    assert spans.stats().disk_bytes + tags.stats().disk_bytes <= 10_000
+    spans.close()
+    assert tags.append(env(9, 2000, signal="tags"))
 
 
 def test_records_older_than_max_item_age_are_expired_on_replay(make) -> None:  # type: ignore[no-untyped-def]

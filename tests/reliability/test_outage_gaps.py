@@ -1,0 +1,78 @@
+"""Outage gaps of issue 10: evaluations held while the project is unresolved; one spool budget for all signals."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from judgeval_async import Tracer
+from judgeval_async.testing import LocalJudgmentServer
+
+
+@pytest.mark.timeout(120)
+def test_evaluations_wait_for_a_project_that_cannot_be_resolved_yet(
+    local_server: LocalJudgmentServer, make_tracer: Callable[..., Tracer]
+) -> None:
+    """Backend down at start (restart during an outage): the project name cannot be resolved, yet no evaluation
+    is dropped; they are delivered with the resolved id once the backend is back."""
+    local_server.set_fault(None, kind="refuse")
+    tracer = make_tracer(project_resolve_wait=0.2)
+    for i in range(5):
+        with tracer.span(f"e{i}"):
+            tracer.async_evaluate("faithfulness", {"input": f"q{i}", "actual_output": "a"})
+    deadline = time.monotonic() + 30
+    # Several resolve attempts fail (each gives up after project_resolve_wait) before the backend comes back.
+    while time.monotonic() < deadline and tracer.get_health_metrics()["api_errors"] < 3:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    health = tracer.get_health_metrics()
+    assert health["evaluations_dropped"] == 0, health["evaluations_dropped_by_reason"]
+    local_server.clear_faults()
+    assert tracer.force_flush(timeout=60.0)
+    health = tracer.get_health_metrics()
+    assert health["evaluations_dropped"] == 0, health["evaluations_dropped_by_reason"]
+    assert health["evaluations_delivered"] == 5
+    assert health["ledger_balanced"]
+    runs = local_server.raw_evals
+    assert len(runs) == 5
+    assert all(r.project_id and r.payload["project_id"] == r.project_id for r in runs)
+
+
+@pytest.mark.timeout(120)
+def test_spool_max_bytes_bounds_all_signals_together(
+    local_server: LocalJudgmentServer, make_tracer: Callable[..., Tracer], tmp_path: Path
+) -> None:
+    """With the backend down, spans fill the spool to ``spool_max_bytes``; evaluations and tags then stay in
+    memory instead of adding their own budget on top (the sum on disk stays within the one limit), and everything
+    is still delivered after recovery."""
+    budget = 48 << 10
+    local_server.set_fault(None, kind="refuse")
+    tracer = make_tracer(
+        project_id="proj-budget", spool_dir=str(tmp_path), spool_max_bytes=budget, max_export_batch_size=20
+    )
+    for i in range(2000):
+        with tracer.span(f"s{i}") as span:
+            span.set_attribute("pad", os.urandom(48).hex())  # incompressible: the spool fills
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and tracer.get_health_metrics()["spool_bytes"]["spans"] < budget - (4 << 10):
+        time.sleep(0.05)
+    for i in range(40):
+        with tracer.span(f"e{i}"):
+            tracer.tag(f"t{i}")
+            tracer.async_evaluate("faithfulness", {"input": "q" * 512, "actual_output": "a"})
+    assert tracer.force_flush(timeout=1.0) is False  # the backend is down: nothing settles
+    time.sleep(1.0)  # the tag and evaluation lanes try to spill
+    health = tracer.get_health_metrics()
+    on_disk = sum(health["spool_bytes"].values())
+    assert health["spool_bytes"]["spans"] >= budget - (4 << 10), health["spool_bytes"]
+    assert on_disk <= budget, health["spool_bytes"]
+    local_server.clear_faults()
+    assert tracer.force_flush(timeout=60.0)
+    health = tracer.get_health_metrics()
+    assert health["ledger_balanced"]
+    assert health["spans_dropped"] == 0 and health["evaluations_dropped"] == 0 and health["tags_dropped"] == 0
+    assert health["evaluations_delivered"] == 40 and health["tags_flushed"] == 40
