@@ -137,6 +137,8 @@ def test_consumer_takes_records_a_slice_at_a_time(monkeypatch: pytest.MonkeyPatc
     submitted: list[int] = []
 
     class Lane:
+        unwell = False  # a healthy endpoint: batches are cut by size, not every 0.1 s
+
         def submit(self, envelope: Any) -> None:
             submitted.append(envelope.items)
 
