@@ -48,6 +48,7 @@ __all__ = [
     "SerializeLimits",
     "bounded_text",
     "bounded_texts",
+    "json_text",
     "safe_data",
     "safe_json",
 ]
@@ -188,6 +189,8 @@ class _Walk:
 
 # One encoder for every call: json.dumps with non-default options builds a new JSONEncoder each time.
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+# Compact JSON of data we built ourselves (exact builtin types: no user code runs), e.g. a span evaluation's entry.
+json_text = _ENCODER.encode
 _FAST_MAX_ITEMS = 16
 _INT_MIN, _INT_MAX = -(2**63), 2**63
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import threading
-import uuid
 import weakref
 from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
 from ._metrics import SignalLedger
+from ._serialize import json_text
+from ._span import random_uuid
 
 __all__ = ["PENDING_TRACE_EVAL", "SPAN_EVALS_MAX", "SPAN_EVAL_ATTRIBUTE_MAX", "SpanEvalCarrier"]
 
@@ -25,6 +26,27 @@ PENDING_TRACE_EVAL = "judgment.pending_trace_eval"
 SPAN_EVALS_MAX = 100  # evaluations carried on one span; more go by the API transport
 SPAN_EVAL_ATTRIBUTE_MAX = 1 << 20  # characters of the attribute's JSON text; beyond it, the API transport
 _COUNTS_KEPT = 4096  # spans without weak references whose entry count is remembered
+# Keys judgeval adds to each example; an example of ours that has one of them is merged as a dict (see _example).
+_ADDED_KEYS = ('"example_id"', '"created_at"', '"trace_id"', '"span_id"')
+
+
+def _example(text: str, added: str) -> str:
+    """judgeval's ``{**example, example_id, created_at, trace_id, span_id}`` as JSON text, ``added`` being the last
+    four members' text. Spliced into the example's own text (bounded JSON we just wrote: valid, compact) rather than
+    parsed back and encoded again; an example that is not an object is carried under ``"example"``, as judgeval's
+    own ``{**example}`` could not. Only an object already holding one of the added keys takes the dict merge, whose
+    key order and last-wins values the splice would not reproduce."""
+    if text.startswith("{"):
+        if not any(key in text for key in _ADDED_KEYS):
+            return text[:-1] + ("," if len(text) > 2 else "") + added + "}"
+        try:
+            example = json.loads(text)
+        except ValueError:  # pragma: no cover - the text is our own bounded JSON
+            example = None
+        if type(example) is dict:
+            merged = json.loads("{" + added + "}")
+            return json_text({**example, **merged})
+    return '{"example":' + text + "," + added + "}"
 
 
 def _attribute_text(span: Any) -> str | None:
@@ -76,13 +98,15 @@ class SpanEvalCarrier:
             return "no_project_id"
         judges = [{"name": conf.get("name", conf.get("score_type"))} for conf in run["judgment_scorers"]]
         judges += [{"name": conf.get("name")} for conf in run["custom_scorers"]]
-        text = run["examples"][0]
-        try:
-            example = json.loads(text)
-        except ValueError:  # pragma: no cover - the text is our own bounded JSON
-            example = text
-        fields = example if type(example) is dict else {"example": example}
-        key = (run["trace_id"], run["trace_span_id"])
+        trace_id, span_id = run["trace_id"], run["trace_span_id"]
+        created_at = run.get("created_at") or _dt.datetime.now(_dt.timezone.utc).isoformat()
+        # judgeval's example_id is str(uuid.uuid4()): same shape, without the GIL-releasing os.urandom call.
+        example = _example(
+            run["examples"][0],
+            f'"example_id":"{random_uuid()}","created_at":{json_text(created_at)},'
+            f'"trace_id":{json_text(trace_id)},"span_id":{json_text(span_id)}',
+        )
+        key = (trace_id, span_id)
         local = self._local
         if getattr(local, "busy", False):
             # A signal handler on this thread interrupted an attach that holds the lock: waiting for it would
@@ -108,23 +132,12 @@ class SpanEvalCarrier:
                 if count >= SPAN_EVALS_MAX:
                     return "span_full"
                 first = judges[0]["name"] if judges else "judge"
-                entry = {
-                    "project_id": project_id,
-                    "eval_name": run["eval_name"] if named else f"async_evaluate_{first}_{count}",
-                    "judges": judges,
-                    "examples": [
-                        {
-                            **fields,
-                            "example_id": str(uuid.uuid4()),
-                            "created_at": run.get("created_at") or _dt.datetime.now(_dt.timezone.utc).isoformat(),
-                            "trace_id": run["trace_id"],
-                            "span_id": run["trace_span_id"],
-                        }
-                    ],
-                    "is_offline": False,
-                    "is_behavior": False,
-                }
-                encoded = json.dumps(entry, ensure_ascii=False)
+                # judgeval's entry, key for key, as text around the example's (see _example).
+                encoded = (
+                    f'{{"project_id":{json_text(project_id)},'
+                    f'"eval_name":{json_text(run["eval_name"] if named else f"async_evaluate_{first}_{count}")},'
+                    f'"judges":{json_text(judges)},"examples":[{example}],"is_offline":false,"is_behavior":false}}'
+                )
                 value = prefix + ("," if len(prefix) > 1 else "") + encoded + "]"
                 if len(value) > SPAN_EVAL_ATTRIBUTE_MAX:
                     return "span_full"
