@@ -63,15 +63,11 @@ def new_span_id() -> int:
     return n
 
 
-_UUID4_CLEAR = ~((0xF << 76) | (0x3 << 62))  # the version nibble and the variant bits, as uuid.UUID(version=4) sets
-_UUID4_SET = (4 << 76) | (0x2 << 62)
-
-
 def random_uuid() -> str:
     """A random (version 4) UUID's text from the private generator. Not ``uuid.uuid4()``: its ``os.urandom`` call
     releases the GIL, so a caller on a busy process waits for another thread's time slice (up to 5 ms)."""
-    h = "%032x" % (_bits(128) & _UUID4_CLEAR | _UUID4_SET)
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    # 122 random bits; "4" is the version nibble, 0x8000 the RFC 4122 variant bits (as uuid.UUID(version=4) sets).
+    return "%08x-%04x-4%03x-%04x-%012x" % (_bits(32), _bits(16), _bits(12), 0x8000 | _bits(14), _bits(48))  # noqa: UP031 - the fastest form
 
 
 class Limits:
@@ -311,6 +307,22 @@ class EngineSpan(_SpanBase):
             del attrs[next(iter(attrs))]
             self._dropped_attrs += 1
         attrs[key] = value
+
+    def get_attribute(self, key: str) -> Any:
+        """One attribute's value, or None (no read-only mapping built, unlike ``attributes``)."""
+        return self._attrs.get(key)
+
+    def set_clean_attribute(self, key: str, value: Any) -> None:
+        """``set_attribute`` for a value of ours already in stored form (a str, or a tuple of strs): no cleaning
+        pass unless a value length limit applies. Same limits and eviction as ``set_attribute``."""
+        if (
+            self._end is not None
+            or self._owner.limits.span_value_len is not None
+            or not self._owner.limits.span_attributes
+        ):
+            self.set_attribute(key, value)
+            return
+        self._put(key, value)
 
     def set_internal(self, key: str, value: Any) -> bool:
         """An internal attribute (judgeval's own), outside the count limit. False once ended."""

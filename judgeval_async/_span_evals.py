@@ -96,8 +96,9 @@ class SpanEvalCarrier:
         API."""
         if not project_id:
             return "no_project_id"
-        judges = [{"name": conf.get("name", conf.get("score_type"))} for conf in run["judgment_scorers"]]
-        judges += [{"name": conf.get("name")} for conf in run["custom_scorers"]]
+        names = [conf.get("name", conf.get("score_type")) for conf in run["judgment_scorers"]]
+        names += [conf.get("name") for conf in run["custom_scorers"]]
+        judges = "[" + ",".join(['{"name":' + json_text(name) + "}" for name in names]) + "]"
         trace_id, span_id = run["trace_id"], run["trace_span_id"]
         created_at = run.get("created_at") or _dt.datetime.now(_dt.timezone.utc).isoformat()
         # judgeval's example_id is str(uuid.uuid4()): same shape, without the GIL-releasing os.urandom call.
@@ -131,12 +132,12 @@ class SpanEvalCarrier:
                     prefix = prior[:-1] if prior else "["
                 if count >= SPAN_EVALS_MAX:
                     return "span_full"
-                first = judges[0]["name"] if judges else "judge"
+                first = names[0] if names else "judge"
                 # judgeval's entry, key for key, as text around the example's (see _example).
                 encoded = (
                     f'{{"project_id":{json_text(project_id)},'
                     f'"eval_name":{json_text(run["eval_name"] if named else f"async_evaluate_{first}_{count}")},'
-                    f'"judges":{json_text(judges)},"examples":[{example}],"is_offline":false,"is_behavior":false}}'
+                    f'"judges":{judges},"examples":[{example}],"is_offline":false,"is_behavior":false}}'
                 )
                 value = prefix + ("," if len(prefix) > 1 else "") + encoded + "]"
                 if len(value) > SPAN_EVAL_ATTRIBUTE_MAX:
