@@ -14,6 +14,7 @@ once per value, by reason.
 
 from __future__ import annotations
 
+import datetime as _dt
 import enum
 import json
 import logging
@@ -51,6 +52,7 @@ __all__ = [
     "json_text",
     "safe_data",
     "safe_json",
+    "utc_now_iso",
 ]
 
 logger = logging.getLogger(__name__)
@@ -197,6 +199,21 @@ _C_ENCODE: Callable[[Any, int], Any] | None = (
     if _make_encoder is None
     else _make_encoder(None, _ENCODER.default, json.encoder.encode_basestring, None, ":", ",", False, False, True)
 )
+
+
+_second_text: tuple[int, str] = (-1, "")  # (a Unix second, its "YYYY-MM-DDTHH:MM:SS" in UTC): one tuple, swapped whole
+
+
+def utc_now_iso() -> str:
+    """``datetime.now(timezone.utc).isoformat()``'s text (microseconds, "+00:00"), the date and time of day
+    formatted once per second: the full call costs several times more, on every ``async_evaluate``."""
+    global _second_text  # noqa: PLW0603 - a cache; the tuple is replaced atomically, any thread
+    second, ns = divmod(time.time_ns(), 1_000_000_000)
+    cached = _second_text
+    if cached[0] != second:
+        cached = _second_text = (second, _dt.datetime.fromtimestamp(second, _dt.timezone.utc).isoformat()[:19])
+    micros = ns // 1000
+    return f"{cached[1]}.{micros:06d}+00:00" if micros else f"{cached[1]}+00:00"
 
 
 def json_text(value: Any) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 
 from ._metrics import SignalLedger
 from ._serialize import json_text
-from ._span import random_uuid
+from ._span import EngineSpan, random_uuid
 
 __all__ = ["PENDING_TRACE_EVAL", "SPAN_EVALS_MAX", "SPAN_EVAL_ATTRIBUTE_MAX", "SpanEvalCarrier"]
 
@@ -51,10 +51,13 @@ def _example(text: str, added: str) -> str:
 
 def _attribute_text(span: Any) -> str | None:
     """The span's current ``judgment.pending_trace_eval`` list text ("" if none or not ours); None if unreadable."""
-    attrs = getattr(span, "attributes", None)
-    if not isinstance(attrs, Mapping):
-        return None
-    value = attrs.get(PENDING_TRACE_EVAL)
+    if type(span) is EngineSpan:
+        value = span.get_attribute(PENDING_TRACE_EVAL)  # no read-only mapping built
+    else:
+        attrs = getattr(span, "attributes", None)
+        if not isinstance(attrs, Mapping):
+            return None
+        value = attrs.get(PENDING_TRACE_EVAL)
     if type(value) is str and value.startswith("[") and value.endswith("]") and len(value) > 2:
         return value
     return ""
@@ -116,10 +119,12 @@ class SpanEvalCarrier:
         local.busy = True
         try:
             with self._lock:
-                try:
-                    entries: list[str] | None = self._carried.setdefault(span, [])
-                except TypeError:  # a span type without weak references (the span engine's __slots__ record)
-                    entries = None
+                entries: list[str] | None = None
+                if type(span) is not EngineSpan:  # the engine's __slots__ record has no weak references
+                    try:
+                        entries = self._carried.setdefault(span, [])
+                    except TypeError:  # another span type without weak references
+                        entries = None
                 if entries is not None:
                     count = len(entries)
                     prefix = "[" + ",".join(entries)

@@ -8,7 +8,6 @@ Spans come from the span engine (``_provider``/``_span``) unless ``tracer_provid
 from __future__ import annotations
 
 import asyncio
-import datetime as _dt
 import importlib
 import importlib.util
 import logging
@@ -37,7 +36,7 @@ from ._provider import EngineTracerProvider
 from ._routes import eval_transport, judgment_api
 from ._runtime import BaseService, LoopRuntime, post_signal_later, run_exit_flush, set_exit_timeout
 from ._semconv import Semconv
-from ._serialize import RateLimitedLog, SerializeLimits, bounded_text, bounded_texts, safe_json
+from ._serialize import RateLimitedLog, SerializeLimits, bounded_text, bounded_texts, safe_json, utc_now_iso
 from ._signals import signal_guard
 from ._span import EngineSpan
 from ._span_evals import SpanEvalCarrier
@@ -526,7 +525,7 @@ class Tracer:
                 "judgment_scorers": judgment,
                 "custom_scorers": custom,
                 "model": None if model is None else bounded_text(model, KEY_MAX, reasons.add),
-                "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(),
+                "created_at": utc_now_iso(),
             }
             for reason in reasons:
                 self.degraded(reason)
