@@ -309,20 +309,25 @@ class EngineSpan(_SpanBase):
         attrs[key] = value
 
     def get_attribute(self, key: str) -> Any:
-        """One attribute's value, or None (no read-only mapping built, unlike ``attributes``)."""
-        return self._attrs.get(key)
+        """One attribute's value while recording, else None (no read-only mapping built, unlike ``attributes``)."""
+        attrs = self._attrs
+        return attrs.get(key) if self._end is None and type(attrs) is dict else None
 
     def set_clean_attribute(self, key: str, value: Any) -> None:
         """``set_attribute`` for a value of ours already in stored form (a str, or a tuple of strs): no cleaning
         pass unless a value length limit applies. Same limits and eviction as ``set_attribute``."""
-        if (
-            self._end is not None
-            or self._owner.limits.span_value_len is not None
-            or not self._owner.limits.span_attributes
-        ):
+        limits = self._owner.limits
+        if self._end is not None or limits.span_value_len is not None or not limits.span_attributes:
             self.set_attribute(key, value)
             return
-        self._put(key, value)
+        attrs = self._attrs  # read right after the check, as set_attribute does
+        maxlen = limits.span_attributes
+        if key in attrs:
+            del attrs[key]  # re-inserted last, as the SDK does
+        elif maxlen is not None and len(attrs) >= maxlen:
+            del attrs[next(iter(attrs))]  # full: the oldest goes
+            self._dropped_attrs += 1
+        attrs[key] = value
 
     def set_internal(self, key: str, value: Any) -> bool:
         """An internal attribute (judgeval's own), outside the count limit. False once ended."""
