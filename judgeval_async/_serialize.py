@@ -14,6 +14,7 @@ once per value, by reason.
 
 from __future__ import annotations
 
+import datetime as _dt
 import enum
 import json
 import logging
@@ -48,8 +49,10 @@ __all__ = [
     "SerializeLimits",
     "bounded_text",
     "bounded_texts",
+    "json_text",
     "safe_data",
     "safe_json",
+    "utc_now_iso",
 ]
 
 logger = logging.getLogger(__name__)
@@ -188,6 +191,40 @@ class _Walk:
 
 # One encoder for every call: json.dumps with non-default options builds a new JSONEncoder each time.
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+# JSONEncoder.encode builds a new C encoder on every call (a few µs here): one, built once, for data we know is
+# acyclic exact builtin types (what _fast_json accepts, our own entries). Same output as _ENCODER.encode.
+_make_encoder: Any = getattr(json.encoder, "c_make_encoder", None)  # the _json accelerator's (not in the stubs)
+_C_ENCODE: Callable[[Any, int], Any] | None = (
+    None
+    if _make_encoder is None
+    else _make_encoder(None, _ENCODER.default, json.encoder.encode_basestring, None, ":", ",", False, False, True)
+)
+
+
+_second_text: tuple[int, str] = (-1, "")  # (a Unix second, its "YYYY-MM-DDTHH:MM:SS" in UTC): one tuple, swapped whole
+
+
+def utc_now_iso() -> str:
+    """``datetime.now(timezone.utc).isoformat()``'s text (microseconds, "+00:00"), the date and time of day
+    formatted once per second: the full call costs several times more, on every ``async_evaluate``."""
+    global _second_text  # noqa: PLW0603 - a cache; the tuple is replaced atomically, any thread
+    second, ns = divmod(time.time_ns(), 1_000_000_000)
+    cached = _second_text
+    if cached[0] != second:
+        cached = _second_text = (second, _dt.datetime.fromtimestamp(second, _dt.timezone.utc).isoformat()[:19])
+    micros = ns // 1000
+    return f"{cached[1]}.{micros:06d}+00:00" if micros else f"{cached[1]}+00:00"
+
+
+def json_text(value: Any) -> str:
+    """Compact JSON of data we built ourselves or checked (exact builtin types, no cycles: no user code runs)."""
+    if type(value) is str:
+        return json.encoder.encode_basestring(value)
+    if _C_ENCODE is None:  # pragma: no cover - CPython without its _json accelerator
+        return _ENCODER.encode(value)
+    return "".join(_C_ENCODE(value, 0))
+
+
 _FAST_MAX_ITEMS = 16
 _INT_MIN, _INT_MAX = -(2**63), 2**63
 
@@ -230,7 +267,7 @@ def _fast_json(value: Any, limit: int) -> str | None:
                 return None
         elif v is not None and vk is not bool:
             return None
-    return _ENCODER.encode(value)
+    return json_text(value)
 
 
 def _report(reasons: set[str], on_degrade: Callable[[str], None] | None) -> None:
@@ -262,7 +299,7 @@ def safe_json(value: Any, limits: SerializeLimits, on_degrade: Callable[[str], N
         return fast
     walk = _Walk(limits)
     try:
-        text = _ENCODER.encode(walk.convert(value, 0))
+        text = json_text(walk.convert(value, 0))  # exact builtin types, acyclic: the walk built them
     except Exception as exc:  # e.g. a dict mutated by another thread while we read it
         walk.reasons.add("unserializable")
         text = json.dumps(f"{placeholder(value)[:-1]}: {type_name(type(exc))}>")
@@ -302,6 +339,13 @@ def bounded_texts(
 ) -> tuple[str, ...] | None:
     """Up to ``max_count`` texts (each as :func:`bounded_text`) from a str or from what :func:`read_items` reads;
     None if ``values`` cannot be read. Each degradation reason is reported once."""
+    kind = type(values)
+    if kind is list or kind is tuple:
+        # The common case (tag(["web"])): short ASCII exact strs, no more than max_count; the copy is taken first
+        # so another thread's mutation cannot slip a non-str past the check.
+        copied: tuple[Any, ...] = tuple(values)  # type: ignore[arg-type]
+        if len(copied) <= max_count and all(type(v) is str and len(v) <= limit and v.isascii() for v in copied):
+            return copied
     reasons: set[str] = set()
     if issubclass(type(values), str):
         out: tuple[str, ...] | None = (bounded_text(values, limit, reasons.add),)

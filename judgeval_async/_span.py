@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry import trace
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
-__all__ = ["EngineSpan", "Limits", "SpanOwner", "new_span_id", "new_trace_id"]
+__all__ = ["EngineSpan", "Limits", "SpanOwner", "new_span_id", "new_trace_id", "random_uuid"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +61,13 @@ def new_span_id() -> int:
     while not n:  # pragma: no cover - one in 2**64
         n = _bits(64)
     return n
+
+
+def random_uuid() -> str:
+    """A random (version 4) UUID's text from the private generator. Not ``uuid.uuid4()``: its ``os.urandom`` call
+    releases the GIL, so a caller on a busy process waits for another thread's time slice (up to 5 ms)."""
+    # 122 random bits; "4" is the version nibble, 0x8000 the RFC 4122 variant bits (as uuid.UUID(version=4) sets).
+    return "%08x-%04x-4%03x-%04x-%012x" % (_bits(32), _bits(16), _bits(12), 0x8000 | _bits(14), _bits(48))  # noqa: UP031 - the fastest form
 
 
 class Limits:
@@ -298,6 +305,27 @@ class EngineSpan(_SpanBase):
             del attrs[key]
         elif maxlen is not None and len(attrs) >= maxlen:
             del attrs[next(iter(attrs))]
+            self._dropped_attrs += 1
+        attrs[key] = value
+
+    def get_attribute(self, key: str) -> Any:
+        """One attribute's value while recording, else None (no read-only mapping built, unlike ``attributes``)."""
+        attrs = self._attrs
+        return attrs.get(key) if self._end is None and type(attrs) is dict else None
+
+    def set_clean_attribute(self, key: str, value: Any) -> None:
+        """``set_attribute`` for a value of ours already in stored form (a str, or a tuple of strs): no cleaning
+        pass unless a value length limit applies. Same limits and eviction as ``set_attribute``."""
+        limits = self._owner.limits
+        if self._end is not None or limits.span_value_len is not None or not limits.span_attributes:
+            self.set_attribute(key, value)
+            return
+        attrs = self._attrs  # read right after the check, as set_attribute does
+        maxlen = limits.span_attributes
+        if key in attrs:
+            del attrs[key]  # re-inserted last, as the SDK does
+        elif maxlen is not None and len(attrs) >= maxlen:
+            del attrs[next(iter(attrs))]  # full: the oldest goes
             self._dropped_attrs += 1
         attrs[key] = value
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import threading
-import uuid
 import weakref
 from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
 from ._metrics import SignalLedger
+from ._serialize import json_text
+from ._span import EngineSpan, random_uuid
 
 __all__ = ["PENDING_TRACE_EVAL", "SPAN_EVALS_MAX", "SPAN_EVAL_ATTRIBUTE_MAX", "SpanEvalCarrier"]
 
@@ -25,14 +26,38 @@ PENDING_TRACE_EVAL = "judgment.pending_trace_eval"
 SPAN_EVALS_MAX = 100  # evaluations carried on one span; more go by the API transport
 SPAN_EVAL_ATTRIBUTE_MAX = 1 << 20  # characters of the attribute's JSON text; beyond it, the API transport
 _COUNTS_KEPT = 4096  # spans without weak references whose entry count is remembered
+# Keys judgeval adds to each example; an example of ours that has one of them is merged as a dict (see _example).
+_ADDED_KEYS = ('"example_id"', '"created_at"', '"trace_id"', '"span_id"')
+
+
+def _example(text: str, added: str) -> str:
+    """judgeval's ``{**example, example_id, created_at, trace_id, span_id}`` as JSON text, ``added`` being the last
+    four members' text. Spliced into the example's own text (bounded JSON we just wrote: valid, compact) rather than
+    parsed back and encoded again; an example that is not an object is carried under ``"example"``, as judgeval's
+    own ``{**example}`` could not. Only an object already holding one of the added keys takes the dict merge, whose
+    key order and last-wins values the splice would not reproduce."""
+    if text.startswith("{"):
+        if not any(key in text for key in _ADDED_KEYS):
+            return text[:-1] + ("," if len(text) > 2 else "") + added + "}"
+        try:
+            example = json.loads(text)
+        except ValueError:  # pragma: no cover - the text is our own bounded JSON
+            example = None
+        if type(example) is dict:
+            merged = json.loads("{" + added + "}")
+            return json_text({**example, **merged})
+    return '{"example":' + text + "," + added + "}"
 
 
 def _attribute_text(span: Any) -> str | None:
     """The span's current ``judgment.pending_trace_eval`` list text ("" if none or not ours); None if unreadable."""
-    attrs = getattr(span, "attributes", None)
-    if not isinstance(attrs, Mapping):
-        return None
-    value = attrs.get(PENDING_TRACE_EVAL)
+    if type(span) is EngineSpan:
+        value = span.get_attribute(PENDING_TRACE_EVAL)  # no read-only mapping built
+    else:
+        attrs = getattr(span, "attributes", None)
+        if not isinstance(attrs, Mapping):
+            return None
+        value = attrs.get(PENDING_TRACE_EVAL)
     if type(value) is str and value.startswith("[") and value.endswith("]") and len(value) > 2:
         return value
     return ""
@@ -52,8 +77,8 @@ class SpanEvalCarrier:
     Ledger: the evaluation is created and settled ``delivered`` in the evaluations ledger when it is attached to its
     span: from then on it *is* part of the span, whose fate (delivered, or dropped with a reason) the spans ledger
     counts. Per-span state: a weak-keyed list of entry texts (SDK spans); a span type without weak references (the
-    span engine's ``__slots__`` record) keeps the list in its own attribute, read back through its ``attributes``
-    mapping and appended to. ``attach`` says why when it cannot carry the run (no project id yet, a span type with
+    span engine's ``__slots__`` record) keeps the list in its own attribute, read back (``EngineSpan.get_attribute``,
+    else the ``attributes`` mapping) and appended to. ``attach`` says why when it cannot carry the run (no project id yet, a span type with
     neither, the per-span caps reached); the caller then sends it by the API transport, so nothing is lost.
     """
 
@@ -74,15 +99,18 @@ class SpanEvalCarrier:
         API."""
         if not project_id:
             return "no_project_id"
-        judges = [{"name": conf.get("name", conf.get("score_type"))} for conf in run["judgment_scorers"]]
-        judges += [{"name": conf.get("name")} for conf in run["custom_scorers"]]
-        text = run["examples"][0]
-        try:
-            example = json.loads(text)
-        except ValueError:  # pragma: no cover - the text is our own bounded JSON
-            example = text
-        fields = example if type(example) is dict else {"example": example}
-        key = (run["trace_id"], run["trace_span_id"])
+        names = [conf.get("name", conf.get("score_type")) for conf in run["judgment_scorers"]]
+        names += [conf.get("name") for conf in run["custom_scorers"]]
+        judges = "[" + ",".join(['{"name":' + json_text(name) + "}" for name in names]) + "]"
+        trace_id, span_id = run["trace_id"], run["trace_span_id"]
+        created_at = run.get("created_at") or _dt.datetime.now(_dt.timezone.utc).isoformat()
+        # judgeval's example_id is str(uuid.uuid4()): same shape, without the GIL-releasing os.urandom call.
+        example = _example(
+            run["examples"][0],
+            f'"example_id":"{random_uuid()}","created_at":{json_text(created_at)},'
+            f'"trace_id":{json_text(trace_id)},"span_id":{json_text(span_id)}',
+        )
+        key = (trace_id, span_id)
         local = self._local
         if getattr(local, "busy", False):
             # A signal handler on this thread interrupted an attach that holds the lock: waiting for it would
@@ -91,10 +119,12 @@ class SpanEvalCarrier:
         local.busy = True
         try:
             with self._lock:
-                try:
-                    entries: list[str] | None = self._carried.setdefault(span, [])
-                except TypeError:  # a span type without weak references (the span engine's __slots__ record)
-                    entries = None
+                entries: list[str] | None = None
+                if type(span) is not EngineSpan:  # the engine's __slots__ record has no weak references
+                    try:
+                        entries = self._carried.setdefault(span, [])
+                    except TypeError:  # another span type without weak references
+                        entries = None
                 if entries is not None:
                     count = len(entries)
                     prefix = "[" + ",".join(entries)
@@ -107,24 +137,13 @@ class SpanEvalCarrier:
                     prefix = prior[:-1] if prior else "["
                 if count >= SPAN_EVALS_MAX:
                     return "span_full"
-                first = judges[0]["name"] if judges else "judge"
-                entry = {
-                    "project_id": project_id,
-                    "eval_name": run["eval_name"] if named else f"async_evaluate_{first}_{count}",
-                    "judges": judges,
-                    "examples": [
-                        {
-                            **fields,
-                            "example_id": str(uuid.uuid4()),
-                            "created_at": run.get("created_at") or _dt.datetime.now(_dt.timezone.utc).isoformat(),
-                            "trace_id": run["trace_id"],
-                            "span_id": run["trace_span_id"],
-                        }
-                    ],
-                    "is_offline": False,
-                    "is_behavior": False,
-                }
-                encoded = json.dumps(entry, ensure_ascii=False)
+                first = names[0] if names else "judge"
+                # judgeval's entry, key for key, as text around the example's (see _example).
+                encoded = (
+                    f'{{"project_id":{json_text(project_id)},'
+                    f'"eval_name":{json_text(run["eval_name"] if named else f"async_evaluate_{first}_{count}")},'
+                    f'"judges":{judges},"examples":[{example}],"is_offline":false,"is_behavior":false}}'
+                )
                 value = prefix + ("," if len(prefix) > 1 else "") + encoded + "]"
                 if len(value) > SPAN_EVAL_ATTRIBUTE_MAX:
                     return "span_full"

@@ -8,7 +8,6 @@ Spans come from the span engine (``_provider``/``_span``) unless ``tracer_provid
 from __future__ import annotations
 
 import asyncio
-import datetime as _dt
 import importlib
 import importlib.util
 import logging
@@ -37,8 +36,9 @@ from ._provider import EngineTracerProvider
 from ._routes import eval_transport, judgment_api
 from ._runtime import BaseService, LoopRuntime, post_signal_later, run_exit_flush, set_exit_timeout
 from ._semconv import Semconv
-from ._serialize import RateLimitedLog, SerializeLimits, bounded_text, bounded_texts, safe_json
+from ._serialize import RateLimitedLog, SerializeLimits, bounded_text, bounded_texts, safe_json, utc_now_iso
 from ._signals import signal_guard
+from ._span import EngineSpan
 from ._span_evals import SpanEvalCarrier
 from ._spans import JudgmentSpanProcessor, SpanExportService
 from ._tags import TagBatcher
@@ -355,11 +355,15 @@ class Tracer:
 
     def _current_span(self, call: str) -> trace.Span | None:
         span = trace.get_current_span()
-        ctx = span.get_span_context()
-        if not ctx.is_valid or not ctx.trace_flags.sampled or not span.is_recording():
-            self.metrics.calls_ignored.inc(call, "no_active_span")
-            return None
-        return span
+        if type(span) is EngineSpan:
+            if span.is_recording():  # ours: valid ids and sampled by construction; no SpanContext built
+                return span
+        else:
+            ctx = span.get_span_context()
+            if ctx.is_valid and ctx.trace_flags.sampled and span.is_recording():
+                return span
+        self.metrics.calls_ignored.inc(call, "no_active_span")
+        return None
 
     def set_attribute(self, key: str, value: Any) -> None:
         """Set an attribute on the current span. Primitives are kept as they are (a long string is cut); anything
@@ -442,7 +446,8 @@ class Tracer:
                 return
             trace_id = format(span.get_span_context().trace_id, "032x")
             self._tags.offer((trace_id, clean))
-            self._start_nowait()
+            if not self._runtime.running:  # (the signal guard's check runs when the span ends)
+                self._start_nowait()
         except Exception:
             # Every call is accounted for: one that failed here is a lost tag() call, not silence.
             _drop_untracked(self.metrics.tags)
@@ -454,8 +459,12 @@ class Tracer:
         Read-merge-write is not atomic: two threads tagging one span at the same instant may keep only one call's
         tags on the span (the tag pipeline still gets both)."""
         try:
-            attributes = getattr(span, "attributes", None)
-            previous = attributes.get(ATTR_TAGS) if attributes is not None else None
+            engine = type(span) is EngineSpan
+            if engine:
+                previous = span.get_attribute(ATTR_TAGS)  # type: ignore[attr-defined]
+            else:
+                attributes = getattr(span, "attributes", None)
+                previous = attributes.get(ATTR_TAGS) if attributes is not None else None
             limit = self.config.tag_max_per_trace
             if previous:
                 if len(previous) >= limit:
@@ -467,6 +476,9 @@ class Tracer:
                 merged = (*previous, *added)
             else:
                 merged = tuple(dict.fromkeys(tags))
+            if engine:
+                span.set_clean_attribute(ATTR_TAGS, merged[:limit])  # type: ignore[attr-defined]  # no lock to check
+                return
             if _span_busy(span):
                 return  # a signal handler interrupted this span's own update: the tag pipeline still gets the tags
             span.set_attribute(ATTR_TAGS, merged[:limit])
@@ -513,7 +525,7 @@ class Tracer:
                 "judgment_scorers": judgment,
                 "custom_scorers": custom,
                 "model": None if model is None else bounded_text(model, KEY_MAX, reasons.add),
-                "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(),
+                "created_at": utc_now_iso(),
             }
             for reason in reasons:
                 self.degraded(reason)
@@ -530,7 +542,8 @@ class Tracer:
                         why,
                     )
                 self._evals.offer(run)
-            self._start_nowait()
+            if not self._runtime.running:  # (the signal guard's check runs when the span ends)
+                self._start_nowait()
         except Exception:
             # Every call is accounted for: one that failed here is a lost evaluation, not silence.
             _drop_untracked(self.metrics.evaluations)

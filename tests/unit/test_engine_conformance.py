@@ -335,6 +335,28 @@ def test_clean_attributes_are_bounded_like_set_attributes(
     assert fast.dropped_attributes == plain.dropped_attributes
 
 
+@pytest.mark.parametrize(
+    "limits",
+    [{}, {"max_span_attributes": 2}, {"max_span_attribute_length": 3}, {"max_span_attributes": 0}],
+    ids=["none", "count", "length", "zero"],
+)
+def test_clean_attribute_is_bounded_like_set_attribute(monkeypatch: pytest.MonkeyPatch, limits: dict[str, int]) -> None:
+    """tag()'s fast path (set_clean_attribute, get_attribute) keeps, cuts, evicts and counts as set_attribute."""
+    provider, ended = _engine(monkeypatch, span_limits=SpanLimits(**limits))
+    tracer = provider.get_tracer("t")
+    for setter in ("set_attribute", "set_clean_attribute"):
+        span = tracer.start_span("s", attributes={"a": "1", "b": "2"})
+        for key, value in (("b", ("web", "tagged")), ("c", "cccccc"), ("d", ("d",))):
+            getattr(span, setter)(key, value)
+        assert span.get_attribute("d") == span.attributes.get("d")  # type: ignore[attr-defined]
+        assert span.get_attribute("missing") is None  # type: ignore[attr-defined]
+        span.end()
+        getattr(span, setter)("late", "x")  # ignored once ended
+    plain, fast = ended
+    assert dict(fast.attributes) == dict(plain.attributes) and list(fast.attributes) == list(plain.attributes)
+    assert fast.dropped_attributes == plain.dropped_attributes
+
+
 def test_sampler_ratio_zero_gives_non_recording_spans_with_context(monkeypatch: pytest.MonkeyPatch) -> None:
     """Sampled out: a NonRecordingSpan with a valid context and unsampled flags, its children too; nothing ends."""
     provider, ended = _engine(monkeypatch, sampler_ratio=0.0)

@@ -24,8 +24,10 @@ from judgeval_async._serialize import (
     SerializeLimits,
     bounded_text,
     bounded_texts,
+    json_text,
     safe_data,
     safe_json,
+    utc_now_iso,
 )
 
 LIMITS = SerializeLimits()
@@ -614,3 +616,45 @@ def test_bounded_texts_from_a_string_or_iterable() -> None:
     assert bounded_texts("one", 10, 5, 1.0, got.append) == ("one",)
     assert bounded_texts(["a" * 20, "b" * 20, Spy()], 10, 5, 1.0, got.append) == ("a" * 10, "b" * 10, "<Spy>")
     assert sorted(got) == ["truncated", "unserializable"]
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["", 'ü \u2028 "q" \\', {"a": 1, "b": [1.5, None, True, "x"]}, [], {}, 0.1, -(2**63), None, [{"name": None}]],
+)
+def test_json_text_is_the_compact_encoders_output(value: Any) -> None:
+    """json_text (one prebuilt C encoder) writes exactly what json.dumps does with compact separators."""
+    assert json_text(value) == json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        ["web"],
+        ("a", "b", "a"),
+        [],
+        ["x" * 300],  # longer than the limit: cut
+        ["é"],  # not ASCII: the full path
+        ["t"] * 150,  # more than max_count: truncated
+        ["ok", 1, None],  # not all str
+    ],
+)
+def test_bounded_texts_fast_path_equals_the_full_path(values: Any) -> None:
+    """A list or tuple of short ASCII strs is returned as a tuple at once; anything else gives what it gave before."""
+    fast_reasons: list[str] = []
+    full_reasons: list[str] = []
+    fast = bounded_texts(values, 256, 100, 1.0, fast_reasons.append)
+    full = bounded_texts(iter(values), 256, 100, 1.0, full_reasons.append)  # an iterator takes the full path
+    assert fast == full and type(fast) is tuple
+    assert fast_reasons == full_reasons
+
+
+def test_utc_now_iso_is_datetime_isoformat_of_now() -> None:
+    """utc_now_iso (date-time cached per second) parses back to an aware UTC instant between two datetime.now()s."""
+    for _ in range(200):
+        before = datetime.datetime.now(datetime.timezone.utc)
+        text = utc_now_iso()
+        after = datetime.datetime.now(datetime.timezone.utc)
+        parsed = datetime.datetime.fromisoformat(text)
+        assert before <= parsed <= after and parsed.utcoffset() == datetime.timedelta(0)
+        assert text == parsed.isoformat()  # the same text datetime writes: microseconds only when non-zero

@@ -213,3 +213,58 @@ def test_reentry_from_a_signal_handler_goes_by_the_api_instead_of_deadlocking() 
     assert inner == ["reentrant"]  # the caller sends that one by the API transport
     assert [e["judges"] for e in json.loads(span.attributes[PENDING_TRACE_EVAL])] == [[{"name": "outer"}]]
     assert carrier.attach(_Span(), "proj-1", _run(), named=False) is None  # the flag was cleared
+
+
+def _judgeval_example(example: object, carried: dict[str, Any]) -> dict[str, Any]:
+    """judgeval 1.6's example entry for ``example``: the dict merge, with the ids the carrier chose."""
+    fields = example if type(example) is dict else {"example": example}
+    ids = {k: carried[k] for k in ("example_id", "created_at", "trace_id", "span_id")}
+    return {**fields, **ids}
+
+
+@pytest.mark.parametrize(
+    "example",
+    [
+        {"input": "q", "actual_output": "a"},
+        {},
+        {"input": 'ünï \u2028 "quoted" \\ ', "n": [1, 2.5, None, True], "nested": {"a": {"b": []}}},
+        {"trace_id": "the user's", "x": 1, "example_id": "theirs"},  # judgeval's keys win, in the user's order
+        {"note": 'mentions "span_id" inside a value'},
+        ["a", 1],
+        "just text",
+        42,
+        [],
+    ],
+)
+def test_entry_equals_judgevals_dict_merge_for_every_example_shape(example: object) -> None:
+    """The entry spliced from the example's text decodes to exactly judgeval's {**example, ids} (order included)."""
+    span = _Span()
+    assert SpanEvalCarrier(SignalLedger("evaluations")).attach(span, "p", _run(example=example), named=False) is None
+    (entry,) = json.loads(span.attributes[PENDING_TRACE_EVAL])
+    (carried,) = entry["examples"]
+    expected = _judgeval_example(example, carried)
+    assert carried == expected
+    assert list(carried) == list(expected)
+    assert list(entry) == ["project_id", "eval_name", "judges", "examples", "is_offline", "is_behavior"]
+    assert (carried["trace_id"], carried["span_id"]) == ("0" * 31 + "1", "0" * 15 + "2")
+
+
+def test_example_ids_are_uuid4_text_without_os_urandom(monkeypatch: pytest.MonkeyPatch) -> None:
+    """example_id is a distinct version-4 UUID text, made without os.urandom (it releases the GIL on the caller)."""
+    import os
+    import uuid
+
+    def no_urandom(n: int) -> bytes:
+        raise AssertionError("os.urandom called on the caller")
+
+    monkeypatch.setattr(os, "urandom", no_urandom)
+    span = _Span()
+    carrier = SpanEvalCarrier(SignalLedger("evaluations"))
+    for _ in range(50):
+        assert carrier.attach(span, "p", _run(), named=False) is None
+    monkeypatch.undo()
+    ids = [e["examples"][0]["example_id"] for e in json.loads(span.attributes[PENDING_TRACE_EVAL])]
+    assert len(set(ids)) == 50
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text and parsed.version == 4 and parsed.variant == uuid.RFC_4122
