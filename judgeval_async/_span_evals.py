@@ -78,8 +78,9 @@ class SpanEvalCarrier:
     span: from then on it *is* part of the span, whose fate (delivered, or dropped with a reason) the spans ledger
     counts. Per-span state: a weak-keyed list of entry texts (SDK spans); a span type without weak references (the
     span engine's ``__slots__`` record) keeps the list in its own attribute, read back (``EngineSpan.get_attribute``,
-    else the ``attributes`` mapping) and appended to. ``attach`` says why when it cannot carry the run (no project id yet, a span type with
-    neither, the per-span caps reached); the caller then sends it by the API transport, so nothing is lost.
+    else the ``attributes`` mapping) and appended to. ``attach`` says why when it cannot carry the run (no project id
+    yet, a span type with neither, the per-span caps reached); the caller then sends it by the API transport, so
+    nothing is lost.
     """
 
     def __init__(self, ledger: SignalLedger) -> None:
