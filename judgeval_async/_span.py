@@ -17,7 +17,7 @@ import logging
 import os
 import random
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from time import time_ns
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -32,6 +32,12 @@ logger = logging.getLogger(__name__)
 _UNSET = Status(StatusCode.UNSET)
 _EMPTY_STATE = TraceState()
 _OK = StatusCode.OK
+
+# An ended span's attributes: ``(*values, keys)`` (see ``EngineSpan._freeze``). Key tuples are shared: every span of
+# one traced function carries the same keys, so queued records keep one copy of them between them.
+_NO_ATTRS: tuple[Any, ...] = ((),)
+_KEYSETS: dict[tuple[str, ...], tuple[str, ...]] = {}
+_KEYSETS_MAX = 256
 
 # Ids: one private generator, reseeded in a forked child (two children must never share ids). Never the global
 # ``random``: an application's ``random.seed(42)`` would make every process emit the same trace ids.
@@ -218,7 +224,7 @@ class EngineSpan(_SpanBase):
         self._parent_remote = parent_remote
         self._parent = parent  # the parent's SpanContext when we were given one (else built on demand)
         self._kind = kind
-        self._attrs = attrs
+        self._attrs: Any = attrs  # a dict while recording; after end() a tuple (see _freeze), read via attr_items()
         self._dropped_attrs = dropped_attrs
         self._events: list[tuple[str, int, dict[str, Any], int]] | None = None
         self._dropped_events = 0
@@ -250,6 +256,7 @@ class EngineSpan(_SpanBase):
         if self._end is not None:
             logger.warning("Setting attribute on ended span.")
             return
+        attrs = self._attrs  # read with the check, no call between: a racing end() leaves us the dict it let go
         limits = self._owner.limits
         maxlen = limits.span_attributes
         if maxlen == 0 or not key or not isinstance(key, str):
@@ -258,7 +265,6 @@ class EngineSpan(_SpanBase):
         kind = type(value)
         if kind is not str or limits.span_value_len is not None:
             value = clean_value(value, limits.span_value_len)
-        attrs = self._attrs
         if key in attrs:
             del attrs[key]  # re-inserted last, as the SDK does
         elif maxlen is not None and len(attrs) >= maxlen:
@@ -270,6 +276,7 @@ class EngineSpan(_SpanBase):
         if self._end is not None:
             logger.warning("Setting attribute on ended span.")
             return
+        attrs = self._attrs  # read with the check (see set_attribute)
         limits = self._owner.limits
         if limits.span_attributes == 0:
             self._dropped_attrs += len(attributes)
@@ -277,7 +284,7 @@ class EngineSpan(_SpanBase):
         cleaned = clean_mapping(attributes, limits.span_value_len)
         self._dropped_attrs += len(attributes) - len(cleaned)
         for key, value in cleaned.items():
-            self._put(key, value)
+            self._put(attrs, key, value)
 
     def set_clean_attributes(self, attributes: dict[str, str]) -> None:
         """``set_attributes`` for our own values (string keys and values, built by ``observe``): no cleaning pass
@@ -285,14 +292,14 @@ class EngineSpan(_SpanBase):
         if self._end is not None or self._owner.limits.span_value_len is not None:
             self.set_attributes(attributes)
             return
+        attrs = self._attrs  # read with the check (see set_attribute)
         if self._owner.limits.span_attributes == 0:
             self._dropped_attrs += len(attributes)
             return
         for key, value in attributes.items():
-            self._put(key, value)
+            self._put(attrs, key, value)
 
-    def _put(self, key: str, value: Any) -> None:
-        attrs = self._attrs
+    def _put(self, attrs: dict[str, Any], key: str, value: Any) -> None:
         maxlen = self._owner.limits.span_attributes
         if key in attrs:
             del attrs[key]
@@ -402,7 +409,28 @@ class EngineSpan(_SpanBase):
             logger.warning("Calling end() on an ended span.")
             return
         self._end = now
+        self._freeze()
         self._owner.on_end(self)
+
+    def _freeze(self) -> None:
+        """The attribute dict as ``(*values, keys)``, keys shared (``_KEYSETS``): an ended span waits in the queue
+        until the loop encodes it, and observe's 8 attributes cost 104 B this way against a 272 B dict."""
+        attrs = self._attrs.copy()  # one C call: a set_attribute racing with end() can't split keys from values
+        if not attrs:
+            self._attrs = _NO_ATTRS
+            return
+        keys = tuple(attrs)
+        shared = _KEYSETS.get(keys)
+        if shared is None:
+            if len(_KEYSETS) >= _KEYSETS_MAX:
+                _KEYSETS.clear()
+            shared = _KEYSETS[keys] = keys
+        self._attrs = (*attrs.values(), shared)
+
+    def attr_items(self) -> Iterable[tuple[str, Any]]:
+        """The attributes as (key, value) pairs, in order, whether the span has ended (a tuple) or not (a dict)."""
+        attrs = self._attrs
+        return attrs.items() if type(attrs) is dict else zip(attrs[-1], attrs)  # noqa: B905 - keys come last
 
     def __enter__(self) -> EngineSpan:
         return self
@@ -453,7 +481,8 @@ class EngineSpan(_SpanBase):
 
     @property
     def attributes(self) -> Mapping[str, Any]:
-        return MappingProxyType(self._attrs)
+        attrs = self._attrs
+        return MappingProxyType(attrs if type(attrs) is dict else dict(zip(attrs[-1], attrs)))  # noqa: B905
 
     @property
     def events(self) -> tuple[Any, ...]:
