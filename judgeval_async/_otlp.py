@@ -17,7 +17,7 @@ sub-message are always written, even when empty.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -161,14 +161,14 @@ _PAIRS_MAX = 256
 _PAIR_VALUE_MAX = 64
 
 
-def _span_attributes(parts: list[bytes], attributes: Mapping[str, Any]) -> None:
+def _span_attributes(parts: list[bytes], attributes: Iterable[tuple[str, Any]]) -> None:
     """Span attributes (field 9) onto ``parts``. A string value (inputs, outputs: most of a span's bytes) is written
     as one header piece plus the encoded text itself, never copied into intermediate messages; the same string object
     under two keys (``judgment.input`` and ``input.value``) is encoded once."""
     pairs = _PAIRS
     prev: str | None = None
     text = b""
-    for key, value in attributes.items():
+    for key, value in attributes:
         if type(value) is not str:
             parts.append(_ld(b"\x4a", _key_value(key, value)))
             continue
@@ -225,7 +225,7 @@ def _engine_span(span: EngineSpan) -> bytes:
         parts.append(b"\x39" + _pack_q(span._start))
     if span._end:
         parts.append(b"\x41" + _pack_q(span._end))
-    _span_attributes(parts, span._attrs)
+    _span_attributes(parts, span.attr_items())
     if span._dropped_attrs:
         parts.append(b"\x50" + _varint(span._dropped_attrs))
     if span._events:

@@ -17,7 +17,7 @@ import logging
 import os
 import random
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from time import time_ns
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -32,6 +32,12 @@ logger = logging.getLogger(__name__)
 _UNSET = Status(StatusCode.UNSET)
 _EMPTY_STATE = TraceState()
 _OK = StatusCode.OK
+
+# A compacted span's attributes: ``(*values, keys)`` (see ``EngineSpan.compact``). Key tuples are shared: every span of
+# one traced function carries the same keys, so queued records keep one copy of them between them.
+_NO_ATTRS: tuple[Any, ...] = ((),)
+_KEYSETS: dict[tuple[str, ...], tuple[str, ...]] = {}
+_KEYSETS_MAX = 256
 
 # Ids: one private generator, reseeded in a forked child (two children must never share ids). Never the global
 # ``random``: an application's ``random.seed(42)`` would make every process emit the same trace ids.
@@ -225,7 +231,7 @@ class EngineSpan(_SpanBase):
         self._parent_remote = parent_remote
         self._parent = parent  # the parent's SpanContext when we were given one (else built on demand)
         self._kind = kind
-        self._attrs = attrs
+        self._attrs: Any = attrs  # a dict; a tuple once compact() (after end), read via attr_items()
         self._dropped_attrs = dropped_attrs
         self._events: list[tuple[str, int, dict[str, Any], int]] | None = None
         self._dropped_events = 0
@@ -257,6 +263,7 @@ class EngineSpan(_SpanBase):
         if self._end is not None:
             logger.warning("Setting attribute on ended span.")
             return
+        attrs = self._attrs  # read with the check, no call between: a racing end() leaves us the dict it let go
         limits = self._owner.limits
         maxlen = limits.span_attributes
         if maxlen == 0 or not key or not isinstance(key, str):
@@ -265,7 +272,6 @@ class EngineSpan(_SpanBase):
         kind = type(value)
         if kind is not str or limits.span_value_len is not None:
             value = clean_value(value, limits.span_value_len)
-        attrs = self._attrs
         if key in attrs:
             del attrs[key]  # re-inserted last, as the SDK does
         elif maxlen is not None and len(attrs) >= maxlen:
@@ -277,6 +283,7 @@ class EngineSpan(_SpanBase):
         if self._end is not None:
             logger.warning("Setting attribute on ended span.")
             return
+        attrs = self._attrs  # read with the check (see set_attribute)
         limits = self._owner.limits
         if limits.span_attributes == 0:
             self._dropped_attrs += len(attributes)
@@ -284,7 +291,7 @@ class EngineSpan(_SpanBase):
         cleaned = clean_mapping(attributes, limits.span_value_len)
         self._dropped_attrs += len(attributes) - len(cleaned)
         for key, value in cleaned.items():
-            self._put(key, value)
+            self._put(attrs, key, value)
 
     def set_clean_attributes(self, attributes: dict[str, str]) -> None:
         """``set_attributes`` for our own values (string keys and values, built by ``observe``): no cleaning pass
@@ -292,14 +299,14 @@ class EngineSpan(_SpanBase):
         if self._end is not None or self._owner.limits.span_value_len is not None:
             self.set_attributes(attributes)
             return
+        attrs = self._attrs  # read with the check (see set_attribute)
         if self._owner.limits.span_attributes == 0:
             self._dropped_attrs += len(attributes)
             return
         for key, value in attributes.items():
-            self._put(key, value)
+            self._put(attrs, key, value)
 
-    def _put(self, key: str, value: Any) -> None:
-        attrs = self._attrs
+    def _put(self, attrs: dict[str, Any], key: str, value: Any) -> None:
         maxlen = self._owner.limits.span_attributes
         if key in attrs:
             del attrs[key]
@@ -432,6 +439,30 @@ class EngineSpan(_SpanBase):
         self._end = now
         self._owner.on_end(self)
 
+    def compact(self) -> None:
+        """After ``end()``: the attribute dict as ``(*values, keys)``, keys shared (``_KEYSETS``). For a record that
+        will wait in a deep queue (the processor decides): observe's 8 attributes cost 112 B so, against a 272 B
+        dict. ~1 µs of the caller's time on a loaded 2-core box, so not done for a record the loop will take soon."""
+        attrs = self._attrs
+        if type(attrs) is not dict or self._end is None:
+            return
+        attrs = attrs.copy()  # one C call: a set_attribute racing with end() can't split keys from values
+        if not attrs:
+            self._attrs = _NO_ATTRS
+            return
+        keys = tuple(attrs)
+        shared = _KEYSETS.get(keys)
+        if shared is None:
+            if len(_KEYSETS) >= _KEYSETS_MAX:
+                _KEYSETS.clear()
+            shared = _KEYSETS[keys] = keys
+        self._attrs = (*attrs.values(), shared)
+
+    def attr_items(self) -> Iterable[tuple[str, Any]]:
+        """The attributes as (key, value) pairs, in order, compacted (a tuple) or not (a dict)."""
+        attrs = self._attrs
+        return attrs.items() if type(attrs) is dict else zip(attrs[-1], attrs)  # noqa: B905 - keys come last
+
     def __enter__(self) -> EngineSpan:
         return self
 
@@ -481,7 +512,8 @@ class EngineSpan(_SpanBase):
 
     @property
     def attributes(self) -> Mapping[str, Any]:
-        return MappingProxyType(self._attrs)
+        attrs = self._attrs
+        return MappingProxyType(attrs if type(attrs) is dict else dict(zip(attrs[-1], attrs)))  # noqa: B905
 
     @property
     def events(self) -> tuple[Any, ...]:
