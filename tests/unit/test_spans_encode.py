@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import gzip
+import threading
 import weakref
 from typing import Any
 
@@ -52,11 +53,14 @@ def _taken(service: SpanExportService, spans: list[Any]) -> list[Any]:
 def _count_yields(monkeypatch: pytest.MonkeyPatch, on_yield: Any = None) -> list[int]:
     yields: list[int] = []
     real_sleep = asyncio.sleep
+    # asyncio.sleep is patched process-wide: count only this thread's calls, not those of other tests' SDK loops.
+    me = threading.get_ident()
 
     async def counting_sleep(delay: float, result: Any = None) -> Any:
-        yields.append(1)
-        if on_yield is not None:
-            on_yield()
+        if threading.get_ident() == me:
+            yields.append(1)
+            if on_yield is not None:
+                on_yield()
         return await real_sleep(delay, result)
 
     monkeypatch.setattr(spans_module.asyncio, "sleep", counting_sleep)
