@@ -54,6 +54,7 @@ T = TypeVar("T")
 P = ParamSpec("P")
 
 _LAG_TICK = 0.25  # seconds between loop-lag samples
+_LEFTOVER_UNWIND = 0.1  # seconds the loop's leftover tasks get to unwind once cancelled at stop
 # A blocking call hands its result back across threads: allow this much past the deadline for the hand-off itself,
 # so a call never returns False when its work finished right at the deadline. Every blocking call returns by
 # its deadline plus this (and scheduling noise).
@@ -353,6 +354,7 @@ class LoopRuntime:
             logger.exception("judgeval_async loop thread crashed")
         finally:
             try:
+                _cancel_leftovers(loop)
                 loop.run_until_complete(loop.shutdown_asyncgens())
             except Exception:  # pragma: no cover - best effort on a dying loop
                 pass
@@ -670,3 +672,15 @@ def run_exit_flush(timeout: float | None = None) -> bool:
 
 
 atexit.register(run_exit_flush)
+
+
+def _cancel_leftovers(loop: asyncio.AbstractEventLoop) -> None:
+    """Cancel what is still pending when the loop stops (a project resolve or a send still waiting on a dead backend)
+    and give it one bounded turn to unwind, as ``asyncio.run`` does: a task left pending when the loop closes is
+    logged by asyncio as "Task was destroyed but it is pending!" on the application's stderr."""
+    tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    if not tasks:
+        return
+    for task in tasks:
+        task.cancel()
+    loop.run_until_complete(asyncio.wait(tasks, timeout=_LEFTOVER_UNWIND))

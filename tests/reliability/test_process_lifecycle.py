@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import logging
 import os
 import signal
@@ -103,6 +105,28 @@ def test_exit_with_black_holed_backend_keeps_its_deadline(local_server: LocalJud
     assert local_server.request_count("resolve", "blackhole") >= 1
     # Interpreter start-up and imports take seconds on a loaded CI box; the backend would hold us 60 s+.
     assert elapsed < 20.0
+
+
+def test_shutdown_cancels_tasks_left_on_the_sdk_loop(make_tracer: Callable[..., Tracer]) -> None:
+    """A task still pending on the SDK loop at shutdown (a resolve or send waiting on a dead backend) is cancelled
+    before the loop closes, as asyncio.run does: none is left for asyncio to report as "Task was destroyed but it
+    is pending!" on the application's stderr."""
+    tracer = make_tracer()
+    with tracer.span("s"):
+        pass
+    assert tracer.force_flush(timeout=10.0)  # the loop is running
+    loop = tracer._runtime.loop
+    assert loop is not None
+
+    async def wait_forever() -> None:
+        await asyncio.sleep(3600)
+
+    started = concurrent.futures.Future[asyncio.Task[None]]()
+    loop.call_soon_threadsafe(lambda: started.set_result(loop.create_task(wait_forever())))
+    task = started.result(timeout=10)
+    tracer.shutdown(timeout=5.0)
+    assert task.cancelled()
+    assert not [t for t in asyncio.all_tasks(loop) if not t.done()]
 
 
 def test_exit_flushes_queued_spans_when_backend_is_healthy(local_server: LocalJudgmentServer) -> None:
