@@ -272,6 +272,7 @@ class EngineSpan(_SpanBase):
         kind = type(value)
         if kind is not str or limits.span_value_len is not None:
             value = clean_value(value, limits.span_value_len)
+        # _put kept inline here: the OpenTelemetry API's hottest call, made per attribute by every instrumentation.
         if key in attrs:
             del attrs[key]  # re-inserted last, as the SDK does
         elif maxlen is not None and len(attrs) >= maxlen:
@@ -327,14 +328,7 @@ class EngineSpan(_SpanBase):
         if self._end is not None or limits.span_value_len is not None or not limits.span_attributes:
             self.set_attribute(key, value)
             return
-        attrs = self._attrs  # read right after the check, as set_attribute does
-        maxlen = limits.span_attributes
-        if key in attrs:
-            del attrs[key]  # re-inserted last, as the SDK does
-        elif maxlen is not None and len(attrs) >= maxlen:
-            del attrs[next(iter(attrs))]  # full: the oldest goes
-            self._dropped_attrs += 1
-        attrs[key] = value
+        self._put(self._attrs, key, value)  # the attribute dict read right after the check, as set_attribute does
 
     def set_internal(self, key: str, value: Any) -> bool:
         """An internal attribute (judgeval's own), outside the count limit. False once ended."""
