@@ -52,9 +52,15 @@ def test_span_backlog_never_exceeds_max_queue_size(
     loop = tracer._runtime._loop
     assert loop is not None
     release = threading.Event()
-    loop.call_soon_threadsafe(release.wait, 10.0)
+    stalled = threading.Event()
+
+    def stall() -> None:
+        stalled.set()
+        release.wait(10.0)
+
+    loop.call_soon_threadsafe(stall)
     try:
-        time.sleep(0.05)
+        assert stalled.wait(10.0)
         _spans(tracer, 3 * CAPACITY)
         snap = tracer.metrics.spans.snapshot()
         utilization = tracer.get_health_metrics()["queue_utilization"]

@@ -65,7 +65,13 @@ def test_spool_max_bytes_bounds_all_signals_together(
             tracer.tag(f"t{i}")
             tracer.async_evaluate("faithfulness", {"input": "q" * 512, "actual_output": "a"})
     assert tracer.force_flush(timeout=1.0) is False  # the backend is down: nothing settles
-    time.sleep(1.0)  # the tag and evaluation lanes try to spill
+    # The tag lane has its payload (in memory when the spool refuses it, on disk if it took it past the budget).
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        health = tracer.get_health_metrics()
+        if health["backlog_bytes"]["tags"] + health["spool_bytes"]["tags"] > 0:
+            break
+        time.sleep(0.05)
     health = tracer.get_health_metrics()
     on_disk = sum(health["spool_bytes"].values())
     assert health["spool_bytes"]["spans"] >= budget - (4 << 10), health["spool_bytes"]
