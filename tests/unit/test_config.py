@@ -49,7 +49,7 @@ def test_defaults_match_the_seed() -> None:
     assert c.export_timeout == 30.0
     assert c.eval_queue_size == 1000
     assert c.tag_flush_interval == 5.0
-    assert c.tag_flush_traces == 100
+    assert c.tag_flush_traces == 500
     assert c.metadata_max_entries == 10_000
     assert c.metadata_ttl == 3600
     assert c.exit_timeout == 2.0
