@@ -218,6 +218,8 @@ def build_app(subject: Subject, gcc: GcCounter) -> Any:
             health = {"error": repr(exc)}
         body = {
             "cpu_s": time.process_time(),
+            # This handler runs on the thread that serves every request: its CPU apart from the SDK's own threads.
+            "request_thread_cpu_s": time.thread_time(),
             "gc": gcc.counts,
             "gc_cpu_s": gcc.cpu_ns / 1e9,
             "spans": subject.spans,
