@@ -191,6 +191,10 @@ def test_web_benchmark_quick_run_writes_results(tmp_path):
         assert finite_positive(s["achieved_rate"]) and finite_positive(s["cpu_us_per_request"]), (name, s)
         assert s["errors"] == 0, (name, s)
         assert_percentiles(doc["runs"][0]["latency_ms"], name)
+        # The CPU split adds up; only a traced app has a second thread at work (the SDK's loop or export thread).
+        split = s["request_thread_us_per_request"] + s["other_threads_us_per_request"]
+        assert split == pytest.approx(s["cpu_us_per_request"], rel=1e-6), (name, s)
+        assert (s["other_threads_us_per_request"] > 1.0) == (name != "untraced"), (name, s)
     for run in doc["runs"]:
         # Every request the generator saw answered ran the three spans of the endpoint.
         assert run["spans"] == 3 * run["requests"] > 0, run
@@ -200,3 +204,16 @@ def test_web_benchmark_quick_run_writes_results(tmp_path):
         if run["subject"] == "judgeval_async":
             assert run["spans_created"] == run["spans_exported"] == run["spans"], run
             assert run["ledger_balanced"] is True, run
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(SCRIPT_TIMEOUT + 30)
+def test_gil_benchmark_quick_run_writes_results(tmp_path):
+    """benchmarks/gil.py --quick probes every subject, and its shares and percentiles are consistent."""
+    doc = run_quick("gil", tmp_path)
+    assert {"untraced", "judgeval_async", "otel"} == doc["summary"].keys()
+    for name, s in doc["summary"].items():
+        assert s["probes"] > 100, (name, s)
+        assert 0 <= s["blocked_over_1ms_pct"] <= s["blocked_over_0_5ms_pct"] <= 100, (name, s)
+        assert 0 <= s["blocked_p99_ms"] <= s["blocked_p99_9_ms"] <= s["blocked_max_ms"], (name, s)
+        assert finite_positive(s["cpu_us_per_request"]) and finite_positive(s["request_p99_ms"]), (name, s)
