@@ -25,7 +25,7 @@ from opentelemetry.trace import Span, Status, StatusCode
 
 from ._provider import EngineTracer, detach
 from ._semconv import JSON_MIME, Semconv
-from ._serialize import args_json, json_text
+from ._serialize import args_json, fast_json, json_text
 from ._span import EngineSpan
 
 __all__ = ["Recorder", "put_value", "wrap"]
@@ -129,7 +129,10 @@ def _finish(span: Span, token: object, error: BaseException | None, output: Any,
             sc = rec.semconv
             if sc.output_keys:
                 attributes: dict[str, Any] = {}
-                put_value(attributes, sc.output_keys, sc.output_mime_key, rec.serialize(output))
+                # A str or int result (fast_json cannot raise on those): no bounded walk to set up.
+                kind = type(output)
+                text = fast_json(output, rec.input_limit) if kind is str or kind is int else None
+                put_value(attributes, sc.output_keys, sc.output_mime_key, text or rec.serialize(output))
                 if type(span) is EngineSpan:
                     span.set_clean_attributes(attributes)  # our own strings: no cleaning pass
                 else:

@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 _get_value = otel_context.get_value
 _set_value = otel_context.set_value
 _attach = otel_context.attach
+_dict_set = dict.__setitem__
 _INTERNAL = SpanKind.INTERNAL
 _EMPTY_STATE = TraceState()
 _LOW64 = (1 << 64) - 1
@@ -225,9 +226,9 @@ class EngineTracer(trace.Tracer):
         # The stock contextvars runtime context: what get_value, set_value and attach do, without their calls.
         current = var.get()
         span = self._make(name, current, _INTERNAL, attributes, dropped, None)
-        values = dict(current)
-        values[_SPAN_KEY] = span
-        return span, var.set(Context(values))
+        context = Context(current)  # one copy; Context's own __setitem__ refuses (it is immutable once shared)
+        _dict_set(context, _SPAN_KEY, span)
+        return span, var.set(context)
 
 
 class EngineTracerProvider(trace.TracerProvider):

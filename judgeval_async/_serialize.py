@@ -50,6 +50,7 @@ __all__ = [
     "args_json",
     "bounded_text",
     "bounded_texts",
+    "fast_json",
     "json_text",
     "safe_data",
     "safe_json",
@@ -193,7 +194,7 @@ class _Walk:
 # One encoder for every call: json.dumps with non-default options builds a new JSONEncoder each time.
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 # JSONEncoder.encode builds a new C encoder on every call (a few µs here): one, built once, for data we know is
-# acyclic exact builtin types (what _fast_json accepts, our own entries). Same output as _ENCODER.encode.
+# acyclic exact builtin types (what fast_json accepts, our own entries). Same output as _ENCODER.encode.
 _make_encoder: Any = getattr(json.encoder, "c_make_encoder", None)  # the _json accelerator's (not in the stubs)
 _C_ENCODE: Callable[[Any, int], Any] | None = (
     None
@@ -233,7 +234,7 @@ _INT_MIN, _INT_MAX = -(2**63), 2**63
 _encode_str = json.encoder.encode_basestring  # what _ENCODER (ensure_ascii=False) writes for a str
 
 
-def _fast_json(value: Any, limit: int) -> str | None:
+def fast_json(value: Any, limit: int) -> str | None:
     """The common case — a primitive, or a small flat dict/list of primitives and short ASCII strings — encoded
     directly in C. None means "take the bounded walk" (anything that might need a cap or a replacement).
     Exact types only, so no user code runs here either. A dict's keys count against ``limit`` like its strings."""
@@ -289,7 +290,7 @@ def args_json(keys: tuple[str, ...], args: tuple[Any, ...], start: int, limit: i
     for i in range(start, len(args)):
         v = args[i]
         vk = type(v)
-        budget -= len(keys[i]) - 3  # the name, as _fast_json counts a key ('"name":' is 3 more)
+        budget -= len(keys[i]) - 3  # the name, as fast_json counts a key ('"name":' is 3 more)
         if vk is str:
             budget -= len(v)
             if budget < 0 or not v.isascii():
@@ -332,7 +333,7 @@ def safe_data(value: Any, limits: SerializeLimits, on_degrade: Callable[[str], N
 def safe_json(value: Any, limits: SerializeLimits, on_degrade: Callable[[str], None] | None = None) -> str:
     """``value`` as a bounded JSON string. Never raises; reports each degradation reason once."""
     try:
-        fast = _fast_json(value, limits.max_length)
+        fast = fast_json(value, limits.max_length)
     except Exception:  # pragma: no cover - exact builtin types only; kept as a guard
         fast = None
     if fast is not None:
