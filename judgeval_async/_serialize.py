@@ -385,8 +385,12 @@ def bounded_texts(
         # The common case (tag(["web"])): short ASCII exact strs, no more than max_count; the copy is taken first
         # so another thread's mutation cannot slip a non-str past the check.
         copied: tuple[Any, ...] = tuple(values)  # type: ignore[arg-type]
-        if len(copied) <= max_count and all(type(v) is str and len(v) <= limit and v.isascii() for v in copied):
-            return copied
+        if len(copied) <= max_count:
+            for v in copied:  # a loop, not all(<generator>): one or two tags is the usual call
+                if type(v) is not str or len(v) > limit or not v.isascii():
+                    break
+            else:
+                return copied
     reasons: set[str] = set()
     if issubclass(type(values), str):
         out: tuple[str, ...] | None = (bounded_text(values, limit, reasons.add),)

@@ -459,8 +459,8 @@ class Tracer:
             if not self._judgment_api:
                 self.metrics.calls_ignored.inc("tag", "no_judgment_api")  # the span's tag.tags has them
                 return
-            trace_id = format(span.get_span_context().trace_id, "032x")
-            self._tags.offer((trace_id, clean))
+            tid = span._trace_id if type(span) is EngineSpan else span.get_span_context().trace_id  # no SpanContext
+            self._tags.offer((f"{tid:032x}", clean))
             if not self._runtime.running:  # (the signal guard's check runs when the span ends)
                 self._start_nowait()
         except Exception:
