@@ -76,8 +76,8 @@ def test_serializer_runs_once_per_value(traced: Any) -> None:
     tracer.serialize = counting  # type: ignore[method-assign]
 
     @tracer.observe
-    def f(x: list[int]) -> int:  # a list argument: the general path (a str/int one is written without serialize)
-        return len(x)
+    def f(x: list[int]) -> list[int]:  # lists in and out: the general path (a str or int is written directly)
+        return [len(x)]
 
     f([1])
     assert len(calls) == 2
