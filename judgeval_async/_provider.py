@@ -45,18 +45,19 @@ _RANDOM = 0x02  # W3C "random trace id": our ids are random, and the SDK sets th
 _MAX_TRACERS = 256
 
 
-def _context_var() -> Any:
-    """The ``ContextVar`` behind OpenTelemetry's runtime context when it is the stock contextvars one (the default;
-    ``OTEL_PYTHON_CONTEXT`` may name another), else None. Read per call: the runtime context is a module global."""
-    runtime = otel_context._RUNTIME_CONTEXT  # read only
-    return runtime._current_context if type(runtime) is ContextVarsRuntimeContext else None
+# The functions below read the stock contextvars runtime context's ContextVar directly (OpenTelemetry's default;
+# OTEL_PYTHON_CONTEXT may select another, then they go through the API). The runtime context is a module global of
+# opentelemetry.context, read on every call: a test or a library may replace it.
 
 
 def current_span() -> trace.Span | None:
     """``trace.get_current_span()``'s span, or None when there is none: the context's own dict read directly
     (``get_current_span`` costs three Python calls and an ABC ``isinstance`` against a virtual subclass)."""
-    var = _context_var()
-    span = var.get().get(_SPAN_KEY) if var is not None else _get_value(_SPAN_KEY)
+    runtime = otel_context._RUNTIME_CONTEXT
+    if type(runtime) is ContextVarsRuntimeContext:
+        span = runtime._current_context.get().get(_SPAN_KEY)
+    else:
+        span = _get_value(_SPAN_KEY)
     if type(span) is EngineSpan:
         return span  # a virtual subclass of trace.Span (see _span)
     return span if isinstance(span, trace.Span) else None
@@ -65,10 +66,10 @@ def current_span() -> trace.Span | None:
 def detach(token: Any) -> None:
     """``otel_context.detach``, with the stock runtime context's reset called directly; a token the runtime context
     refuses (made in another context) goes through ``otel_context.detach``, which logs it as it always did."""
-    var = _context_var()
-    if var is not None:
+    runtime = otel_context._RUNTIME_CONTEXT
+    if type(runtime) is ContextVarsRuntimeContext:
         try:
-            var.reset(token)
+            runtime._current_context.reset(token)
             return
         except Exception:
             pass
@@ -219,11 +220,12 @@ class EngineTracer(trace.Tracer):
             attributes, dropped = bounded(attributes, maxlen, limits.span_value_len)
         else:
             dropped = 0
-        var = _context_var()
-        if var is None:
+        runtime = otel_context._RUNTIME_CONTEXT
+        if type(runtime) is not ContextVarsRuntimeContext:
             span = self._make(name, None, _INTERNAL, attributes, dropped, None)
             return span, _attach(_set_value(_SPAN_KEY, span))
         # The stock contextvars runtime context: what get_value, set_value and attach do, without their calls.
+        var = runtime._current_context
         current = var.get()
         span = self._make(name, current, _INTERNAL, attributes, dropped, None)
         context = Context(current)  # one copy; Context's own __setitem__ refuses (it is immutable once shared)
