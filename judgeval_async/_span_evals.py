@@ -131,8 +131,8 @@ class SpanEvalCarrier:
         return self.carry(
             span,
             project_id,
-            run["trace_id"],
-            run["trace_span_id"],
+            json_text(run["trace_id"])[1:-1],  # the ids as carry writes them (a tracer's are hex: unchanged)
+            json_text(run["trace_span_id"])[1:-1],
             run["examples"][0],
             judges,
             first,
@@ -153,8 +153,9 @@ class SpanEvalCarrier:
         eval_name_json: str | None,
     ) -> str | None:
         """``attach`` from the run's parts, so ``Tracer.async_evaluate`` builds the run only when this says no:
-        ``judges`` and ``first`` from :func:`judges_text`, ``created_at_json`` and ``eval_name_json`` JSON texts
-        (``eval_name_json`` None: judgeval's default name). Same answers as ``attach``."""
+        ``trace_id`` and ``span_id`` hex texts (written between quotes as they are), ``judges`` and ``first`` from
+        :func:`judges_text`, ``created_at_json`` and ``eval_name_json`` JSON texts (``eval_name_json`` None:
+        judgeval's default name). Same answers as ``attach``."""
         if not project_id:
             return "no_project_id"
         project = self._project
@@ -164,7 +165,7 @@ class SpanEvalCarrier:
         example = _example(
             example_text,
             f'"example_id":"{_uuid4_text()}","created_at":{created_at_json},'
-            f'"trace_id":{json_text(trace_id)},"span_id":{json_text(span_id)}',
+            f'"trace_id":"{trace_id}","span_id":"{span_id}"',
         )
         key = (trace_id, span_id)
         local = self._local

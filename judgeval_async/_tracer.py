@@ -532,7 +532,9 @@ class Tracer:
             span_id = f"{sid:016x}"
             trace_id = f"{tid:032x}"
             reasons: set[str] = set()
-            scorer_set = self._scorer_set(scorer, scorers, threshold, reasons)
+            scorer_set = (
+                self._scorer_sets.get(scorer) if type(scorer) is str and scorers is None and threshold is None else None
+            ) or self._scorer_set(scorer, scorers, threshold, reasons)  # built (and cached when plain) on a miss
             named = not (eval_name is None or (type(eval_name) is str and not eval_name))
             name_text = bounded_text(eval_name, NAME_MAX, reasons.add) if named else f"async_evaluate_{span_id}"
             # Serialized here, bounded, on the caller: the loop never runs user code (a slow __repr__ there would
@@ -589,15 +591,11 @@ class Tracer:
             logger.debug("judgeval_async async_evaluate failed", exc_info=True)
 
     def _scorer_set(self, scorer: Any, scorers: Any, threshold: Any, reasons: set[str]) -> _ScorerSet:
-        """``scorer_configs`` and the carrier's ``judges_text`` for this call; for a plain score-type string (the
-        common ``async_evaluate("faithfulness", ...)``), built once and reused. The configs are shared between runs
-        and never mutated (the dispatcher only encodes them). A name that was degraded is not cached: every call
-        counts its degradation."""
+        """``scorer_configs`` and the carrier's ``judges_text`` for this call, built. For a plain score-type string
+        (the common ``async_evaluate("faithfulness", ...)``) it is kept in ``_scorer_sets``, where ``async_evaluate``
+        looks first: built once and reused. The configs are shared between runs and never mutated (the dispatcher
+        only encodes them). A name that was degraded is not kept: every call counts its degradation."""
         cacheable = type(scorer) is str and scorers is None and threshold is None
-        if cacheable:
-            cached = self._scorer_sets.get(scorer)
-            if cached is not None:
-                return cached
         before = len(reasons)
         judgment, custom = scorer_configs(scorer, scorers, threshold, self.config.serialize_budget, reasons.add)
         built = (judgment, custom, *judges_text(judgment, custom))
