@@ -23,8 +23,9 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Span, Status, StatusCode
 
-from ._provider import EngineTracer
+from ._provider import EngineTracer, detach
 from ._semconv import JSON_MIME, Semconv
+from ._serialize import args_json, fast_json, json_text
 from ._span import EngineSpan
 
 __all__ = ["Recorder", "put_value", "wrap"]
@@ -32,6 +33,7 @@ __all__ = ["Recorder", "put_value", "wrap"]
 logger = logging.getLogger(__name__)
 
 _SAMPLE_EVERY = 16
+_FAST_ARGS_MAX = 16  # parameters for which args_json's direct path is set up (safe_json's flat-dict fast path)
 _MAX_GENERATOR_ITEMS = 100  # yielded items kept for a generator span's output
 NAME_MAX = 1024  # characters of a span name (observe(name=...), span(name), or the function's __name__)
 KIND_MAX = 256  # characters of a span_type
@@ -45,6 +47,8 @@ class Recorder(Protocol):
 
     otel_tracer: trace.Tracer
     semconv: Semconv
+
+    input_limit: int  # characters of a serialized input or output (SerializeLimits.max_length)
 
     def serialize(self, value: Any) -> str: ...
 
@@ -86,9 +90,16 @@ def _input_json(
     skip_first: bool,
     args: Any,
     kwargs: Any,
+    keys: tuple[str, ...] | None = None,
 ) -> str | None:
-    """The call's bound arguments as bounded JSON (None if even that failed)."""
+    """The call's bound arguments as bounded JSON (None if even that failed). ``keys``: the names' JSON texts, when
+    every name is a short ASCII identifier (then a few exact str/int/float/bool/None positional values are written
+    directly, the same text as the general path's)."""
     try:
+        if keys is not None and not kwargs and len(args) <= len(keys):
+            text = args_json(keys, args, 1 if skip_first else 0, rec.input_limit)
+            if text is not None:
+                return text
         if names is not None and len(args) <= len(names):
             # Plain parameters only: zip is several times cheaper than Signature.bind_partial, same mapping.
             values = dict(zip(names, args, strict=False))
@@ -117,8 +128,14 @@ def _finish(span: Span, token: object, error: BaseException | None, output: Any,
         elif record:
             sc = rec.semconv
             if sc.output_keys:
-                attributes: dict[str, Any] = {}
-                put_value(attributes, sc.output_keys, sc.output_mime_key, rec.serialize(output))
+                # A str or int result (fast_json cannot raise on those): no bounded walk to set up.
+                kind = type(output)
+                text = fast_json(output, rec.input_limit) if kind is str or kind is int else None
+                if text is None:
+                    text = rec.serialize(output)
+                attributes = dict.fromkeys(sc.output_keys, text)  # put_value, inline
+                if sc.output_mime_key:
+                    attributes[sc.output_mime_key] = JSON_MIME
                 if type(span) is EngineSpan:
                     span.set_clean_attributes(attributes)  # our own strings: no cleaning pass
                 else:
@@ -128,7 +145,7 @@ def _finish(span: Span, token: object, error: BaseException | None, output: Any,
         logger.debug("judgeval_async could not end a span", exc_info=True)
     finally:
         try:
-            otel_context.detach(token)  # type: ignore[arg-type]
+            detach(token)
         except Exception:
             pass
 
@@ -193,10 +210,17 @@ def wrap(
         p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) for p in sig.parameters.values()
     )
     names = tuple(params) if simple else None
+    # The names' JSON texts, once per function: args_json writes a call's input without building a dict.
+    keys = (
+        tuple([json_text(n) + ":" for n in names])
+        if names is not None and len(names) <= _FAST_ARGS_MAX and all(n.isascii() and len(n) <= 64 for n in names)
+        else None
+    )
     # An llm span whose function takes a ``model`` string names the requested model (llm.model_name, gen_ai).
     model_keys = sc.model_keys(span_type) if "model" in params else ()
     model_at = _positional_index(sig, "model") if model_keys else -1
     counter = [0]
+    in_keys, in_mime = sc.input_keys, sc.input_mime_key
 
     def begin(args: Any, kwargs: Any) -> tuple[tuple[Span, object] | None, float]:
         """Start the span; returns it and, on a sampled call, our time so far (else -1: no clock reads)."""
@@ -206,9 +230,12 @@ def wrap(
         attributes = static.copy()
         if record_input and sc.input_keys:
             # Set at start, in the same call as the kind: one attribute update on the span instead of two.
-            text = _input_json(rec, sig, names, skip_first, args, kwargs)
+            text = _input_json(rec, sig, names, skip_first, args, kwargs, keys)
             if text is not None:
-                put_value(attributes, sc.input_keys, sc.input_mime_key, text)
+                for key in in_keys:  # put_value, inline: one call fewer per span
+                    attributes[key] = text
+                if in_mime:
+                    attributes[in_mime] = JSON_MIME
         if model_keys:
             _put_model(rec, attributes, model_keys, model_at, args, kwargs)
         started = _start(rec, span_name, attributes)

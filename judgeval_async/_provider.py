@@ -19,6 +19,8 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.context.context import Context
+from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 from opentelemetry.sdk.trace import SpanLimits
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, TraceFlags, TraceState
@@ -27,19 +29,51 @@ from opentelemetry.util._decorator import _agnosticcontextmanager
 
 from ._span import EngineSpan, Limits, SpanOwner, bounded, new_span_id, new_trace_id, valid_links
 
-__all__ = ["EngineTracer", "EngineTracerProvider", "sampler_ratio_from_env"]
+__all__ = ["EngineTracer", "EngineTracerProvider", "current_span", "detach", "sampler_ratio_from_env"]
 
 logger = logging.getLogger(__name__)
 
 _get_value = otel_context.get_value
 _set_value = otel_context.set_value
 _attach = otel_context.attach
+_dict_set = dict.__setitem__
 _INTERNAL = SpanKind.INTERNAL
 _EMPTY_STATE = TraceState()
 _LOW64 = (1 << 64) - 1
 _SAMPLED = 0x01
 _RANDOM = 0x02  # W3C "random trace id": our ids are random, and the SDK sets the flag too
 _MAX_TRACERS = 256
+
+
+# The functions below read the stock contextvars runtime context's ContextVar directly (OpenTelemetry's default;
+# OTEL_PYTHON_CONTEXT may select another, then they go through the API). The runtime context is a module global of
+# opentelemetry.context, read on every call: a test or a library may replace it.
+
+
+def current_span() -> trace.Span | None:
+    """``trace.get_current_span()``'s span, or None when there is none: the context's own dict read directly
+    (``get_current_span`` costs three Python calls and an ABC ``isinstance`` against a virtual subclass)."""
+    runtime = otel_context._RUNTIME_CONTEXT
+    if type(runtime) is ContextVarsRuntimeContext:
+        span = runtime._current_context.get().get(_SPAN_KEY)
+    else:
+        span = _get_value(_SPAN_KEY)
+    if type(span) is EngineSpan:
+        return span  # a virtual subclass of trace.Span (see _span)
+    return span if isinstance(span, trace.Span) else None
+
+
+def detach(token: Any) -> None:
+    """``otel_context.detach``, with the stock runtime context's reset called directly; a token the runtime context
+    refuses (made in another context) goes through ``otel_context.detach``, which logs it as it always did."""
+    runtime = otel_context._RUNTIME_CONTEXT
+    if type(runtime) is ContextVarsRuntimeContext:
+        try:
+            runtime._current_context.reset(token)
+            return
+        except Exception:
+            pass
+    otel_context.detach(token)
 
 
 def sampler_ratio_from_env() -> tuple[float, bool]:
@@ -74,7 +108,7 @@ class EngineTracer(trace.Tracer):
         dropped: int,
         start_time: int | None,
     ) -> trace.Span:
-        parent = _get_value(_SPAN_KEY, context)
+        parent = context.get(_SPAN_KEY) if context is not None else _get_value(_SPAN_KEY)
         pctx: SpanContext | None = None
         if type(parent) is EngineSpan:
             # Ours: read the fields, no SpanContext built. A recording EngineSpan is always sampled.
@@ -186,8 +220,17 @@ class EngineTracer(trace.Tracer):
             attributes, dropped = bounded(attributes, maxlen, limits.span_value_len)
         else:
             dropped = 0
-        span = self._make(name, None, _INTERNAL, attributes, dropped, None)
-        return span, _attach(_set_value(_SPAN_KEY, span))
+        runtime = otel_context._RUNTIME_CONTEXT
+        if type(runtime) is not ContextVarsRuntimeContext:
+            span = self._make(name, None, _INTERNAL, attributes, dropped, None)
+            return span, _attach(_set_value(_SPAN_KEY, span))
+        # The stock contextvars runtime context: what get_value, set_value and attach do, without their calls.
+        var = runtime._current_context
+        current = var.get()
+        span = self._make(name, current, _INTERNAL, attributes, dropped, None)
+        context = Context(current)  # one copy; Context's own __setitem__ refuses (it is immutable once shared)
+        _dict_set(context, _SPAN_KEY, span)
+        return span, var.set(context)
 
 
 class EngineTracerProvider(trace.TracerProvider):

@@ -47,8 +47,10 @@ __all__ = [
     "DEGRADE_REASONS",
     "RateLimitedLog",
     "SerializeLimits",
+    "args_json",
     "bounded_text",
     "bounded_texts",
+    "fast_json",
     "json_text",
     "safe_data",
     "safe_json",
@@ -192,7 +194,7 @@ class _Walk:
 # One encoder for every call: json.dumps with non-default options builds a new JSONEncoder each time.
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 # JSONEncoder.encode builds a new C encoder on every call (a few µs here): one, built once, for data we know is
-# acyclic exact builtin types (what _fast_json accepts, our own entries). Same output as _ENCODER.encode.
+# acyclic exact builtin types (what fast_json accepts, our own entries). Same output as _ENCODER.encode.
 _make_encoder: Any = getattr(json.encoder, "c_make_encoder", None)  # the _json accelerator's (not in the stubs)
 _C_ENCODE: Callable[[Any, int], Any] | None = (
     None
@@ -229,30 +231,39 @@ _FAST_MAX_ITEMS = 16
 _INT_MIN, _INT_MAX = -(2**63), 2**63
 
 
-def _fast_json(value: Any, limit: int) -> str | None:
+_encode_str = json.encoder.encode_basestring  # what _ENCODER (ensure_ascii=False) writes for a str
+
+
+def fast_json(value: Any, limit: int) -> str | None:
     """The common case — a primitive, or a small flat dict/list of primitives and short ASCII strings — encoded
     directly in C. None means "take the bounded walk" (anything that might need a cap or a replacement).
-    Exact types only, so no user code runs here either."""
+    Exact types only, so no user code runs here either. A dict's keys count against ``limit`` like its strings."""
     kind = type(value)
     if kind is str:
-        return _ENCODER.encode(value) if len(value) <= limit // 2 and value.isascii() else None
-    if value is None or kind is bool:
-        return _ENCODER.encode(value)
+        return _encode_str(value) if len(value) <= limit // 2 and value.isascii() else None
+    if value is None:
+        return "null"
+    if kind is bool:
+        return "true" if value else "false"
     if kind is int:
-        return str(value) if _INT_MIN <= value < _INT_MAX else None
+        return int.__repr__(value) if _INT_MIN <= value < _INT_MAX else None
     if kind is float:
-        return repr(value) if math.isfinite(value) else None
+        return float.__repr__(value) if math.isfinite(value) else None
+    budget = limit
     if kind is dict:
-        items = value.values()
-        if len(value) > _FAST_MAX_ITEMS or not all(type(k) is str and k.isascii() for k in value):
+        if len(value) > _FAST_MAX_ITEMS:
             return None
+        for k in value:
+            if type(k) is not str or not k.isascii():
+                return None
+            budget -= len(k)
+        items = value.values()
     elif kind is list or kind is tuple:
         items = value
         if len(value) > _FAST_MAX_ITEMS:
             return None
     else:
         return None
-    budget = limit
     for v in items:
         vk = type(v)
         if vk is str:
@@ -267,7 +278,37 @@ def _fast_json(value: Any, limit: int) -> str | None:
                 return None
         elif v is not None and vk is not bool:
             return None
-    return json_text(value)
+    return json_text(value) if budget >= 0 else None
+
+
+def args_json(keys: tuple[str, ...], args: tuple[Any, ...], start: int, limit: int) -> str | None:
+    """``safe_json(dict(zip(names, args))[start:])``'s text when its fast path applies, without building the dict:
+    ``keys`` are the names' JSON texts followed by ":" (each name a short ASCII identifier), ``args`` at most
+    ``len(keys)`` values. None means "build the dict and take the general path". Exact types only."""
+    parts: list[str] = []
+    budget = limit
+    for i in range(start, len(args)):
+        v = args[i]
+        vk = type(v)
+        budget -= len(keys[i]) - 3  # the name, as fast_json counts a key ('"name":' is 3 more)
+        if vk is str:
+            budget -= len(v)
+            if budget < 0 or not v.isascii():
+                return None
+            parts.append(keys[i] + _encode_str(v))
+        elif vk is int:
+            if not _INT_MIN <= v < _INT_MAX:
+                return None
+            parts.append(keys[i] + int.__repr__(v))
+        elif v is None:
+            parts.append(keys[i] + "null")
+        elif vk is bool:
+            parts.append(keys[i] + ("true" if v else "false"))
+        elif vk is float and math.isfinite(v):
+            parts.append(keys[i] + float.__repr__(v))
+        else:
+            return None
+    return "{" + ",".join(parts) + "}" if budget >= 0 else None
 
 
 def _report(reasons: set[str], on_degrade: Callable[[str], None] | None) -> None:
@@ -292,7 +333,7 @@ def safe_data(value: Any, limits: SerializeLimits, on_degrade: Callable[[str], N
 def safe_json(value: Any, limits: SerializeLimits, on_degrade: Callable[[str], None] | None = None) -> str:
     """``value`` as a bounded JSON string. Never raises; reports each degradation reason once."""
     try:
-        fast = _fast_json(value, limits.max_length)
+        fast = fast_json(value, limits.max_length)
     except Exception:  # pragma: no cover - exact builtin types only; kept as a guard
         fast = None
     if fast is not None:
@@ -344,8 +385,12 @@ def bounded_texts(
         # The common case (tag(["web"])): short ASCII exact strs, no more than max_count; the copy is taken first
         # so another thread's mutation cannot slip a non-str past the check.
         copied: tuple[Any, ...] = tuple(values)  # type: ignore[arg-type]
-        if len(copied) <= max_count and all(type(v) is str and len(v) <= limit and v.isascii() for v in copied):
-            return copied
+        if len(copied) <= max_count:
+            for v in copied:  # a loop, not all(<generator>): one or two tags is the usual call
+                if type(v) is not str or len(v) > limit or not v.isascii():
+                    break
+            else:
+                return copied
     reasons: set[str] = set()
     if issubclass(type(values), str):
         out: tuple[str, ...] | None = (bounded_text(values, limit, reasons.add),)

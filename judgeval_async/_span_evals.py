@@ -17,9 +17,9 @@ from typing import Any
 
 from ._metrics import SignalLedger
 from ._serialize import json_text
-from ._span import EngineSpan, random_uuid
+from ._span import EngineSpan, new_trace_id
 
-__all__ = ["PENDING_TRACE_EVAL", "SPAN_EVALS_MAX", "SPAN_EVAL_ATTRIBUTE_MAX", "SpanEvalCarrier"]
+__all__ = ["PENDING_TRACE_EVAL", "SPAN_EVALS_MAX", "SPAN_EVAL_ATTRIBUTE_MAX", "SpanEvalCarrier", "judges_text"]
 
 EvalRun = dict[str, Any]  # as built by Tracer.async_evaluate (see _evals); "examples" holds one JSON text
 PENDING_TRACE_EVAL = "judgment.pending_trace_eval"
@@ -30,6 +30,19 @@ _COUNTS_KEPT = 4096  # spans without weak references whose entry count is rememb
 _ADDED_KEYS = ('"example_id"', '"created_at"', '"trace_id"', '"span_id"')
 
 
+# A version-4 UUID from 128 random bits: clear the version nibble and the two variant bits, then set them (4, 0b10).
+_UUID_CLEAR = ~((0xF << 76) | (0x3 << 62))
+_UUID_SET = (0x4 << 76) | (0x2 << 62)
+
+
+def _uuid4_text() -> str:
+    """``str(uuid.uuid4())``'s shape (122 random bits, RFC 4122 version 4), from one draw of the span engine's
+    private generator: not ``uuid.uuid4()``, whose ``os.urandom`` call releases the GIL (a caller on a busy process
+    then waits for another thread's time slice)."""
+    h = f"{new_trace_id() & _UUID_CLEAR | _UUID_SET:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 def _example(text: str, added: str) -> str:
     """judgeval's ``{**example, example_id, created_at, trace_id, span_id}`` as JSON text, ``added`` being the last
     four members' text. Spliced into the example's own text (bounded JSON we just wrote: valid, compact) rather than
@@ -37,7 +50,12 @@ def _example(text: str, added: str) -> str:
     own ``{**example}`` could not. Only an object already holding one of the added keys takes the dict merge, whose
     key order and last-wins values the splice would not reproduce."""
     if text.startswith("{"):
-        if not any(key in text for key in _ADDED_KEYS):
+        if (
+            '"example_id"' not in text
+            and '"created_at"' not in text
+            and '"trace_id"' not in text
+            and ('"span_id"' not in text)
+        ):  # the four of _ADDED_KEYS, spelled out: no generator per call
             return text[:-1] + ("," if len(text) > 2 else "") + added + "}"
         try:
             example = json.loads(text)
@@ -61,6 +79,15 @@ def _attribute_text(span: Any) -> str | None:
     if type(value) is str and value.startswith("[") and value.endswith("]") and len(value) > 2:
         return value
     return ""
+
+
+def judges_text(judgment: list[dict[str, Any]], custom: list[dict[str, Any]]) -> tuple[str, str]:
+    """judgeval's ``judges`` list as JSON text (``[{"name": ...}]``, one per scorer config) and the first judge's
+    name (for the default ``eval_name``): once per scorer set, not per call, when the caller caches it."""
+    names = [conf.get("name", conf.get("score_type")) for conf in judgment]
+    names += [conf.get("name") for conf in custom]
+    text = "[" + ",".join(['{"name":' + json_text(name) + "}" for name in names]) + "]"
+    return text, (str(names[0]) if names else "judge")  # as the f-string of the default name writes it
 
 
 class SpanEvalCarrier:
@@ -93,23 +120,52 @@ class SpanEvalCarrier:
         # Spans without weak references: entries per (trace id, span id), for the default names and the entry cap
         # only (the text lives on the span). Bounded: a forgotten count restarts at 0 (a name index repeats).
         self._counts: OrderedDict[tuple[str, str], int] = OrderedDict()
+        self._project: tuple[str | None, str] = (None, "")  # the project id and its JSON text, for the last one seen
 
     def attach(self, span: Any, project_id: str | None, run: EvalRun, *, named: bool) -> str | None:
         """Add ``run`` (built by ``Tracer.async_evaluate``) to ``span``'s attribute: None when carried, else why
         not (``"no_project_id"``, ``"span_not_trackable"``, ``"span_full"``, ``"reentrant"``) and the caller uses the
         API."""
+        judges, first = judges_text(run["judgment_scorers"], run["custom_scorers"])
+        created_at = run.get("created_at") or _dt.datetime.now(_dt.timezone.utc).isoformat()
+        return self.carry(
+            span,
+            project_id,
+            json_text(run["trace_id"])[1:-1],  # the ids as carry writes them (a tracer's are hex: unchanged)
+            json_text(run["trace_span_id"])[1:-1],
+            run["examples"][0],
+            judges,
+            first,
+            json_text(created_at),
+            json_text(run["eval_name"]) if named else None,
+        )
+
+    def carry(
+        self,
+        span: Any,
+        project_id: str | None,
+        trace_id: str,
+        span_id: str,
+        example_text: str,
+        judges: str,
+        first: str,
+        created_at_json: str,
+        eval_name_json: str | None,
+    ) -> str | None:
+        """``attach`` from the run's parts, so ``Tracer.async_evaluate`` builds the run only when this says no:
+        ``trace_id`` and ``span_id`` hex texts (written between quotes as they are), ``judges`` and ``first`` from
+        :func:`judges_text`, ``created_at_json`` and ``eval_name_json`` JSON texts (``eval_name_json`` None:
+        judgeval's default name). Same answers as ``attach``."""
         if not project_id:
             return "no_project_id"
-        names = [conf.get("name", conf.get("score_type")) for conf in run["judgment_scorers"]]
-        names += [conf.get("name") for conf in run["custom_scorers"]]
-        judges = "[" + ",".join(['{"name":' + json_text(name) + "}" for name in names]) + "]"
-        trace_id, span_id = run["trace_id"], run["trace_span_id"]
-        created_at = run.get("created_at") or _dt.datetime.now(_dt.timezone.utc).isoformat()
-        # judgeval's example_id is str(uuid.uuid4()): same shape, without the GIL-releasing os.urandom call.
+        project = self._project
+        if project[0] != project_id:
+            project = self._project = (project_id, json_text(project_id))
+        # judgeval's example_id is str(uuid.uuid4()): same shape (see _uuid4_text).
         example = _example(
-            run["examples"][0],
-            f'"example_id":"{random_uuid()}","created_at":{json_text(created_at)},'
-            f'"trace_id":{json_text(trace_id)},"span_id":{json_text(span_id)}',
+            example_text,
+            f'"example_id":"{_uuid4_text()}","created_at":{created_at_json},'
+            f'"trace_id":"{trace_id}","span_id":"{span_id}"',
         )
         key = (trace_id, span_id)
         local = self._local
@@ -138,11 +194,12 @@ class SpanEvalCarrier:
                     prefix = prior[:-1] if prior else "["
                 if count >= SPAN_EVALS_MAX:
                     return "span_full"
-                first = names[0] if names else "judge"
+                if eval_name_json is None:
+                    eval_name_json = json_text(f"async_evaluate_{first}_{count}")
                 # judgeval's entry, key for key, as text around the example's (see _example).
                 encoded = (
-                    f'{{"project_id":{json_text(project_id)},'
-                    f'"eval_name":{json_text(run["eval_name"] if named else f"async_evaluate_{first}_{count}")},'
+                    f'{{"project_id":{project[1]},'
+                    f'"eval_name":{eval_name_json},'
                     f'"judges":{judges},"examples":[{example}],"is_offline":false,"is_behavior":false}}'
                 )
                 value = prefix + ("," if len(prefix) > 1 else "") + encoded + "]"

@@ -32,14 +32,22 @@ from ._metrics import Metrics
 from ._multiprocess import SnapshotWriter, metrics_dir
 from ._observe import SpanContextManager, put_value, wrap
 from ._project import ProjectResolver
-from ._provider import EngineTracerProvider
+from ._provider import EngineTracerProvider, current_span
 from ._routes import eval_transport, judgment_api
 from ._runtime import BaseService, LoopRuntime, post_signal_later, run_exit_flush, set_exit_timeout
 from ._semconv import Semconv
-from ._serialize import RateLimitedLog, SerializeLimits, bounded_text, bounded_texts, safe_json, utc_now_iso
+from ._serialize import (
+    RateLimitedLog,
+    SerializeLimits,
+    bounded_text,
+    bounded_texts,
+    json_text,
+    safe_json,
+    utc_now_iso,
+)
 from ._signals import signal_guard
 from ._span import EngineSpan
-from ._span_evals import SpanEvalCarrier
+from ._span_evals import SpanEvalCarrier, judges_text
 from ._spans import JudgmentSpanProcessor, SpanExportService
 from ._tags import TagBatcher
 from ._transport import AsyncTransport
@@ -56,6 +64,9 @@ _INT64 = (-(2**63), 2**63)
 # A blocking call waits for the loop's answer this much past its deadline (the hand-off between threads), so a
 # flush that finished right at the deadline is not reported as failed.
 _HANDOFF_GRACE = 0.02
+_SCORER_SETS_MAX = 256  # score-type strings whose configs async_evaluate keeps built
+# (judgment scorer configs, custom scorer configs, judgeval's "judges" JSON text, the first judge's name)
+_ScorerSet = tuple[list[dict[str, Any]], list[dict[str, Any]], str, str]
 ATTR_TAGS = "tag.tags"  # OpenInference: the span's tags (Phoenix shows them; Langfuse reads them as trace tags)
 
 
@@ -211,6 +222,7 @@ class Tracer:
             max_items=c.max_items,
             budget=c.serialize_budget,
         )
+        self.input_limit = c.max_value_length  # (Recorder) observe's direct path for a call's input
         self._degrade_log = RateLimitedLog(logger)
         self._transport = AsyncTransport(
             c, self.metrics, shutting_down=self._runtime.shutting_down, transport=http_transport
@@ -229,6 +241,7 @@ class Tracer:
         span_evals = eval_transport(c) == "span"
         self._span_evals = SpanEvalCarrier(self.metrics.evaluations) if span_evals else None
         self._span_eval_log = RateLimitedLog(logger)
+        self._scorer_sets: dict[str, _ScorerSet] = {}  # see _scorer_set
         self._tags = TagBatcher(c, self.metrics, self._transport, self._resolver)
         # First, so that in a forked child no later reset can meet a lock copied in the held state.
         self._runtime.add_service(_ForkReset(self))
@@ -354,8 +367,10 @@ class Tracer:
         return SpanContextManager(self, name, span_type)
 
     def _current_span(self, call: str) -> trace.Span | None:
-        span = trace.get_current_span()
-        if type(span) is EngineSpan:
+        span = current_span()
+        if span is None:
+            pass
+        elif type(span) is EngineSpan:
             if span.is_recording():  # ours: valid ids and sampled by construction; no SpanContext built
                 return span
         else:
@@ -444,8 +459,8 @@ class Tracer:
             if not self._judgment_api:
                 self.metrics.calls_ignored.inc("tag", "no_judgment_api")  # the span's tag.tags has them
                 return
-            trace_id = format(span.get_span_context().trace_id, "032x")
-            self._tags.offer((trace_id, clean))
+            tid = span._trace_id if type(span) is EngineSpan else span.get_span_context().trace_id  # no SpanContext
+            self._tags.offer((f"{tid:032x}", clean))
             if not self._runtime.running:  # (the signal guard's check runs when the span ends)
                 self._start_nowait()
         except Exception:
@@ -509,30 +524,44 @@ class Tracer:
             span = self._current_span("async_evaluate")
             if span is None:
                 return
-            ctx = span.get_span_context()
-            span_id = format(ctx.span_id, "016x")
+            if type(span) is EngineSpan:
+                tid, sid = span._trace_id, span._span_id  # no SpanContext built
+            else:
+                ctx = span.get_span_context()
+                tid, sid = ctx.trace_id, ctx.span_id
+            span_id = f"{sid:016x}"
+            trace_id = f"{tid:032x}"
             reasons: set[str] = set()
-            judgment, custom = scorer_configs(scorer, scorers, threshold, self.config.serialize_budget, reasons.add)
+            scorer_set = (
+                self._scorer_sets.get(scorer) if type(scorer) is str and scorers is None and threshold is None else None
+            ) or self._scorer_set(scorer, scorers, threshold, reasons)  # built (and cached when plain) on a miss
             named = not (eval_name is None or (type(eval_name) is str and not eval_name))
-            run = {
-                "project_name": self.config.project_name,
-                "eval_name": bounded_text(eval_name, NAME_MAX, reasons.add) if named else f"async_evaluate_{span_id}",
-                "trace_id": format(ctx.trace_id, "032x"),
-                "trace_span_id": span_id,
-                # Serialized here, bounded, on the caller: the loop never runs user code (a slow __repr__ there
-                # would stall every export), and a later mutation of the user's example changes nothing.
-                "examples": [safe_json(example, self._limits, reasons.add)],
-                "judgment_scorers": judgment,
-                "custom_scorers": custom,
-                "model": None if model is None else bounded_text(model, KEY_MAX, reasons.add),
-                "created_at": utc_now_iso(),
-            }
+            name_text = bounded_text(eval_name, NAME_MAX, reasons.add) if named else f"async_evaluate_{span_id}"
+            # Serialized here, bounded, on the caller: the loop never runs user code (a slow __repr__ there would
+            # stall every export), and a later mutation of the user's example changes nothing.
+            example_text = safe_json(example, self._limits, reasons.add)
+            model_text = None if model is None else bounded_text(model, KEY_MAX, reasons.add)
+            created_at = utc_now_iso()
             for reason in reasons:
                 self.degraded(reason)
             carrier = self._span_evals
             # eval_transport="span" needs the project id in the payload: until it is resolved (the first moments
             # of a process given only project_name), or past the per-span caps, the API transport sends the run.
-            why = "api" if carrier is None else carrier.attach(span, self._resolver.project_id, run, named=named)
+            why = (
+                "api"
+                if carrier is None
+                else carrier.carry(
+                    span,
+                    self._resolver.project_id,
+                    trace_id,
+                    span_id,
+                    example_text,
+                    scorer_set[2],
+                    scorer_set[3],
+                    f'"{created_at}"',  # digits and "-:.+T" only: its own JSON text
+                    json_text(name_text) if named else None,
+                )
+            )
             if why is not None:
                 if why not in ("api", "no_project_id", "reentrant"):  # no logging inside a signal handler
                     self._span_eval_log.warning(
@@ -541,13 +570,41 @@ class Tracer:
                         "sent by the API instead",
                         why,
                     )
-                self._evals.offer(run)
+                self._evals.offer(
+                    {
+                        "project_name": self.config.project_name,
+                        "eval_name": name_text,
+                        "trace_id": trace_id,
+                        "trace_span_id": span_id,
+                        "examples": [example_text],
+                        "judgment_scorers": scorer_set[0],
+                        "custom_scorers": scorer_set[1],
+                        "model": model_text,
+                        "created_at": created_at,
+                    }
+                )
             if not self._runtime.running:  # (the signal guard's check runs when the span ends)
                 self._start_nowait()
         except Exception:
             # Every call is accounted for: one that failed here is a lost evaluation, not silence.
             _drop_untracked(self.metrics.evaluations)
             logger.debug("judgeval_async async_evaluate failed", exc_info=True)
+
+    def _scorer_set(self, scorer: Any, scorers: Any, threshold: Any, reasons: set[str]) -> _ScorerSet:
+        """``scorer_configs`` and the carrier's ``judges_text`` for this call, built. For a plain score-type string
+        (the common ``async_evaluate("faithfulness", ...)``) it is kept in ``_scorer_sets``, where ``async_evaluate``
+        looks first: built once and reused. The configs are shared between runs and never mutated (the dispatcher
+        only encodes them). A name that was degraded is not kept: every call counts its degradation."""
+        cacheable = type(scorer) is str and scorers is None and threshold is None
+        before = len(reasons)
+        judgment, custom = scorer_configs(scorer, scorers, threshold, self.config.serialize_budget, reasons.add)
+        built = (judgment, custom, *judges_text(judgment, custom))
+        if cacheable and len(reasons) == before:
+            sets = self._scorer_sets
+            if len(sets) >= _SCORER_SETS_MAX:
+                sets.clear()  # a process naming thousands of score types: start over rather than grow
+            sets[scorer] = built
+        return built
 
     # ------------------------------------------------------------------ health
     def health_snapshot(self) -> HealthSnapshot:

@@ -76,10 +76,10 @@ def test_serializer_runs_once_per_value(traced: Any) -> None:
     tracer.serialize = counting  # type: ignore[method-assign]
 
     @tracer.observe
-    def f(x: int) -> int:
-        return x + 1
+    def f(x: list[int]) -> list[int]:  # lists in and out: the general path (a str or int is written directly)
+        return [len(x)]
 
-    f(1)
+    f([1])
     assert len(calls) == 2
 
 

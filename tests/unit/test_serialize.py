@@ -658,3 +658,11 @@ def test_utc_now_iso_is_datetime_isoformat_of_now() -> None:
         parsed = datetime.datetime.fromisoformat(text)
         assert before <= parsed <= after and parsed.utcoffset() == datetime.timedelta(0)
         assert text == parsed.isoformat()  # the same text datetime writes: microseconds only when non-zero
+
+
+def test_a_huge_dict_key_is_cut_like_a_huge_value() -> None:
+    """A small flat dict with a 100 k-character key takes the bounded walk: the key is cut, not written whole."""
+    text, reasons = convert({"k" * 100_000: 1})
+    assert len(text) < LIMITS.max_length + 100
+    assert reasons["truncated"] == 1
+    assert json.loads(text) == {"k" * (LIMITS.max_length // 2) + "…[truncated 83616 chars]": 1}
