@@ -54,8 +54,11 @@ _PROBE_CHECK = 0.25  # longest sleep while waiting for admission (a probe that i
 # each payload as it arrives: what a kill -9 can lose is the last ~UNWELL_CUT s (+ the handoff's take interval).
 UNWELL_CUT = 0.1
 
-# Live lanes by host (scheme-less netloc of the URL they send to): see ``Lane.unwell``.
+# Live lanes by host (scheme-less netloc of the URL they send to): see ``Lane.unwell``. ``_LANES_ADDED`` counts
+# additions, so a lane rebuilds its snapshot of its host's lanes only when one was added (iterating a WeakSet
+# takes an iteration guard and a weak reference per item: ~3 µs, and ``unwell`` is asked many times a second).
 _LANES: dict[str, weakref.WeakSet[Lane]] = {}
+_LANES_ADDED = [0]  # one counter, mutated in place
 
 # One spool budget per spool root and size: a tracer's three signals (and any other tracer of this process on the
 # same root) share ``spool_max_bytes``. Kept while a spool uses it.
@@ -125,6 +128,9 @@ class Lane:
         self._origin = urllib.parse.urlsplit(url).netloc.lower()
         self._closed = False
         _LANES.setdefault(self._origin, weakref.WeakSet()).add(self)
+        _LANES_ADDED[0] += 1
+        self._siblings: tuple[weakref.ref[Lane], ...] = ()  # weak: a snapshot must not keep a dead tracer's lanes
+        self._siblings_at = -1  # the _LANES_ADDED value the snapshot was taken at
         metrics.backlog_max_bytes = config.backlog_max_bytes
         metrics.spool_max_bytes = config.spool_max_bytes if config.spool else 0
         self._publish()
@@ -193,7 +199,14 @@ class Lane:
         """
         if self.health.unwell:
             return True
-        return any(lane.health.unwell for lane in _LANES.get(self._origin, ()) if not lane._closed)
+        if self._siblings_at != _LANES_ADDED[0]:
+            self._siblings_at = _LANES_ADDED[0]
+            self._siblings = tuple(weakref.ref(lane) for lane in _LANES.get(self._origin, ()) if lane is not self)
+        for ref in self._siblings:
+            lane = ref()
+            if lane is not None and not lane._closed and lane.health.unwell:
+                return True
+        return False
 
     def idle(self) -> bool:
         """Nothing in memory and no send running (spooled payloads are safe on disk)."""

@@ -40,6 +40,10 @@ logger = logging.getLogger(__name__)
 ENDPOINTS = ("resolve", "traces", "tags", "tags_batch", "evals")
 _USER_AGENT = "judgeval-async/0.1"
 _GZIP_MIN_BYTES = 1024  # below this, compression costs more CPU than it saves bytes
+# An idle pooled connection lives this long. httpcore checks every pooled connection (a poll() on its socket and a
+# walk of anyio's socket attributes) twice per request, so connections a burst opened (a flush, a drain after an
+# outage) cost every later request until they expire; the ones in steady use are reused several times a second.
+_KEEPALIVE_EXPIRY = 5.0
 
 
 class _QuietOnOurThread(logging.Filter):
@@ -210,7 +214,7 @@ class AsyncTransport:
                     # connection would otherwise time out (pool_timeout) and count against a healthy endpoint.
                     max_connections=max(c.max_concurrent_exports, c.max_concurrent_requests) * len(ENDPOINTS),
                     max_keepalive_connections=max(c.max_concurrent_exports, c.max_concurrent_requests) * 2,
-                    keepalive_expiry=30.0,
+                    keepalive_expiry=_KEEPALIVE_EXPIRY,
                 ),
                 verify=self._ssl_context,
                 http1=True,
