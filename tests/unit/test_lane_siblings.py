@@ -3,6 +3,7 @@ snapshot of weak references, rebuilt only when a lane is added."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import weakref
 from typing import Any
@@ -88,3 +89,48 @@ def test_unwell_does_not_walk_the_hosts_weakset_when_nothing_was_added(monkeypat
         assert not first.unwell
         assert not second.unwell
     assert len(walks) <= 2
+
+
+# ------------------------------------------------------------------ the lane's wake-up flag
+def test_wake_set_before_or_during_a_wait_ends_it_and_a_timeout_ends_it_too() -> None:
+    """A set flag returns at once; ``set()`` during a wait ends it; an unset flag waits out its timeout."""
+    from judgeval_async._sender import _Wake
+
+    async def scenario() -> list[str]:
+        loop = asyncio.get_running_loop()
+        wake = _Wake()
+        seen = []
+        wake.set()
+        await asyncio.wait_for(wake.wait(60.0), 5.0)  # set: returns at once
+        seen.append("already set")
+        wake.clear()
+        loop.call_later(0.01, wake.set)
+        await asyncio.wait_for(wake.wait(60.0), 5.0)  # woken by set(), not the 60 s timeout
+        seen.append("woken")
+        wake.clear()
+        await asyncio.wait_for(wake.wait(0.01), 5.0)  # nobody sets it: the timeout ends the wait
+        seen.append("timed out")
+        assert not wake.is_set()
+        return seen
+
+    assert asyncio.run(scenario()) == ["already set", "woken", "timed out"]
+
+
+def test_wake_wait_creates_no_task_and_cancels_cleanly() -> None:
+    """A wait makes no extra Task (``wait_for`` did, per wait); cancelling the waiter leaves no timer or future."""
+    from judgeval_async._sender import _Wake
+
+    async def scenario() -> None:
+        wake = _Wake()
+        before = len(asyncio.all_tasks())
+        waiting = asyncio.get_running_loop().create_task(wake.wait(60.0))
+        await asyncio.sleep(0.01)
+        assert len(asyncio.all_tasks()) == before + 1  # only the waiting task itself
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        assert wake._waiter is None
+        wake.set()  # nobody waits: only the flag
+        assert wake.is_set()
+
+    asyncio.run(scenario())
