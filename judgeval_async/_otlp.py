@@ -39,6 +39,8 @@ _FLAGS_IS_REMOTE = 0x200
 def _varint(n: int) -> bytes:
     if n < 128:
         return _SMALL[n]
+    if n < 16384:  # two bytes: every length of a span's text under 16 kB
+        return bytes(((n & 0x7F) | 0x80, n >> 7))
     out = bytearray()
     while n > 127:
         out.append((n & 0x7F) | 0x80)
@@ -156,21 +158,40 @@ def _vlen(n: int) -> bytes:
 # hit is one dict lookup instead of an encode and four length prefixes. Bounded in entries and value length (tens of
 # kB); short values that do change (a small input) fill it too, so it is emptied when full and the repeating pairs
 # come back on their next span.
-_PAIRS: dict[tuple[str, str], bytes] = {}
+_PAIRS: dict[tuple[str, Any], bytes] = {}
 _PAIRS_MAX = 256
 _PAIR_VALUE_MAX = 64
+_TUPLE_MAX = 8  # a tuple of strings of at most this many items is looked up; cached if its field is short too
+_PAIR_FIELD_MAX = 160
 
 
 def _span_attributes(parts: list[bytes], attributes: Iterable[tuple[str, Any]]) -> None:
     """Span attributes (field 9) onto ``parts``. A string value (inputs, outputs: most of a span's bytes) is written
     as one header piece plus the encoded text itself, never copied into intermediate messages; the same string object
-    under two keys (``judgment.input`` and ``input.value``) is encoded once."""
+    under two keys (``judgment.input`` and ``input.value``) is encoded once. A tuple of strings (``tag.tags``) is
+    cached whole like a short string."""
     pairs = _PAIRS
     prev: str | None = None
     text = b""
     for key, value in attributes:
-        if type(value) is not str:
-            parts.append(_ld(b"\x4a", _key_value(key, value)))
+        kind = type(value)
+        if kind is not str:
+            if kind is tuple and len(value) <= _TUPLE_MAX:
+                # Only all-str tuples: (1,) == (True,) would make an int and a bool share an entry.
+                cacheable = all(type(v) is str for v in value)
+                if cacheable:
+                    field = pairs.get((key, value))
+                    if field is not None:
+                        parts.append(field)
+                        continue
+                field = _ld(b"\x4a", _key_value(key, value))
+                if cacheable and len(field) <= _PAIR_FIELD_MAX:
+                    if len(pairs) >= _PAIRS_MAX:
+                        pairs.clear()
+                    pairs[(key, value)] = field
+                parts.append(field)
+            else:
+                parts.append(_ld(b"\x4a", _key_value(key, value)))
             continue
         short = len(value) <= _PAIR_VALUE_MAX
         if short:
@@ -186,18 +207,17 @@ def _span_attributes(parts: list[bytes], attributes: Iterable[tuple[str, Any]]) 
             text = value.encode("utf-8")
             prev = value
         n = len(text)
-        m = n + 1 + (1 if n < 128 else len(_varint(n)))  # AnyValue: tag, length, text
+        if n < 128:
+            m = n + 2  # AnyValue: tag, length, text
+            head = b"\x0a" + _SMALL[n]
+        else:
+            vn = _varint(n)
+            m = n + 1 + len(vn)
+            head = b"\x0a" + vn
         kv = len(enc) + 1 + (1 if m < 128 else len(_varint(m))) + m  # KeyValue: key, value (AnyValue)
         head = b"".join(
-            (
-                b"\x4a",
-                _SMALL[kv] if kv < 128 else _varint(kv),
-                enc,
-                b"\x12",
-                _SMALL[m] if m < 128 else _varint(m),
-                b"\x0a",
-            )
-        ) + (_SMALL[n] if n < 128 else _varint(n))
+            (b"\x4a", _SMALL[kv] if kv < 128 else _varint(kv), enc, b"\x12", _SMALL[m] if m < 128 else _varint(m), head)
+        )
         if short:
             if len(pairs) >= _PAIRS_MAX:
                 pairs.clear()
@@ -211,20 +231,32 @@ def _span_attributes(parts: list[bytes], attributes: Iterable[tuple[str, Any]]) 
 
 def _engine_span(span: EngineSpan) -> bytes:
     """``_span`` for the span engine's record: the same bytes, read from its slots (no ReadableSpan, no views)."""
-    parts = [b"\x0a\x10", span._trace_id.to_bytes(16, "big"), b"\x12\x08", span._span_id.to_bytes(8, "big")]
+    trace_id = span._trace_id
+    parts = [_pack_ids(b"\x0a\x10", trace_id >> 64, trace_id & _MASK64, b"\x12\x08", span._span_id)]
     state = span._state
     if state:
         parts.append(_ld(b"\x1a", ",".join(f"{k}={v}" for k, v in state.items()).encode("utf-8")))
     parent_id = span._parent_id
     if parent_id:
-        parts.append(b"\x22\x08" + parent_id.to_bytes(8, "big"))
-    if span._name:
-        parts.append(_ld(b"\x2a", span._name.encode("utf-8")))
+        parts.append(_pack_parent(b"\x22\x08", parent_id))
+    name = span._name
+    if name:
+        field = _NAMES.get(name)
+        if field is None:
+            field = _ld(b"\x2a", name.encode("utf-8"))
+            if len(_NAMES) >= _NAMES_MAX:
+                _NAMES.clear()
+            _NAMES[name] = field
+        parts.append(field)
     parts.append(_KIND_FIELD.get(id(span._kind)) or b"\x30" + _SMALL[span._kind.value + 1])
-    if span._start:
-        parts.append(b"\x39" + _pack_q(span._start))
-    if span._end:
-        parts.append(b"\x41" + _pack_q(span._end))
+    start, end = span._start, span._end
+    if start and end:
+        parts.append(_pack_times(0x39, start, 0x41, end))
+    else:
+        if start:
+            parts.append(b"\x39" + _pack_q(start))
+        if end:
+            parts.append(b"\x41" + _pack_q(end))
     _span_attributes(parts, span.attr_items())
     if span._dropped_attrs:
         parts.append(b"\x50" + _varint(span._dropped_attrs))
@@ -263,6 +295,14 @@ def _engine_span(span: EngineSpan) -> bytes:
     return b"".join(parts)
 
 
+# The fixed-width head of a span: trace id (field 1, 16 bytes big-endian, as two halves) and span id (field 2).
+_pack_ids = struct.Struct(">2sQQ2sQ").pack
+_pack_parent = struct.Struct(">2sQ").pack
+_pack_times = struct.Struct("<BQBQ").pack  # start (field 7) and end (field 8), fixed64
+_MASK64 = (1 << 64) - 1
+# Span names repeat (one per traced function): their whole field, cached like attribute keys.
+_NAMES: dict[str, bytes] = {}
+_NAMES_MAX = 1024
 _KIND_FIELD = {id(kind): b"\x30" + _SMALL[kind.value + 1] for kind in SpanKind}  # by identity: Enum hashes in Python
 _LOCAL_PARENT_FLAGS = b"\x85\x01" + _pack_i(_FLAGS_HAS_IS_REMOTE)
 _REMOTE_PARENT_FLAGS = b"\x85\x01" + _pack_i(_FLAGS_HAS_IS_REMOTE | _FLAGS_IS_REMOTE)

@@ -121,3 +121,76 @@ def test_grouped_request_matches_the_sdk() -> None:
         groups.setdefault(key, (span.resource, span.instrumentation_scope, []))[2].append(body)  # type: ignore[arg-type]
     ours = _otlp.encode_grouped(list(groups.values()), ScopeCache())
     assert ours == encode_spans(spans).SerializeToString()
+
+
+class _ExtremeIds(_Ids):
+    """Ids with every bit set first (the 16-byte trace id's high half, the span id's top bit), then random ones."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__(seed)
+        self._first_trace, self._spans_left = True, 2
+
+    def generate_trace_id(self) -> int:
+        if self._first_trace:
+            self._first_trace = False
+            return (1 << 128) - 1
+        return super().generate_trace_id()
+
+    def generate_span_id(self) -> int:
+        if self._spans_left:
+            self._spans_left -= 1
+            return (1 << 64) - 1 - self._spans_left
+        return super().generate_span_id()
+
+
+def _drive_tuples(tracer: object, n: int) -> None:
+    for i in range(n):
+        with tracer.start_as_current_span(f"outer{i % 2}") as outer:  # type: ignore[attr-defined]
+            outer.set_attribute("tag.tags", ("web",))  # repeats: cached
+            outer.set_attribute("tags2", ("a", "b" * (i % 3)))
+            # Equal as tuples, not as values: must never share a cache entry (1 == True).
+            outer.set_attribute("mixed", (1,) if i % 2 else (True,))
+            outer.set_attribute("nums", (1.5, 2))
+            outer.set_attribute("many", tuple(str(k) for k in range(i % 12)))  # past the looked-up length too
+            with tracer.start_as_current_span("inner", kind=SpanKind.CLIENT) as inner:  # type: ignore[attr-defined]
+                inner.set_attribute("tag.tags", ("web", "é" * 70))  # a long tuple field: not cached
+
+
+def test_cached_tuples_names_and_ids_encode_to_the_sdks_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tuples of strings (cached whole), tuples of numbers and bools equal to each other (never confused through the
+    cache), repeated span names (cached fields) and ids with their top bits set match the SDK's bytes."""
+    monkeypatch.setattr(_otlp, "_PAIRS", {})
+    monkeypatch.setattr(_otlp, "_NAMES", {})
+    monkeypatch.setattr(provider_module, "new_trace_id", (ids := _ExtremeIds(3)).generate_trace_id)
+    monkeypatch.setattr(provider_module, "new_span_id", ids.generate_span_id)
+    ended: list[EngineSpan] = []
+    _drive_tuples(EngineTracerProvider(resource=RESOURCE, on_end=ended.append).get_tracer("lib"), 40)
+    exporter = InMemorySpanExporter()
+    sdk = TracerProvider(resource=RESOURCE, id_generator=_ExtremeIds(3), shutdown_on_exit=False)
+    sdk.add_span_processor(SimpleSpanProcessor(exporter))
+    _drive_tuples(sdk.get_tracer("lib"), 40)
+    theirs = list(exporter.get_finished_spans())
+    assert theirs[0].context is not None and theirs[0].context.trace_id == (1 << 128) - 1
+    for a, b in zip(ended, theirs, strict=True):
+        a._start, a._end = b.start_time, b.end_time
+    for _ in range(2):  # the second pass is served from the caches
+        bodies = encode_spans_each(ended)
+        assert encode_request(ended, bodies, ScopeCache()) == encode_spans(theirs).SerializeToString()  # type: ignore[arg-type]
+    assert ("tag.tags", ("web",)) in _otlp._PAIRS
+    assert not any(key == "mixed" or key == "nums" for key, _ in _otlp._PAIRS)
+    assert set(_otlp._NAMES) == {"outer0", "outer1", "inner"}
+
+
+def test_span_without_end_time_encodes_like_the_sdk() -> None:
+    """A span record read before its end (no end time) writes its start alone, as the SDK's encoder does."""
+    ended: list[EngineSpan] = []
+    tracer = EngineTracerProvider(resource=RESOURCE, on_end=ended.append).get_tracer("lib")
+    span = tracer.start_span("open")
+    assert isinstance(span, EngineSpan)
+    (body,) = encode_spans_each([span])
+    span.end()
+    (closed,) = encode_spans_each([span])
+    assert isinstance(body, bytes) and isinstance(closed, bytes) and span._end is not None
+    end_field = b"\x41" + span._end.to_bytes(8, "little")
+    assert end_field not in body
+    assert closed.replace(end_field, b"") == body

@@ -157,3 +157,47 @@ def test_consumer_takes_records_a_slice_at_a_time(monkeypatch: pytest.MonkeyPatc
     asyncio.run(asyncio.wait_for(service._consume(), 30))
     assert sum(sizes) == 600 and max(sizes) <= spans_module._TAKE
     assert sum(submitted) == 600
+
+
+def test_interleaved_tracers_and_sdk_spans_are_grouped_by_resource_and_scope() -> None:
+    """Engine spans of two tracers (two resources and scopes) interleaved with SDK spans, in one slice: each span
+    lands under its own resource and scope, in order."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    service = _service()
+    payloads: list[bytes] = []
+
+    class Lane:
+        def submit(self, envelope: Any) -> None:
+            payloads.append(envelope.payload)
+
+    service.lane = Lane()  # type: ignore[assignment]
+    ended: list[Any] = []
+    a = EngineTracerProvider(resource=RESOURCE, on_end=ended.append).get_tracer("a")
+    b = EngineTracerProvider(resource=Resource.create({"service.name": "other"}), on_end=ended.append).get_tracer("b")
+    exporter = InMemorySpanExporter()
+    sdk = TracerProvider(resource=RESOURCE, shutdown_on_exit=False)
+    sdk.add_span_processor(SimpleSpanProcessor(exporter))
+    for i in range(30):
+        tracer = (a, b, a, sdk.get_tracer("sdk"))[i % 4]
+        with tracer.start_as_current_span(f"op{i}"):
+            pass
+        ended.extend(exporter.get_finished_spans())
+        exporter.clear()
+    asyncio.run(service._encode_into_pending(_taken(service, list(ended))))
+    service._submit(list(service._pending))
+    request = ExportTraceServiceRequest.FromString(gzip.decompress(payloads[0]))
+    names = {
+        (_service_name(rs.resource.attributes), ss.scope.name): [s.name for s in ss.spans]
+        for rs in request.resource_spans
+        for ss in rs.scope_spans
+    }
+    assert names == {
+        ("svc", "a"): [f"op{i}" for i in range(30) if i % 4 in (0, 2)],
+        ("other", "b"): [f"op{i}" for i in range(30) if i % 4 == 1],
+        ("svc", "sdk"): [f"op{i}" for i in range(30) if i % 4 == 3],
+    }
+
+
+def _service_name(attributes: Any) -> str:
+    return next(kv.value.string_value for kv in attributes if kv.key == "service.name")
