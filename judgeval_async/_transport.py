@@ -185,13 +185,6 @@ class AsyncTransport:
             self._judgment_headers["Authorization"] = f"Bearer {config.api_key}"
         if config.organization_id:
             self._judgment_headers["X-Organization-Id"] = config.organization_id
-        # Per request URL (a handful: traces, tags, evals, resolve): its parsed httpx.URL and the client's transport
-        # for it (see _route). Built on the loop with the client, dropped with it.
-        self._routes: dict[str, tuple[httpx.URL, httpx.AsyncBaseTransport | None]] = {}
-        self._defaults: list[tuple[str, str]] = []  # the client's own default headers (Accept, User-Agent, ...)
-        self._default_names: frozenset[str] = frozenset()
-        self._timeouts: dict[str, float | None] = {}  # the client's timeouts as the request extension wants them
-        self._cookies = False  # a response set a cookie: the client's path from then on (it keeps and sends them)
 
     def __repr__(self) -> str:
         return f"AsyncTransport(api_url={self._config.api_url!r})"
@@ -223,72 +216,7 @@ class AsyncTransport:
                 follow_redirects=False,
             )
             self._client = client
-            self._routes = {}
-            # As the client holds them, name case and order kept (ASCII: httpx's and our User-Agent).
-            self._defaults = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in client.headers.raw]
-            self._default_names = frozenset(name.lower() for name, _ in self._defaults)
-            self._timeouts = client.timeout.as_dict()
-            self._cookies = False
         return client
-
-    def _route(self, client: httpx.AsyncClient, url: str) -> tuple[httpx.URL, httpx.AsyncBaseTransport | None]:
-        """``url`` parsed once, with the transport the client would send it through (its connection pool, or a
-        proxy's from the environment), or None where the request must take the client's full path."""
-        hit = self._routes.get(url)
-        if hit is None:
-            parsed = httpx.URL(url)
-            transport: httpx.AsyncBaseTransport | None = None
-            pick = getattr(client, "_transport_for_url", None)  # httpx's own routing (mounts, env proxies)
-            # Credentials in the URL (user:password@host): the client turns them into basic auth; keep its path.
-            if pick is not None and not (parsed.username or parsed.password):
-                try:
-                    transport = pick(parsed)
-                except Exception:  # pragma: no cover - another httpx version: the client's path still works
-                    transport = None
-                if not isinstance(transport, httpx.AsyncBaseTransport):
-                    transport = None
-            hit = (parsed, transport)
-            if len(self._routes) < 64:  # the tags route carries ids in its path: do not keep one per trace
-                self._routes[url] = hit
-        return hit
-
-    async def _post(
-        self, client: httpx.AsyncClient, url: str, body: bytes, headers: dict[str, str], trace: Any
-    ) -> httpx.Response:
-        """POST ``body`` and read the answer: straight to the client's transport for ``url`` when nothing of the
-        client's per-request machinery applies, else through ``client.post``.
-
-        Why: ``client.post`` costs ~290 µs of the loop thread's CPU per request on a 2-core box (merging URL, headers,
-        cookies and timeouts into a new request, the auth and redirect generators, a cookie-jar pass over every
-        response, an INFO log record our own filter then drops), a fifth of a whole POST. What it would add here is
-        fixed for this client (no auth, no redirects followed, no hooks, no base URL): its default headers and
-        timeouts are copied once (``_ensure_client``), the transport is the one ``client.post`` picks, so the bytes
-        on the wire are the same. Cookies keep the client's semantics: once a response sets one, every later request
-        takes the client's path, which stores them and sends them back."""
-        parsed, transport = self._route(client, url)
-        defaults = self._default_names
-        if transport is None or self._cookies or any(name.lower() in defaults for name in headers):
-            response = await client.post(parsed, content=body, headers=headers, extensions={"trace": trace})
-            if "set-cookie" in response.headers:
-                self._cookies = True
-            return response
-        request = httpx.Request(
-            "POST",
-            parsed,
-            content=body,
-            headers=[*self._defaults, *headers.items()],
-            extensions={"timeout": self._timeouts, "trace": trace},
-        )
-        response = await transport.handle_async_request(request)
-        try:
-            await response.aread()
-        finally:
-            await response.aclose()
-        if "set-cookie" in response.headers:
-            self._cookies = True
-            response.request = request
-            client.cookies.extract_cookies(response)
-        return response
 
     async def aclose(self) -> None:
         client, self._client = self._client, None
@@ -449,7 +377,7 @@ class AsyncTransport:
         try:
             # The hard deadline covers what httpx's per-phase timeouts cannot: a server trickling its body.
             with anyio.fail_after(remaining):
-                response = await self._post(client, url, body, headers, trace)
+                response = await client.post(url, content=body, headers=headers, extensions={"trace": trace})
                 resp_body = response.content
         except (TimeoutError, httpx.TimeoutException) as exc:
             self._record_error(endpoint, "timeout", type(exc).__name__)
