@@ -4,6 +4,7 @@ racing with ``end()`` raises nothing."""
 
 from __future__ import annotations
 
+import threading
 import tracemalloc
 from typing import Any
 
@@ -134,9 +135,18 @@ def test_processor_compacts_only_records_that_will_wait(local_server: LocalJudgm
         api_url=local_server.url,
         retry_testing=True,
     )
+    blocked, release = threading.Event(), threading.Event()
+
+    def hold() -> None:  # runs on the loop thread: nothing consumes the handoff until we say so
+        blocked.set()
+        release.wait(30.0)
+
     try:
-        start_loop = tracer.processor._ensure_started
-        tracer.processor._ensure_started = lambda: None  # nothing consumes the handoff until we say so
+        assert tracer._runtime.ensure_started(wait=10.0)
+        loop = tracer._runtime.loop
+        assert loop is not None
+        loop.call_soon_threadsafe(hold)
+        assert blocked.wait(10.0)
         otel = tracer.otel_tracer
         n = spans_module._COMPACT_AT + 20
         spans = []
@@ -146,11 +156,11 @@ def test_processor_compacts_only_records_that_will_wait(local_server: LocalJudgm
             spans.append(span)
         kinds = [type(s._attrs) for s in spans]
         assert kinds == [dict] * spans_module._COMPACT_AT + [tuple] * 20
-        tracer.processor._ensure_started = start_loop
-        start_loop()
+        release.set()
         assert tracer.force_flush(timeout=30.0)
         assert local_server.wait_for(spans=n, timeout=30.0)
         got = sorted((int(r.attributes["i"]), r.attributes["k"]) for r in local_server.spans.values())
         assert got == [(i, "v") for i in range(n)]
     finally:
+        release.set()
         tracer.shutdown(timeout=5.0)
