@@ -463,22 +463,18 @@ class EngineSpan(_SpanBase):
         else:
             self._attrs = _NO_ATTRS
         tid, sid, start = self._tid, self._sid, self._t_start
-        # Only what fits its field (times are the caller's: any int, or not an int at all); else all stay plain.
-        if (
-            type(tid) is int
-            and type(sid) is int
-            and type(start) is int
-            and type(end) is int
-            and 0 <= tid <= _MAX128
-            and 0 <= sid <= _MAX64
-            and 0 <= start <= _MAX64
-            and 0 <= end <= _MAX64
-        ):
-            packed = (tid << 192) | (sid << 128) | (start << 64) | end
-            # Packed value first, then the plain ones let go, with no call between (see end()): a reader on another
-            # thread (its reads have no call between either) sees one form or the other, never half of each.
-            self._t_end = packed
-            self._t_start = self._tid = self._sid = None
+        # Only plain ints that fit their fields (the times are the caller's: any int, or another type; a trace id
+        # may come from a remote parent); otherwise all four stay plain. A negative int shifted right stays -1, so
+        # one test covers both ends of 0..2**64-1.
+        if type(start) is not int or type(end) is not int or type(tid) is not int or type(sid) is not int:
+            return
+        if (start | end | sid) >> 64 or tid >> 128:
+            return
+        packed = (tid << 192) | (sid << 128) | (start << 64) | end
+        # Packed value first, then the plain ones let go, with no call between (see end()): a reader on another
+        # thread (its reads have no call between either) sees one form or the other, never half of each.
+        self._t_end = packed
+        self._t_start = self._tid = self._sid = None
 
     def _unpack(self) -> None:
         """Back to plain ids and times (only for a write to ``_start`` / ``_end`` after ``compact()``)."""
