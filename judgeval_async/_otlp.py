@@ -24,7 +24,7 @@ from typing import Any, cast
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind
 
-from ._span import _UNSET, EngineSpan  # _UNSET: the engine's default Status object, compared by identity
+from ._span import _UNSET, EngineSpan, unpack_ids_times  # _UNSET: the engine's default Status, by identity
 
 __all__ = ["ScopeCache", "encode_grouped", "encode_request", "encode_spans_each"]
 
@@ -231,8 +231,11 @@ def _span_attributes(parts: list[bytes], attributes: Iterable[tuple[str, Any]]) 
 
 def _engine_span(span: EngineSpan) -> bytes:
     """``_span`` for the span engine's record: the same bytes, read from its slots (no ReadableSpan, no views)."""
-    trace_id = span._trace_id
-    parts = [_pack_ids(b"\x0a\x10", trace_id >> 64, trace_id & _MASK64, b"\x12\x08", span._span_id)]
+    tid, sid, start, end = span._tid, span._sid, span._t_start, span._t_end
+    if tid is None or sid is None:  # compacted: the ids and times are one packed int (EngineSpan.compact)
+        tid, sid, start, end = unpack_ids_times(end)
+    extra = span._extra  # None unless the span has events, links, drops, a status, a non-INTERNAL kind...
+    parts = [_pack_ids(b"\x0a\x10", tid >> 64, tid & _MASK64, b"\x12\x08", sid)]
     state = span._state
     if state:
         parts.append(_ld(b"\x1a", ",".join(f"{k}={v}" for k, v in state.items()).encode("utf-8")))
@@ -248,8 +251,10 @@ def _engine_span(span: EngineSpan) -> bytes:
                 _NAMES.clear()
             _NAMES[name] = field
         parts.append(field)
-    parts.append(_KIND_FIELD.get(id(span._kind)) or b"\x30" + _SMALL[span._kind.value + 1])
-    start, end = span._start, span._end
+    if extra is None:
+        parts.append(_INTERNAL_FIELD)
+    else:
+        parts.append(_KIND_FIELD.get(id(extra.kind)) or b"\x30" + _SMALL[extra.kind.value + 1])
     if start and end:
         parts.append(_pack_times(0x39, start, 0x41, end))
     else:
@@ -258,10 +263,14 @@ def _engine_span(span: EngineSpan) -> bytes:
         if end:
             parts.append(b"\x41" + _pack_q(end))
     _span_attributes(parts, span.attr_items())
-    if span._dropped_attrs:
-        parts.append(b"\x50" + _varint(span._dropped_attrs))
-    if span._events:
-        for name, timestamp, attrs, dropped in span._events:
+    if extra is None:
+        parts.append(b"\x7a\x00")  # an empty Status message: code UNSET, no description
+        parts.append(_LOCAL_PARENT_FLAGS)
+        return b"".join(parts)
+    if extra.dropped_attrs:
+        parts.append(b"\x50" + _varint(extra.dropped_attrs))
+    if extra.events:
+        for name, timestamp, attrs, dropped in extra.events:
             body = b"\x09" + _pack_q(timestamp) if timestamp else b""
             if name:
                 body += _ld(b"\x12", name.encode("utf-8"))
@@ -269,10 +278,10 @@ def _engine_span(span: EngineSpan) -> bytes:
             if dropped:
                 body += b"\x20" + _varint(dropped)
             parts.append(_ld(b"\x5a", body))
-    if span._dropped_events:
-        parts.append(b"\x60" + _varint(span._dropped_events))
-    if span._links:
-        for lc, attrs, dropped in span._links:
+    if extra.dropped_events:
+        parts.append(b"\x60" + _varint(extra.dropped_events))
+    if extra.links:
+        for lc, attrs, dropped in extra.links:
             body = b"\x0a\x10" + lc.trace_id.to_bytes(16, "big") + b"\x12\x08" + lc.span_id.to_bytes(8, "big")
             body += _attributes(b"\x22", attrs)
             if dropped:
@@ -280,18 +289,18 @@ def _engine_span(span: EngineSpan) -> bytes:
             flags = _FLAGS_HAS_IS_REMOTE | (_FLAGS_IS_REMOTE if lc.is_remote else 0)
             body += b"\x35" + _pack_i(flags)
             parts.append(_ld(b"\x6a", body))
-    if span._dropped_links:
-        parts.append(b"\x70" + _varint(span._dropped_links))
-    status = span._status
+    if extra.dropped_links:
+        parts.append(b"\x70" + _varint(extra.dropped_links))
+    status = extra.status
     if status is _UNSET:
-        parts.append(b"\x7a\x00")  # an empty Status message: code UNSET, no description
+        parts.append(b"\x7a\x00")
     else:
         body = _ld(b"\x12", status.description.encode("utf-8")) if status.description else b""
         code = status.status_code.value
         if code:
             body += b"\x18" + _SMALL[code]
         parts.append(_ld(b"\x7a", body))
-    parts.append(_REMOTE_PARENT_FLAGS if span._parent_remote else _LOCAL_PARENT_FLAGS)
+    parts.append(_REMOTE_PARENT_FLAGS if extra.parent_remote else _LOCAL_PARENT_FLAGS)
     return b"".join(parts)
 
 
@@ -304,6 +313,7 @@ _MASK64 = (1 << 64) - 1
 _NAMES: dict[str, bytes] = {}
 _NAMES_MAX = 1024
 _KIND_FIELD = {id(kind): b"\x30" + _SMALL[kind.value + 1] for kind in SpanKind}  # by identity: Enum hashes in Python
+_INTERNAL_FIELD = _KIND_FIELD[id(SpanKind.INTERNAL)]
 _LOCAL_PARENT_FLAGS = b"\x85\x01" + _pack_i(_FLAGS_HAS_IS_REMOTE)
 _REMOTE_PARENT_FLAGS = b"\x85\x01" + _pack_i(_FLAGS_HAS_IS_REMOTE | _FLAGS_IS_REMOTE)
 

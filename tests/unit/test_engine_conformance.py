@@ -177,7 +177,8 @@ def _drive(tracer: trace.Tracer, seed: int, remote: SpanContext) -> None:
 
 @pytest.mark.parametrize("seed", range(40))
 def test_random_spans_encode_to_the_sdks_bytes(monkeypatch: pytest.MonkeyPatch, seed: int) -> None:
-    """Random traces through the SDK and through the engine (same ids, times, limits) give identical OTLP bytes."""
+    """Random traces through the SDK and through the engine (same ids, times, limits) give identical OTLP bytes, and
+    so do the engine's records once compacted."""
     rng = random.Random(seed)
     limits: dict[str, int | None] = {}
     if seed % 2:  # small limits: eviction, truncation and drop counters on every path
@@ -203,6 +204,17 @@ def test_random_spans_encode_to_the_sdks_bytes(monkeypatch: pytest.MonkeyPatch, 
         assert a.get_span_context() == b.get_span_context()
         assert a.get_span_context().trace_flags == b.get_span_context().trace_flags
         assert a.parent == b.parent
+    # Compacted, as records waiting in a deep queue are (attributes as a tuple, ids and times packed): the same bytes.
+    for span in ended:
+        span.compact()
+    assert _ours(ended) == encode_spans(theirs).SerializeToString()
+    for a, b in zip(ended, theirs, strict=True):
+        assert (a.get_span_context(), a.parent, a.start_time, a.end_time) == (
+            b.get_span_context(),
+            b.parent,
+            b.start_time,
+            b.end_time,
+        )
 
 
 def test_surrogates_are_replaced_like_sdk_spans(engine: tuple[trace.Tracer, list[EngineSpan]]) -> None:
