@@ -26,7 +26,7 @@ from opentelemetry.trace import SpanKind
 
 from ._span import _UNSET, EngineSpan, unpack_ids_times  # _UNSET: the engine's default Status, by identity
 
-__all__ = ["ScopeCache", "encode_grouped", "encode_request", "encode_spans_each"]
+__all__ = ["ScopeCache", "encode_grouped", "encode_request", "encode_spans_each", "frame_span"]
 
 _pack_q = struct.Struct("<Q").pack
 _pack_d = struct.Struct("<d").pack
@@ -494,18 +494,23 @@ def _prefix(tag: bytes, n: int) -> bytes:
     return tag + _varint(n)
 
 
+def frame_span(body: bytes) -> bytes:
+    """An encoded ``Span`` as the ``spans`` field of a ``ScopeSpans`` (tag and length in front): the form
+    ``encode_grouped`` takes, so a batch only sums and joins (framing 512 spans at send time held the GIL ~0.5 ms)."""
+    n = len(body)
+    return (b"\x12" + _SMALL[n] if n < 128 else _prefix(b"\x12", n)) + body
+
+
 def encode_grouped(groups: Sequence[tuple[Any, Any, Sequence[bytes]]], cache: ScopeCache) -> bytes:
-    """An ``ExportTraceServiceRequest`` from (resource, scope, encoded spans) groups, in the order given.
+    """An ``ExportTraceServiceRequest`` from (resource, scope, framed spans) groups, in the order given; each span
+    already framed by ``frame_span``.
 
     Lengths are computed first and the message is joined once: the spans' bytes (the whole batch) are copied once,
     not once per enclosing message."""
     by_resource: dict[int, tuple[Any, list[tuple[bytes, bytes, Sequence[bytes], int]]]] = {}
     for resource, scope, bodies in groups:
         head, url = cache.scope(scope)
-        size = len(head) + len(url)
-        for b in bodies:
-            n = len(b)
-            size += n + (2 if n < 128 else 3 if n < 16384 else 1 + len(_varint(n)))
+        size = len(head) + len(url) + sum(map(len, bodies))
         by_resource.setdefault(id(resource), (resource, []))[1].append((head, url, bodies, size))
     parts: list[bytes] = []
     for resource, scoped in by_resource.values():
@@ -516,9 +521,7 @@ def encode_grouped(groups: Sequence[tuple[Any, Any, Sequence[bytes]]], cache: Sc
         for head, url, bodies, n in scoped:
             parts.append(_prefix(b"\x12", n))
             parts.append(head)
-            for b in bodies:
-                parts.append(_prefix(b"\x12", len(b)))
-                parts.append(b)
+            parts.extend(bodies)
             parts.append(url)
         parts.append(res_url)
     return b"".join(parts)

@@ -2,10 +2,10 @@
 
 Caller side, in ``on_end``: pop the span's internal metadata and offer the span to the bounded handoff. That is all.
 Loop side: encode spans to OTLP protobuf with the lean encoder of ``_otlp`` as they are taken (64 at a time; yielding
-to the loop once per 2 ms of the loop thread's CPU, see ``_encode_into_pending``); send batches (512 spans or 5 s,
-whichever first; at once on flush; after 0.2 s when no send is in flight and spans arrive slower than a batch a
-second, so a quiet healthy service holds spans briefly), gzipped, with retry. A 413 splits the batch in half and
-resends each half; a single span still too large is replaced by a small marker span and counted
+to the loop once per 0.5 ms of the loop thread's CPU, 2 ms behind a backlog, see ``_encode_into_pending``); send
+batches (512 spans or 5 s, whichever first; at once on flush; after 0.2 s when no send is in flight and spans arrive
+slower than a batch a second, so a quiet healthy service holds spans briefly), gzipped, with retry. A 413 splits the
+batch in half and resends each half; a single span still too large is replaced by a small marker span and counted
 ``payload_too_large``. A span that fails to encode is dropped alone (``serialization_error``), never its batch.
 """
 
@@ -29,7 +29,7 @@ from ._config import Config
 from ._delivery._envelope import Envelope, new_envelope
 from ._metadata import SpanMetadataStore
 from ._metrics import Metrics
-from ._otlp import ScopeCache, encode_grouped, encode_spans_each
+from ._otlp import ScopeCache, encode_grouped, encode_spans_each, frame_span
 from ._pipeline import QueueService
 from ._project import ProjectResolver
 from ._routes import route_url, traces_to_judgment
@@ -44,7 +44,12 @@ logger = logging.getLogger(__name__)
 _TAKE = 64  # spans taken off the handoff per wake-up: finished spans turn into bytes soon
 _TAKE_WAIT = 0.1  # at most this long between looks at the handoff (fewer than _TAKE spans wake nobody)
 _ENCODE_CHUNK = 32  # spans encoded between two looks at the clock
-_ENCODE_BUDGET = 0.002  # seconds of encoding between two yields to the loop (see _encode_into_pending)
+# Seconds of the loop thread's CPU between two yields to the loop while encoding (see _encode_into_pending). Short
+# while the encoder keeps up: an application thread back from a system call waits for the GIL until our next yield
+# (benchmarks/gil.py). Longer while a take's worth of spans waits in the handoff: each yield may hand the GIL to a
+# busy producer for a whole switch interval (5 ms), and short slices would then starve the encoder.
+_ENCODE_BUDGET = 0.0005
+_ENCODE_BUDGET_BEHIND = 0.002
 # With no send in flight (a healthy backend) and spans arriving slower than a batch a second, a partial batch goes out
 # once its oldest span waited this long (or schedule_delay, if shorter), not a whole schedule_delay: a quiet service
 # holds a span ~0.3 s, not 5 s. Faster arrivals fill a batch within a second anyway, so they still go out in full
@@ -132,6 +137,9 @@ class SpanExportService(QueueService[SpanItem]):
                 batch = self._cut(size)
                 if batch:
                     self._submit(batch)
+                    # A batch is ~0.5 ms of joining and the lane's bookkeeping around its gzip: yield before more
+                    # work, so that stretch and the next encoding slice do not hold the GIL as one.
+                    await self._yield_now()
             if h.closed and not len(h) and not self._pending:
                 return
             if not self._pending and not len(h):
@@ -183,22 +191,30 @@ class SpanExportService(QueueService[SpanItem]):
         """Encode span by span; park the bytes; drop (counted) what cannot be encoded, and what overflows the backlog.
         ``items`` is emptied as it goes, so each record is released as soon as its bytes exist.
 
-        Yields to the loop once per ``_ENCODE_BUDGET`` of the loop thread's CPU time, across calls: each yield polls
-        the selector, which releases the GIL, and a busy application thread then keeps it for a whole switch interval
-        (5 ms); yielding per few spans starved this loop of the GIL under a producer running flat out."""
+        Yields to the loop once per ``_ENCODE_BUDGET`` of the loop thread's CPU time, across calls; once per
+        ``_ENCODE_BUDGET_BEHIND`` while a take's worth of spans waits in the handoff. Each yield polls the selector,
+        which releases the GIL: an application thread waiting for it gets it there (the short budget bounds that
+        wait), and a busy one may keep it for a whole switch interval (5 ms), so under a producer running flat out
+        yielding per few spans starved this loop of the GIL (the longer budget)."""
         items.reverse()  # popped from the end: oldest first
+        handoff = self.handoff
         while items:
             encoded = self._encode_chunk([items.pop() for _ in range(min(_ENCODE_CHUNK, len(items)))])
             if not self._park(encoded):
                 return  # shutdown's deadline passed and counted these already (shutdown_deadline)
-            if time.thread_time() - self._slice_started >= _ENCODE_BUDGET:
-                await asyncio.sleep(0)
-                self._slice_started = time.thread_time()
+            budget = _ENCODE_BUDGET_BEHIND if len(handoff) >= _TAKE else _ENCODE_BUDGET
+            if time.thread_time() - self._slice_started >= budget:
+                await self._yield_now()
         self._notify()
 
+    async def _yield_now(self) -> None:
+        """Let the loop (and, through its selector poll, the GIL) go once; the next slice's budget starts here."""
+        await asyncio.sleep(0)
+        self._slice_started = time.thread_time()
+
     def _encode_chunk(self, taken: list[SpanItem]) -> list[tuple[int, bytes, float]]:
-        """Encoded (group id, bytes, time taken) per span; what fails is dropped alone (counted). The records are
-        released on return."""
+        """Encoded and framed (group id, bytes, time taken) per span; what fails is dropped alone (counted). The
+        records are released on return."""
         chunk: list[ReadableSpan | EngineSpan] = []
         for item in taken:
             if type(item) is EngineSpan:  # the engine's record is encoded as it is
@@ -213,7 +229,7 @@ class SpanExportService(QueueService[SpanItem]):
         id_of = self._groups.id_of
         for span, body in zip(chunk, encode_spans_each(chunk, self._metrics.values_degraded.inc), strict=True):
             if type(body) is bytes:
-                encoded.append((id_of(span), body, now))
+                encoded.append((id_of(span), frame_span(body), now))
             else:
                 self._drop_unencodable(cast(Exception, body))
         return encoded

@@ -101,8 +101,8 @@ def test_cache_holds_only_short_values(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_grouped_request_matches_the_sdk() -> None:
-    """A batch of two resources and three scopes, with spans small, medium (>= 128 B) and large (>= 16 kB), joined
-    once from precomputed lengths, is the SDK's request byte for byte."""
+    """A batch of two resources and three scopes, with spans small, medium (>= 128 B) and large (>= 16 kB), each
+    framed as it is encoded and joined once from precomputed lengths, is the SDK's request byte for byte."""
     providers = []
     for r in range(2):
         exporter = InMemorySpanExporter()
@@ -118,7 +118,8 @@ def test_grouped_request_matches_the_sdk() -> None:
     groups: dict[tuple[int, int], tuple[object, object, list[bytes]]] = {}
     for span, body in zip(spans, bodies, strict=True):
         key = (id(span.resource), id(span.instrumentation_scope))
-        groups.setdefault(key, (span.resource, span.instrumentation_scope, []))[2].append(body)  # type: ignore[arg-type]
+        framed = _otlp.frame_span(body)  # type: ignore[arg-type]
+        groups.setdefault(key, (span.resource, span.instrumentation_scope, []))[2].append(framed)
     ours = _otlp.encode_grouped(list(groups.values()), ScopeCache())
     assert ours == encode_spans(spans).SerializeToString()
 

@@ -80,6 +80,29 @@ def test_a_batch_is_encoded_without_yielding_within_the_budget(monkeypatch: pyte
     assert (len(service._pending), led.parked, led.in_flight) == (512, 512, 0)
 
 
+def test_the_slice_is_short_while_keeping_up_and_long_behind_a_backlog(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keeping up, the encoder yields at the short budget (an application thread waits for the GIL at most that
+    long); with a take's worth of spans still in the handoff, at the long one (throughput first)."""
+    monkeypatch.setattr(spans_module, "_ENCODE_BUDGET", 0.0)
+    monkeypatch.setattr(spans_module, "_ENCODE_BUDGET_BEHIND", 60.0)
+    chunks = 4
+    n = chunks * spans_module._ENCODE_CHUNK
+
+    keeping_up = _service()
+    yields = _count_yields(monkeypatch)
+    asyncio.run(keeping_up._encode_into_pending(_taken(keeping_up, _engine_spans(n))))
+    assert len(yields) == chunks  # one yield per slice of _ENCODE_CHUNK spans
+
+    behind = _service()
+    items = _taken(behind, _engine_spans(n))
+    for span in _engine_spans(spans_module._TAKE):  # a take's worth still waiting behind these
+        assert behind.offer(span)
+    yields.clear()
+    asyncio.run(behind._encode_into_pending(items))
+    assert yields == []
+    assert len(behind._pending) == n
+
+
 def test_records_are_released_as_they_are_encoded(monkeypatch: pytest.MonkeyPatch) -> None:
     """With the budget spent after every slice, the loop yields after each, and by then that slice's records are
     gone (only their bytes are held), not kept alive until the whole batch is encoded."""
