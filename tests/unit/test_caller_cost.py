@@ -14,7 +14,7 @@ import random
 import sys
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -47,22 +47,13 @@ def _calls(fn: Callable[[], object]) -> int:
 
 
 @pytest.fixture
-def warm_tracer(local_server: LocalJudgmentServer) -> Iterator[Tracer]:
+def warm_tracer(make_tracer: Callable[..., Tracer]) -> Tracer:
     """A tracer whose project id is resolved (evaluations ride on spans) and whose loop thread runs."""
-    tracer = Tracer(
-        project_name="p",
-        api_key=local_server.api_key,
-        organization_id=local_server.org_id,
-        api_url=local_server.url,
-        retry_testing=True,
-    )
+    tracer = make_tracer(schedule_delay=5.0, tag_flush_interval=5.0)  # the defaults: the caller's path as shipped
     with tracer.span("warm-up"):
         tracer.async_evaluate("faithfulness", {"input": "q"})
     assert tracer.force_flush(timeout=30)
-    try:
-        yield tracer
-    finally:
-        tracer.shutdown(timeout=10)
+    return tracer
 
 
 def test_observe_tag_and_evaluate_stay_within_their_call_budgets(warm_tracer: Tracer) -> None:
@@ -222,38 +213,29 @@ class _ThreadLocalContext(_RuntimeContext):
 
 
 def test_another_runtime_context_still_nests_and_restores(
-    local_server: LocalJudgmentServer, monkeypatch: pytest.MonkeyPatch
+    local_server: LocalJudgmentServer, make_tracer: Callable[..., Tracer], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With a runtime context other than contextvars, observe's spans nest, the current span is restored after each
     call, and tag()/async_evaluate find the current span (the direct context reads fall back to the API)."""
     monkeypatch.setattr(otel_context, "_RUNTIME_CONTEXT", _ThreadLocalContext())
-    tracer = Tracer(
-        project_name="p",
-        api_key=local_server.api_key,
-        organization_id=local_server.org_id,
-        api_url=local_server.url,
-        retry_testing=True,
-    )
-    try:
+    tracer = make_tracer()
 
-        @tracer.observe
-        def inner(q: str) -> str:
-            tracer.tag(["inner-tag"])
-            return q
+    @tracer.observe
+    def inner(q: str) -> str:
+        tracer.tag(["inner-tag"])
+        return q
 
-        @tracer.observe
-        def outer(q: str) -> str:
-            return inner(q)
+    @tracer.observe
+    def outer(q: str) -> str:
+        return inner(q)
 
-        outer("x")
-        assert _provider.current_span() is None  # restored
-        assert tracer.force_flush(timeout=30)
-        spans = {s.name: s for s in local_server.spans.values()}
-        assert spans["inner"].parent_span_id == spans["outer"].span_id
-        assert "inner-tag" in local_server.tags.get(spans["inner"].trace_id, set())
-        assert tracer.get_health_metrics()["calls_ignored"] == {}
-    finally:
-        tracer.shutdown(timeout=10)
+    outer("x")
+    assert _provider.current_span() is None  # restored
+    assert tracer.force_flush(timeout=30)
+    spans = {s.name: s for s in local_server.spans.values()}
+    assert spans["inner"].parent_span_id == spans["outer"].span_id
+    assert "inner-tag" in local_server.tags.get(spans["inner"].trace_id, set())
+    assert tracer.get_health_metrics()["calls_ignored"] == {}
 
 
 def test_a_token_from_another_context_is_still_logged_by_opentelemetry(caplog: pytest.LogCaptureFixture) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import tracemalloc
+from collections.abc import Callable
 from typing import Any
 
 from opentelemetry import trace
@@ -197,16 +198,12 @@ def test_a_write_racing_with_end_does_not_raise() -> None:
     assert [dict(s.attributes) for s in ended] == [{"a": 1}, {"a": 1}]
 
 
-def test_processor_compacts_only_records_that_will_wait(local_server: LocalJudgmentServer) -> None:
+def test_processor_compacts_only_records_that_will_wait(
+    local_server: LocalJudgmentServer, make_tracer: Callable[..., Tracer]
+) -> None:
     """With the loop held back, the first _COMPACT_AT ended spans stay dicts and those queued behind them are
     compacted; every one is delivered with its attributes once the loop runs."""
-    tracer = Tracer(
-        project_name="p",
-        api_key=local_server.api_key,
-        organization_id=local_server.org_id,
-        api_url=local_server.url,
-        retry_testing=True,
-    )
+    tracer = make_tracer()
     blocked, release = threading.Event(), threading.Event()
 
     def hold() -> None:  # runs on the loop thread: nothing consumes the handoff until we say so
@@ -235,4 +232,3 @@ def test_processor_compacts_only_records_that_will_wait(local_server: LocalJudgm
         assert got == [(i, "v") for i in range(n)]
     finally:
         release.set()
-        tracer.shutdown(timeout=5.0)

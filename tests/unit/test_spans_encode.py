@@ -50,6 +50,18 @@ def _taken(service: SpanExportService, spans: list[Any]) -> list[Any]:
     return service.handoff.take_nowait(len(spans))
 
 
+def _capture_payloads(service: SpanExportService) -> list[bytes]:
+    """Replace the service's lane with one that keeps each submitted payload (in the returned list)."""
+    payloads: list[bytes] = []
+
+    class Lane:
+        def submit(self, envelope: Any) -> None:
+            payloads.append(envelope.payload)
+
+    service.lane = Lane()  # type: ignore[assignment]
+    return payloads
+
+
 def _count_yields(monkeypatch: pytest.MonkeyPatch, on_yield: Any = None) -> list[int]:
     yields: list[int] = []
     real_sleep = asyncio.sleep
@@ -134,13 +146,7 @@ def test_records_are_released_as_they_are_encoded(monkeypatch: pytest.MonkeyPatc
 def test_batch_payload_is_deterministic() -> None:
     """The same batch gzips to the same bytes (no timestamp in the gzip header): a replay is byte-identical."""
     service = _service()
-    payloads: list[bytes] = []
-
-    class Lane:
-        def submit(self, envelope: Any) -> None:
-            payloads.append(envelope.payload)
-
-    service.lane = Lane()  # type: ignore[assignment]
+    payloads = _capture_payloads(service)
     asyncio.run(service._encode_into_pending(_taken(service, _engine_spans(200))))
     batch = list(service._pending)
     service._submit(batch)
@@ -188,13 +194,7 @@ def test_interleaved_tracers_and_sdk_spans_are_grouped_by_resource_and_scope() -
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
     service = _service()
-    payloads: list[bytes] = []
-
-    class Lane:
-        def submit(self, envelope: Any) -> None:
-            payloads.append(envelope.payload)
-
-    service.lane = Lane()  # type: ignore[assignment]
+    payloads = _capture_payloads(service)
     ended: list[Any] = []
     a = EngineTracerProvider(resource=RESOURCE, on_end=ended.append).get_tracer("a")
     b = EngineTracerProvider(resource=Resource.create({"service.name": "other"}), on_end=ended.append).get_tracer("b")
