@@ -11,6 +11,7 @@ per tracer, and the W3C trace flags the SDK sets (sampled, random-trace-id). A s
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -47,15 +48,33 @@ _MAX_TRACERS = 256
 
 # The functions below read the stock contextvars runtime context's ContextVar directly (OpenTelemetry's default;
 # OTEL_PYTHON_CONTEXT may select another, then they go through the API). The runtime context is a module global of
-# opentelemetry.context, read on every call: a test or a library may replace it.
+# opentelemetry.context, read on every call: a test or a library may replace it. Both names are OpenTelemetry's
+# private ones, so they are checked once here: if a release renames them, _STOCK_RUNTIME is a class no runtime
+# context has and every call takes the API's path (slower, never broken).
+
+
+class _NoRuntime:
+    """Matches no runtime context: disables the direct reads."""
+
+
+def _stock_runtime() -> type:
+    runtime = vars(otel_context).get("_RUNTIME_CONTEXT")
+    probe = ContextVarsRuntimeContext()
+    if runtime is not None and isinstance(getattr(probe, "_current_context", None), contextvars.ContextVar):
+        return ContextVarsRuntimeContext
+    return _NoRuntime
+
+
+_STOCK_RUNTIME = _stock_runtime()
+_context_globals = vars(otel_context)
 
 
 def current_span() -> trace.Span | None:
     """``trace.get_current_span()``'s span, or None when there is none: the context's own dict read directly
     (``get_current_span`` costs three Python calls and an ABC ``isinstance`` against a virtual subclass)."""
-    runtime = otel_context._RUNTIME_CONTEXT
-    if type(runtime) is ContextVarsRuntimeContext:
-        span = runtime._current_context.get().get(_SPAN_KEY)
+    runtime = _context_globals.get("_RUNTIME_CONTEXT")
+    if type(runtime) is _STOCK_RUNTIME:
+        span = runtime._current_context.get().get(_SPAN_KEY)  # type: ignore[attr-defined]
     else:
         span = _get_value(_SPAN_KEY)
     if type(span) is EngineSpan:
@@ -66,10 +85,10 @@ def current_span() -> trace.Span | None:
 def detach(token: Any) -> None:
     """``otel_context.detach``, with the stock runtime context's reset called directly; a token the runtime context
     refuses (made in another context) goes through ``otel_context.detach``, which logs it as it always did."""
-    runtime = otel_context._RUNTIME_CONTEXT
-    if type(runtime) is ContextVarsRuntimeContext:
+    runtime = _context_globals.get("_RUNTIME_CONTEXT")
+    if type(runtime) is _STOCK_RUNTIME:
         try:
-            runtime._current_context.reset(token)
+            runtime._current_context.reset(token)  # type: ignore[attr-defined]
             return
         except Exception:
             pass
@@ -220,12 +239,12 @@ class EngineTracer(trace.Tracer):
             attributes, dropped = bounded(attributes, maxlen, limits.span_value_len)
         else:
             dropped = 0
-        runtime = otel_context._RUNTIME_CONTEXT
-        if type(runtime) is not ContextVarsRuntimeContext:
+        runtime = _context_globals.get("_RUNTIME_CONTEXT")
+        if type(runtime) is not _STOCK_RUNTIME:
             span = self._make(name, None, _INTERNAL, attributes, dropped, None)
             return span, _attach(_set_value(_SPAN_KEY, span))
         # The stock contextvars runtime context: what get_value, set_value and attach do, without their calls.
-        var = runtime._current_context
+        var = runtime._current_context  # type: ignore[attr-defined]
         current = var.get()
         span = self._make(name, current, _INTERNAL, attributes, dropped, None)
         context = Context(current)  # one copy; Context's own __setitem__ refuses (it is immutable once shared)

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from opentelemetry import context as otel_context
 from opentelemetry.context.context import Context, _RuntimeContext
+from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 
 from judgeval_async import Tracer, _provider, _tracer
 from judgeval_async._serialize import SerializeLimits, args_json, json_text, safe_json
@@ -212,13 +213,8 @@ class _ThreadLocalContext(_RuntimeContext):
         self._local.current = token
 
 
-def test_another_runtime_context_still_nests_and_restores(
-    local_server: LocalJudgmentServer, make_tracer: Callable[..., Tracer], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """With a runtime context other than contextvars, observe's spans nest, the current span is restored after each
-    call, and tag()/async_evaluate find the current span (the direct context reads fall back to the API)."""
-    monkeypatch.setattr(otel_context, "_RUNTIME_CONTEXT", _ThreadLocalContext())
-    tracer = make_tracer()
+def _nest_tag_and_check(tracer: Tracer, local_server: LocalJudgmentServer) -> None:
+    """Two nested observed calls, the inner one tagging: they nest, the current span is restored, the tag lands."""
 
     @tracer.observe
     def inner(q: str) -> str:
@@ -238,6 +234,17 @@ def test_another_runtime_context_still_nests_and_restores(
     assert tracer.get_health_metrics()["calls_ignored"] == {}
 
 
+def test_another_runtime_context_still_nests_and_restores(
+    local_server: LocalJudgmentServer, make_tracer: Callable[..., Tracer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a runtime context other than contextvars, observe's spans nest, the current span is restored after each
+    call, and tag()/async_evaluate find the current span (the direct context reads fall back to the API)."""
+    monkeypatch.setattr(otel_context, "_RUNTIME_CONTEXT", _ThreadLocalContext())
+    tracer = make_tracer()
+
+    _nest_tag_and_check(tracer, local_server)
+
+
 def test_a_token_from_another_context_is_still_logged_by_opentelemetry(caplog: pytest.LogCaptureFixture) -> None:
     """detach() of a token the contextvar refuses goes through OpenTelemetry's detach, which logs it, as before."""
     tokens: list[Any] = []
@@ -245,3 +252,15 @@ def test_a_token_from_another_context_is_still_logged_by_opentelemetry(caplog: p
     with caplog.at_level(logging.ERROR, logger="opentelemetry.context"):
         _provider.detach(tokens[0])
     assert "Failed to detach context" in caplog.text
+
+
+def test_the_direct_context_reads_are_in_use_and_can_be_turned_off(
+    local_server: LocalJudgmentServer, make_tracer: Callable[..., Tracer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """This OpenTelemetry has the private names the direct reads rely on (so they are in use); with them reported
+    missing, every call takes the API's path and spans still nest, restore and carry tags."""
+    assert _provider._STOCK_RUNTIME is ContextVarsRuntimeContext
+    monkeypatch.setattr(_provider, "_STOCK_RUNTIME", _provider._NoRuntime)
+    tracer = make_tracer()
+
+    _nest_tag_and_check(tracer, local_server)
