@@ -24,13 +24,17 @@ def test_evaluations_wait_for_a_project_that_cannot_be_resolved_yet(
     for i in range(5):
         with tracer.span(f"e{i}"):
             tracer.async_evaluate("faithfulness", {"input": f"q{i}", "actual_output": "a"})
+    # Wait for the evaluations' fate while the project cannot be resolved: held by their lane (in memory or in the
+    # spool) now; the old code dropped them before they reached the lane. Several resolve attempts fail first.
     deadline = time.monotonic() + 30
-    # Several resolve attempts fail (each gives up after project_resolve_wait) before the backend comes back.
-    while time.monotonic() < deadline and tracer.get_health_metrics()["api_errors"] < 3:
+    while time.monotonic() < deadline:
+        health = tracer.get_health_metrics()
+        held = health["backlog_bytes"].get("evaluations", 0) + health["spool_bytes"].get("evaluations", 0)
+        if (held and health["api_errors"] >= 3) or health["evaluations_dropped"]:
+            break
         time.sleep(0.05)
-    time.sleep(0.5)
-    health = tracer.get_health_metrics()
     assert health["evaluations_dropped"] == 0, health["evaluations_dropped_by_reason"]
+    assert held > 0, health
     local_server.clear_faults()
     assert tracer.force_flush(timeout=60.0)
     health = tracer.get_health_metrics()
