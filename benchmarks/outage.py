@@ -74,7 +74,7 @@ class _Subject:
         if name.startswith("ours"):
             from judgeval_async import Tracer  # noqa: PLC0415 - only the worker imports the SDK under test
 
-            extra = {"eval_transport": "api"} if "api" in name else {}
+            extra: dict[str, Any] = {"eval_transport": "api"} if "api" in name else {}
             self.tracer = Tracer(
                 project_name=PROJECT,
                 api_key=spec["api_key"],
@@ -115,20 +115,13 @@ class _Subject:
         return self.name.startswith("ours") or self.name == JUDGEVAL
 
     def span(self, i: int, tag: bool, evaluate: bool) -> None:
-        if self.name.startswith("ours"):
-            t = self.tracer
+        if self.has_tags_and_evals:
+            t = self.tracer if self.name.startswith("ours") else self.jt  # the same span/tag/async_evaluate calls
             with t.span("op"):
                 if tag:
                     t.tag(f"t{i}")
                 if evaluate:
                     t.async_evaluate("faithfulness", {"input": f"q{i}", "actual_output": "a"})
-        elif self.name == JUDGEVAL:
-            jt = self.jt
-            with jt.span("op"):
-                if tag:
-                    jt.tag(f"t{i}")
-                if evaluate:
-                    jt.async_evaluate("faithfulness", {"input": f"q{i}", "actual_output": "a"})
         else:
             with self.otel.start_as_current_span("op"):
                 pass
