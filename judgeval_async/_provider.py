@@ -199,9 +199,9 @@ class EngineTracer(trace.Tracer):
                 for link in valid_links(links):
                     span._append_link(link.context, link.attributes)
             if not record_exception:
-                span._record_exception = False
+                span._x().record_exception = False
             if not set_status_on_exception:
-                span._set_status_on_exception = False
+                span._x().set_status_on_exception = False
         return span
 
     @_agnosticcontextmanager

@@ -550,66 +550,6 @@ class EngineSpan(_SpanBase):
         self._unpack()
         self._t_end = value
 
-    # ------------------------------------------------------------------ the fields kept in _Extra, by their old names
-    # (_otlp reads them so; _provider writes the two exception options). Defaults when no _Extra was made.
-    @property
-    def _kind(self) -> SpanKind:
-        extra = self._extra
-        return _INTERNAL if extra is None else extra.kind
-
-    @property
-    def _status(self) -> Status:
-        extra = self._extra
-        return _UNSET if extra is None else extra.status
-
-    @property
-    def _dropped_attrs(self) -> int:
-        extra = self._extra
-        return 0 if extra is None else extra.dropped_attrs
-
-    @property
-    def _events(self) -> list[tuple[str, int, dict[str, Any], int]] | None:
-        extra = self._extra
-        return None if extra is None else extra.events
-
-    @property
-    def _dropped_events(self) -> int:
-        extra = self._extra
-        return 0 if extra is None else extra.dropped_events
-
-    @property
-    def _links(self) -> list[tuple[SpanContext, dict[str, Any], int]] | None:
-        extra = self._extra
-        return None if extra is None else extra.links
-
-    @property
-    def _dropped_links(self) -> int:
-        extra = self._extra
-        return 0 if extra is None else extra.dropped_links
-
-    @property
-    def _parent_remote(self) -> bool:
-        extra = self._extra
-        return False if extra is None else extra.parent_remote
-
-    @property
-    def _record_exception(self) -> bool:
-        extra = self._extra
-        return True if extra is None else extra.record_exception
-
-    @_record_exception.setter
-    def _record_exception(self, value: bool) -> None:
-        self._x().record_exception = value
-
-    @property
-    def _set_status_on_exception(self) -> bool:
-        extra = self._extra
-        return True if extra is None else extra.set_status_on_exception
-
-    @_set_status_on_exception.setter
-    def _set_status_on_exception(self, value: bool) -> None:
-        self._x().set_status_on_exception = value
-
     # ------------------------------------------------------------------ ReadableSpan-like views (processors, tests)
     @property
     def name(self) -> str:
@@ -636,7 +576,7 @@ class EngineSpan(_SpanBase):
 
     @property
     def kind(self) -> SpanKind:
-        return self._kind
+        return (self._extra or _NO_EXTRA).kind
 
     @property
     def start_time(self) -> int:
@@ -653,27 +593,27 @@ class EngineSpan(_SpanBase):
 
     @property
     def events(self) -> tuple[Any, ...]:
-        return tuple(_EventView(*e) for e in self._events or ())
+        return tuple(_EventView(*e) for e in (self._extra or _NO_EXTRA).events or ())
 
     @property
     def links(self) -> tuple[Any, ...]:
-        return tuple(_LinkView(*link) for link in self._links or ())
+        return tuple(_LinkView(*link) for link in (self._extra or _NO_EXTRA).links or ())
 
     @property
     def status(self) -> Status:
-        return self._status
+        return (self._extra or _NO_EXTRA).status
 
     @property
     def dropped_attributes(self) -> int:
-        return self._dropped_attrs
+        return (self._extra or _NO_EXTRA).dropped_attrs
 
     @property
     def dropped_events(self) -> int:
-        return self._dropped_events
+        return (self._extra or _NO_EXTRA).dropped_events
 
     @property
     def dropped_links(self) -> int:
-        return self._dropped_links
+        return (self._extra or _NO_EXTRA).dropped_links
 
     @property
     def resource(self) -> Any:
@@ -715,6 +655,10 @@ class _Extra:
         self.status = _UNSET
         self.record_exception = True
         self.set_status_on_exception = True
+
+
+# What a span without extras reads (never written: writes go through EngineSpan._x, which makes the span its own).
+_NO_EXTRA = _Extra()
 
 
 class _EventView:
