@@ -177,6 +177,25 @@ def run_loop(coro: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------------- one run
+# A round is "quiet" when neither its untraced run nor the subject's lost more than this share of the machine's CPU
+# time to the hypervisor (steal) or to processes outside the benchmark. On a shared VM a burst of either sets the
+# p99 of whichever run it lands in (seen: 8 s of 22 stolen in one run), which says nothing about the SDK.
+QUIET_STEAL = 0.01
+QUIET_FOREIGN = 0.05
+
+
+def host_cpu_s() -> tuple[float, float]:
+    """The machine's (busy, stolen) CPU seconds so far over all cores, from /proc/stat ((0, 0) where unavailable)."""
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            fields = [int(x) for x in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return 0.0, 0.0
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    tick = os.sysconf("SC_CLK_TCK")
+    return (user + nice + system + irq + softirq) / tick, steal / tick
+
+
 def process_cpu_s(pid: int) -> float:
     """CPU seconds (user + system) of another process so far, from /proc (0.0 where unavailable)."""
     try:
@@ -194,9 +213,15 @@ async def one_run(
         srv.reset_records()
     b0 = sum(process_cpu_s(b.proc.pid) for b in backends)
     s0 = await app.call("GET", "/_bench/stats")
+    busy0, steal0 = host_cpu_s()
+    app0, me0 = process_cpu_s(app.proc.pid), time.process_time()
     t0 = time.perf_counter()
     latencies, errors = await drive(app.port, rate, duration)
     wall = time.perf_counter() - t0
+    busy1, steal1 = host_cpu_s()
+    ours = process_cpu_s(app.proc.pid) - app0 + time.process_time() - me0
+    backend_drive = sum(process_cpu_s(b.proc.pid) for b in backends) - b0
+    capacity = wall * (os.cpu_count() or 1)
     flushed = (await app.call("POST", "/_bench/flush"))["flushed"] if srv is not None else None
     s1 = await app.call("GET", "/_bench/stats")
     backend_cpu = sum(process_cpu_s(b.proc.pid) for b in backends) - b0
@@ -227,6 +252,10 @@ async def one_run(
         "gc_cpu_ms": (s1["gc_cpu_s"] - s0["gc_cpu_s"]) * 1e3,
         "rss_mb": s1["rss_kb"] / 1024,
         "quiesce_s": quiet_s,
+        # The machine while the load ran: CPU time stolen by the hypervisor, and busy CPU outside this benchmark's
+        # processes (app, backends, load generator), as shares of all cores' time.
+        "steal_share": (steal1 - steal0) / capacity,
+        "foreign_share": max(0.0, busy1 - busy0 - ours - backend_drive) / capacity,
     }
     h0, h1 = s0.get("health") or {}, s1.get("health") or {}
     if "spans_created" in h1:
@@ -339,6 +368,11 @@ def main() -> None:
     report(args.quick, runs, params, elapsed, args.results_dir)
 
 
+def quiet(run: dict[str, Any]) -> bool:
+    """The run's machine was not disturbed from outside (steal, other processes) beyond the QUIET_* shares."""
+    return bool(run.get("steal_share", 1.0) < QUIET_STEAL and run.get("foreign_share", 1.0) < QUIET_FOREIGN)
+
+
 def report(
     quick: bool, runs: list[dict[str, Any]], params: dict[str, Any], elapsed: float, results_dir: Path | None
 ) -> None:
@@ -350,6 +384,11 @@ def report(
         mine = [r for r in runs if r["subject"] == name]
         p99_ratios = [ratio(r["latency_ms"]["p99"], base[r["round"]]["latency_ms"]["p99"]) for r in mine]
         p50_ratios = [ratio(r["latency_ms"]["p50"], base[r["round"]]["latency_ms"]["p50"]) for r in mine]
+        quiet_ratios = [
+            ratio(r["latency_ms"]["p99"], base[r["round"]]["latency_ms"]["p99"])
+            for r in mine
+            if quiet(r) and quiet(base[r["round"]])
+        ]
         spans = sum(r["spans"] for r in mine)
         requests = sum(r["requests"] for r in mine)
         cpu = sum(r["cpu_s"] for r in mine)
@@ -362,6 +401,8 @@ def report(
             "p50_ratio": statistics.median(p50_ratios),
             "p99_ratio": statistics.median(p99_ratios),
             "p99_ratios": p99_ratios,
+            "p99_ratio_quiet": statistics.median(quiet_ratios) if quiet_ratios else float("nan"),
+            "quiet_rounds": len(quiet_ratios),
             "requests": requests,
             "errors": sum(r["errors"] for r in mine),
             "achieved_rate": statistics.median(r["achieved_rate"] for r in mine),
@@ -400,6 +441,7 @@ def report(
                 s["max_ms"],
                 s["p50_ratio"],
                 s["p99_ratio"],
+                f"{s['p99_ratio_quiet']:.2f} ({s['quiet_rounds']})" if s["quiet_rounds"] else "- (0)",
                 s["cpu_us_per_request"],
                 s["request_thread_us_per_request"],
                 s["other_threads_us_per_request"],
@@ -414,7 +456,7 @@ def report(
             ]
         )
     if "judgeval" not in summary:
-        rows.append(["judgeval", *["-"] * 13, params["judgeval"], "-", "-", "-"])
+        rows.append(["judgeval", *["-"] * 14, params["judgeval"], "-", "-", "-"])
     table = markdown_table(
         [
             "subject",
@@ -424,6 +466,7 @@ def report(
             "max ms",
             "p50 / untraced",
             "p99 / untraced",
+            "p99 / untraced, quiet rounds (n)",
             "CPU µs/request",
             "request thread µs/request",
             "other threads µs/request",
@@ -447,6 +490,19 @@ def report(
             targets[f"p99_le_1.25x_untraced|{name}"] = {"ratio": v, "pass": v <= P99_RATIO_BUDGET}
             trows.append(
                 [f"web p99 ≤ {P99_RATIO_BUDGET}x untraced ({name})", f"{v:.2f}x", verdict(v <= P99_RATIO_BUDGET)]
+            )
+            q, n = summary[name]["p99_ratio_quiet"], summary[name]["quiet_rounds"]
+            targets[f"p99_le_1.25x_untraced_quiet|{name}"] = {
+                "ratio": q,
+                "rounds": n,
+                "pass": n > 0 and q <= P99_RATIO_BUDGET,
+            }
+            trows.append(
+                [
+                    f"web p99 ≤ {P99_RATIO_BUDGET}x untraced, quiet rounds only ({name})",
+                    f"{q:.2f}x ({n} of {rounds} rounds)" if n else f"no quiet round of {rounds}",
+                    verdict(q <= P99_RATIO_BUDGET) if n else "n/a",
+                ]
             )
     ours, otel = summary["judgeval_async"]["gc_gen2_per_100k_spans"], summary["otel"]["gc_gen2_per_100k_spans"]
     # No full collection at all is at least as good as any budget (0 <= 0.2 x 0).
@@ -476,7 +532,12 @@ def report(
 
     per_round = [
         f"round {r}: "
-        + ", ".join(f"{x['subject']} p99 {x['latency_ms']['p99']:.2f} ms" for x in runs if x["round"] == r)
+        + ", ".join(
+            f"{x['subject']} p99 {x['latency_ms']['p99']:.2f} ms"
+            f" (steal {x['steal_share']:.1%}, other load {x['foreign_share']:.1%})"
+            for x in runs
+            if x["round"] == r
+        )
         for r in range(rounds)
     ]
     md = (
@@ -495,6 +556,9 @@ def report(
         " requests. Rounds saturated = rounds whose p50 exceeded 10 ms: the process could not keep up with the"
         " rate (its queue, not only its per-request cost, sets the tail then)."
         " The backend-down subject exports to a second local server that black-holes every request."
+        " Quiet rounds: neither the untraced run nor the subject's lost more than"
+        f" {QUIET_STEAL:.0%} of the machine's CPU time to the hypervisor (steal) or more than {QUIET_FOREIGN:.0%} to"
+        " processes outside the benchmark, from /proc/stat (the per-round lines below give both for every run)."
         f" Load average {params['load_avg_at_start'][0]:.2f} at the start, {params['load_avg_at_end'][0]:.2f} at"
         " the end (the machine is shared: ratios are what count).\n\n"
         + "\n".join(f"- {line}" for line in per_round)
