@@ -3,10 +3,12 @@
 Caller side, in ``on_end``: pop the span's internal metadata and offer the span to the bounded handoff. That is all.
 Loop side: encode spans to OTLP protobuf with the lean encoder of ``_otlp`` as they are taken (64 at a time; yielding
 to the loop once per 0.5 ms of the loop thread's CPU, 2 ms behind a backlog, see ``_encode_into_pending``); send
-batches (512 spans or 5 s, whichever first; at once on flush; after 0.2 s when no send is in flight and spans arrive
-slower than a batch a second, so a quiet healthy service holds spans briefly), gzipped, with retry. A 413 splits the
-batch in half and resends each half; a single span still too large is replaced by a small marker span and counted
-``payload_too_large``. A span that fails to encode is dropped alone (``serialization_error``), never its batch.
+batches (2 048 spans, 1 MB of encoded OTLP or 5 s, whichever first; at once on flush; after 0.2 s when no send is in
+flight and spans arrive slower than a batch a second, so a quiet healthy service holds spans briefly), gzipped, with
+retry. A 413 splits the batch in half and resends each half, and lowers the batch byte bound to half the refused size
+for the rest of the process (the next batches are cut under it, not refused and split again); a single span still
+too large is replaced by a small marker span and counted ``payload_too_large``. A span that fails to encode is
+dropped alone (``serialization_error``), never its batch.
 """
 
 from __future__ import annotations
@@ -94,12 +96,19 @@ class SpanExportService(QueueService[SpanItem]):
         self._transport = transport
         self._resolver = resolver
         self._log = RateLimitedLog(logger)
-        self.lane = Lane("spans", SpanExporter(config, transport, resolver), metrics.spans, metrics, config)
+        exporter = SpanExporter(config, transport, resolver, on_split=self._learn_from_413)
+        self.lane = Lane("spans", exporter, metrics.spans, metrics, config)
         self._scopes = ScopeCache()
         # Encoded spans waiting for a send: (group id, Span message bytes, monotonic time taken). Tuples of atoms,
         # so the collector untracks them.
         self._pending: deque[tuple[int, bytes, float]] = deque()
-        self._groups = _Groups()
+        # sum(len(body) for _, body, _ in _pending), kept in step wherever _pending changes (under the ledger lock),
+        # so "is a batch's worth of bytes waiting" is O(1).
+        self._pending_bytes = 0
+        # The byte bound a batch is cut at: max_export_batch_bytes, lowered (never raised) by a 413 (_learn_from_413).
+        self.batch_bytes_limit = config.max_export_batch_bytes
+        metrics.span_batch_bytes_limit = self.batch_bytes_limit
+        self._groups = _Groups(self._scopes)
         self._flush_wanted = False
         self._slice_started = 0.0  # the loop thread's CPU time at the consumer's last yield (_encode_into_pending)
         ledger = metrics.spans
@@ -121,7 +130,7 @@ class SpanExportService(QueueService[SpanItem]):
         # Called by offer() under the ledger lock (drop_oldest, backlog full, nothing older in the handoff).
         if not self._pending:
             return False
-        self._pending.popleft()
+        self._pending_bytes -= len(self._pending.popleft()[1])
         self.ledger.parked -= 1
         return True
 
@@ -167,11 +176,18 @@ class SpanExportService(QueueService[SpanItem]):
     def _send_due(self, size: int, delay: float) -> bool:
         pending = self._pending
         waited = time.monotonic() - pending[0][2]
+        limit = self.batch_bytes_limit
         return (
             len(pending) >= size
+            or self._pending_bytes >= limit  # a full batch by bytes (a lone larger span included)
             or waited >= delay
             # Idle: nothing held or in flight and arrivals slower than a batch a second: no reason to hold these spans.
-            or (self._lane_idle() and waited >= _IDLE_DELAY and len(pending) < size * waited)
+            or (
+                self._lane_idle()
+                and waited >= _IDLE_DELAY
+                and len(pending) < size * waited
+                and self._pending_bytes < limit * waited
+            )
             # The endpoint is unwell: the lane spills each payload to disk, so small batches bound a kill -9's loss.
             or (waited >= UNWELL_CUT and self._lane_unwell())
             or (self._flush_wanted and not len(self.handoff))  # partial batches only once the queue is empty
@@ -243,30 +259,69 @@ class SpanExportService(QueueService[SpanItem]):
             led.in_flight -= len(encoded)
             led.parked += len(encoded)
             self._pending.extend(encoded)
+            self._pending_bytes += sum([len(body) for _, body, _ in encoded])
             # One bound for the whole backlog (the handoff and these bytes), as offer() enforces it: the queue's
             # capacity and overflow policy. drop_newest keeps what waited longest.
             overflow = min(len(self._pending), len(self.handoff) + len(self._pending) - self.handoff.capacity)
             if overflow > 0:
+                drop = self._pending.popleft if self._drop_oldest else self._pending.pop
                 for _ in range(overflow):
-                    if self._drop_oldest:
-                        self._pending.popleft()
-                    else:
-                        self._pending.pop()
+                    self._pending_bytes -= len(drop()[1])
                 led.parked -= overflow
                 led.dropped["queue_full"] += overflow
         return True
 
     def _cut(self, size: int) -> list[tuple[int, bytes, float]]:
+        """The oldest spans, up to ``size`` of them and ``batch_bytes_limit`` of request (their bytes plus each
+        (resource, scope) group's framing); at least one span, so a lone span over the limit goes alone."""
         led = self.ledger
+        limit = self.batch_bytes_limit
+        groups = self._groups
+        overhead = groups.overhead
         with led.updating():
+            pending = self._pending
             if led.abandoned:
-                self._pending.clear()
+                pending.clear()
+                self._pending_bytes = 0
                 return []
-            n = min(size, len(self._pending))
-            batch = [self._pending.popleft() for _ in range(n)]
-            led.parked -= n
-            led.in_flight += n
+            batch: list[tuple[int, bytes, float]] = []
+            if len(pending) <= size and self._pending_bytes + groups.overhead_total <= limit:
+                batch.extend(pending)  # all of it fits (the usual partial batch): no per-span accounting
+                pending.clear()
+                cut_bytes = self._pending_bytes
+            else:
+                gids: set[int] = set()
+                cut_bytes = framing = 0
+                while pending and len(batch) < size:
+                    gid, body, _ = pending[0]
+                    extra = 0 if gid in gids else overhead[gid]
+                    if batch and cut_bytes + framing + extra + len(body) > limit:
+                        break
+                    batch.append(pending.popleft())
+                    gids.add(gid)
+                    cut_bytes += len(body)
+                    framing += extra
+            self._pending_bytes -= cut_bytes
+            led.parked -= len(batch)
+            led.in_flight += len(batch)
         return batch
+
+    def _learn_from_413(self, refused_bytes: int) -> None:
+        """A batch of ``refused_bytes`` (uncompressed) was refused with 413 and is being halved: cut the next ones at
+        half that size, so the receiver's limit costs one split, not one per batch. It never grows back here."""
+        learned = max(1, refused_bytes // 2)  # _cut still takes one span when that alone is larger
+        if learned >= self.batch_bytes_limit:
+            return
+        self.batch_bytes_limit = learned
+        self._metrics.span_batch_bytes_limit = learned
+        self._log.warning(
+            "batch_bytes",
+            "judgeval_async: the span endpoint refused a %d-byte batch (HTTP 413); batches are now cut at %d bytes "
+            "(was max_export_batch_bytes=%d); lower max_export_batch_bytes to avoid the split",
+            refused_bytes,
+            learned,
+            self._config.max_export_batch_bytes,
+        )
 
     # ------------------------------------------------------------------ handing batches to the lane
     def _submit(self, batch: list[tuple[int, bytes, float]]) -> None:
@@ -289,10 +344,12 @@ class SpanExportService(QueueService[SpanItem]):
     def abandon(self) -> None:
         with self.ledger.updating():
             self._pending.clear()  # counted below with everything else still held (parked)
+            self._pending_bytes = 0
         super().abandon()
 
     def _forget_after_fork(self) -> None:
         self._pending = deque()  # counted as fork_discard by the base class (parked)
+        self._pending_bytes = 0
         self._flush_wanted = False
 
     @property
@@ -301,12 +358,21 @@ class SpanExportService(QueueService[SpanItem]):
 
 
 class SpanExporter:
-    """The spans' exporter seam: one OTLP/HTTP protobuf request per envelope; a 413 halves the batch."""
+    """The spans' exporter seam: one OTLP/HTTP protobuf request per envelope; a 413 halves the batch (and tells
+    ``on_split`` the refused batch's uncompressed size)."""
 
     endpoint = "traces"
 
-    def __init__(self, config: Config, transport: AsyncTransport, resolver: ProjectResolver) -> None:
+    def __init__(
+        self,
+        config: Config,
+        transport: AsyncTransport,
+        resolver: ProjectResolver,
+        *,
+        on_split: Callable[[int], None] | None = None,
+    ) -> None:
         self._config = config
+        self._on_split = on_split
         self._transport = transport
         self._resolver = resolver
         # Judgment the target: the resolved project and Judgment's credentials go with every request. Otherwise a
@@ -352,6 +418,8 @@ class SpanExporter:
             if spans:
                 await self._send_marker(request, spans[0])
             return None
+        if self._on_split is not None:
+            self._on_split(len(body))
         mid = len(spans) // 2
         return [self._envelope(request, part, envelope) for part in (spans[:mid], spans[mid:])]
 
@@ -413,10 +481,14 @@ class _Groups:
     is done once per new object); the equality table grows only with distinct pairs, which a process has few of.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, scopes: ScopeCache) -> None:
+        self._scopes = scopes
         self._by_identity: dict[tuple[int, int], tuple[Any, Any, int]] = {}
         self._by_value: dict[tuple[Any, Any], int] = {}
         self._pairs: list[tuple[Any, Any]] = []
+        # Per group id: the bytes its ResourceSpans and ScopeSpans wrapping adds to a request (_cut's byte bound).
+        self.overhead: list[int] = []
+        self.overhead_total = 0
         # The last engine span's owner and its group: a tracer's spans share one owner (its resource and scope), so
         # a run of them costs one identity check each, not two property reads and a lookup.
         self._last_owner: Any = None
@@ -442,10 +514,21 @@ class _Groups:
             gid = len(self._pairs)
             self._pairs.append((resource, scope))
             self._by_value[(resource, scope)] = gid
+            self.overhead.append(self._overhead(resource, scope))
+            self.overhead_total += self.overhead[-1]
         if len(self._by_identity) >= 1024:  # a tracer per request would create a scope object per request
             self._by_identity.clear()
         self._by_identity[key] = (resource, scope, gid)
         return gid
+
+    def _overhead(self, resource: Any, scope: Any) -> int:
+        # Both messages' encoded heads, plus a tag and a length of up to 4 bytes (< 256 MB) in front of each.
+        try:
+            res_head, res_url = self._scopes.resource(resource)
+            head, url = self._scopes.scope(scope)
+        except Exception:  # pragma: no cover - attributes are replaced, not refused; a guess beats a stuck consumer
+            return 1024
+        return len(res_head) + len(res_url) + len(head) + len(url) + 10
 
     def group(self, batch: Sequence[tuple[int, bytes, float]]) -> list[tuple[Any, Any, list[bytes]]]:
         if len(self._pairs) == 1:  # one tracer, one scope: every span is in group 0
