@@ -4,7 +4,7 @@ Caller side, in ``on_end``: pop the span's internal metadata and offer the span 
 Loop side: encode spans to OTLP protobuf with the lean encoder of ``_otlp`` as they are taken (64 at a time; yielding
 to the loop once per 0.5 ms of the loop thread's CPU, 2 ms behind a backlog, see ``_encode_into_pending``); send
 batches (2 048 spans, 1 MB of encoded OTLP or 5 s, whichever first; at once on flush; after 0.2 s when no send is in
-flight and spans arrive slower than a batch a second, so a quiet healthy service holds spans briefly), gzipped, with
+flight and spans arrive slower than 512 a second, so a quiet healthy service holds spans briefly), gzipped, with
 retry. A 413 splits the batch in half and resends each half, and lowers the batch byte bound to half the refused size
 for the rest of the process (the next batches are cut under it, not refused and split again); a single span still
 too large is replaced by a small marker span and counted ``payload_too_large``. A span that fails to encode is
@@ -52,11 +52,15 @@ _ENCODE_CHUNK = 32  # spans encoded between two looks at the clock
 # busy producer for a whole switch interval (5 ms), and short slices would then starve the encoder.
 _ENCODE_BUDGET = 0.0005
 _ENCODE_BUDGET_BEHIND = 0.002
-# With no send in flight (a healthy backend) and spans arriving slower than a batch a second, a partial batch goes out
-# once its oldest span waited this long (or schedule_delay, if shorter), not a whole schedule_delay: a quiet service
-# holds a span ~0.3 s, not 5 s. Faster arrivals fill a batch within a second anyway, so they still go out in full
-# batches (or after schedule_delay), as under load, where a send is nearly always in flight.
+# With no send in flight (a healthy backend) and spans arriving slower than _IDLE_RATE a second (or a batch a second,
+# if smaller), a partial batch goes out once its oldest span waited this long (or schedule_delay, if shorter), not a
+# whole schedule_delay: a quiet service holds a span ~0.3 s, not 5 s. Faster arrivals go out in full batches (or after
+# schedule_delay), as under load, where a send is nearly always in flight.
 _IDLE_DELAY = 0.2
+# The idle rule's rate is not the batch size itself: with 2 048-span batches, every rate below 2 048 spans/s (a web
+# service's 500 requests/s of three spans) would go out every ~0.25 s, more requests than 512-span batches made, where
+# fewer, larger POSTs are what lowers the host's p99 (docs/performance.md). 512 keeps the rule where it was.
+_IDLE_RATE = 512
 # An ended span record is compacted (EngineSpan.compact) when at least this many wait ahead of it: at the queue's
 # bound (8 192) that is 7/8 of the records, ~240 B each less. Compacting costs the caller ~1 µs on a loaded box, so
 # a record the loop will take soon (a shallower queue: back-to-back calls keep it under ~1 000 here) is left as is.
@@ -181,11 +185,12 @@ class SpanExportService(QueueService[SpanItem]):
             len(pending) >= size
             or self._pending_bytes >= limit  # a full batch by bytes (a lone larger span included)
             or waited >= delay
-            # Idle: nothing held or in flight and arrivals slower than a batch a second: no reason to hold these spans.
+            # Idle: nothing held or in flight and arrivals slower than _IDLE_RATE (or a batch) a second, and than a
+            # batch's bytes a second: no reason to hold these spans.
             or (
                 self._lane_idle()
                 and waited >= _IDLE_DELAY
-                and len(pending) < size * waited
+                and len(pending) < min(size, _IDLE_RATE) * waited
                 and self._pending_bytes < limit * waited
             )
             # The endpoint is unwell: the lane spills each payload to disk, so small batches bound a kill -9's loss.

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
+from collections import deque
 from typing import Any
 
 import pytest
@@ -263,3 +265,28 @@ def test_a_gzipped_refused_batch_is_measured_uncompressed() -> None:
 def _exporter(service: SpanExportService) -> SpanExporter:
     """The SpanExporter wired to ``service`` (its lane's exporter, kept before ``_capture`` replaced the lane)."""
     return _EXPORTERS[id(service)]
+
+
+def _aged(service: SpanExportService, seconds: float) -> None:
+    """Make every encoded span look taken ``seconds`` ago."""
+    then = time.monotonic() - seconds
+    service._pending = deque((gid, body, then) for gid, body, _ in service._pending)
+
+
+def test_the_idle_rule_keeps_its_512_spans_a_second_with_2048_span_batches() -> None:
+    """With no send in flight, a partial batch goes out after 0.2 s only while spans arrive slower than 512 a second:
+    300 spans in 0.25 s (1 200/s) wait for a full 2 048-span batch instead of going out every ~0.25 s (more requests
+    than 512-span batches made); 50 in 0.25 s still go out."""
+    service = _service(max_export_batch_size=2048)
+    sent = _capture(service)
+    service.lane.idle = lambda: True  # type: ignore[method-assign,union-attr]
+    cfg = service._config
+    _park(service, _spans([10] * 300))
+    _aged(service, 0.25)
+    assert not service._send_due(cfg.max_export_batch_size, cfg.schedule_delay)
+    service._pending.clear()
+    service._pending_bytes = 0
+    _park(service, _spans([10] * 50))
+    _aged(service, 0.25)
+    assert service._send_due(cfg.max_export_batch_size, cfg.schedule_delay)
+    assert sent == []
