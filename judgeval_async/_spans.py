@@ -17,8 +17,11 @@ import asyncio
 import gzip
 import logging
 import time
+from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Sequence
+from itertools import accumulate, islice
+from operator import itemgetter
 from typing import Any, cast
 
 from opentelemetry.context import Context
@@ -66,6 +69,7 @@ _IDLE_RATE = 512
 # a record the loop will take soon (a shallower queue: back-to-back calls keep it under ~1 000 here) is left as is.
 _COMPACT_AT = 1024
 _PROTOBUF = "application/x-protobuf"
+_body = itemgetter(1)  # an encoded span's bytes, from its (group id, bytes, time taken) entry
 _GZIP_MIN_BYTES = 1024  # below this, compression costs more CPU than it saves bytes
 
 
@@ -277,39 +281,55 @@ class SpanExportService(QueueService[SpanItem]):
         return True
 
     def _cut(self, size: int) -> list[tuple[int, bytes, float]]:
-        """The oldest spans, up to ``size`` of them and ``batch_bytes_limit`` of request (their bytes plus each
-        (resource, scope) group's framing); at least one span, so a lone span over the limit goes alone."""
+        """The oldest spans, up to ``size`` of them and ``batch_bytes_limit`` of request (their bytes plus the
+        (resource, scope) groups' framing); at least one span, so a lone span over the limit goes alone.
+
+        Under the ledger lock (offer() may evict from the front), so sums and the search run in C (no Python step
+        per span beyond the pop itself: one held the lock ~1 ms per 2 048 spans)."""
         led = self.ledger
-        limit = self.batch_bytes_limit
-        groups = self._groups
-        overhead = groups.overhead
         with led.updating():
             pending = self._pending
             if led.abandoned:
                 pending.clear()
                 self._pending_bytes = 0
                 return []
-            batch: list[tuple[int, bytes, float]] = []
-            if len(pending) <= size and self._pending_bytes + groups.overhead_total <= limit:
-                batch.extend(pending)  # all of it fits (the usual partial batch): no per-span accounting
+            n, cut_bytes = self._fitting(min(size, len(pending)), self.batch_bytes_limit)
+            if n == len(pending):
+                batch = list(pending)  # all of it (the usual partial batch)
                 pending.clear()
-                cut_bytes = self._pending_bytes
             else:
-                gids: set[int] = set()
-                cut_bytes = framing = 0
-                while pending and len(batch) < size:
-                    gid, body, _ = pending[0]
-                    extra = 0 if gid in gids else overhead[gid]
-                    if batch and cut_bytes + framing + extra + len(body) > limit:
-                        break
-                    batch.append(pending.popleft())
-                    gids.add(gid)
-                    cut_bytes += len(body)
-                    framing += extra
+                batch = [pending.popleft() for _ in range(n)]
             self._pending_bytes -= cut_bytes
-            led.parked -= len(batch)
-            led.in_flight += len(batch)
+            led.parked -= n
+            led.in_flight += n
         return batch
+
+    def _fitting(self, most: int, limit: int) -> tuple[int, int]:
+        """How many of the oldest ``most`` pending spans make a request within ``limit`` bytes (at least one), and
+        their bytes. Caller holds the ledger lock."""
+        pending = self._pending
+        groups = self._groups
+        if groups.overhead_total <= limit // 16:
+            # A few groups (the usual case): charge every group's framing, whichever appear; exact enough.
+            room = limit - groups.overhead_total
+            # The first `most` spans' bytes: the total less the few beyond them (counted from the right).
+            first = self._pending_bytes - sum(map(len, map(_body, islice(reversed(pending), len(pending) - most))))
+            if first <= room:
+                return most, first  # a full batch by count, or everything pending
+            ends = list(accumulate(map(len, map(_body, islice(pending, most)))))
+            n = max(1, bisect_right(ends, room))
+            return n, ends[n - 1]
+        n = total = framing = 0  # many groups: charge each group's framing once it appears (a step per span, rare)
+        seen: set[int] = set()
+        for gid, body, _ in islice(pending, most):
+            extra = 0 if gid in seen else groups.overhead[gid]
+            if n and total + framing + extra + len(body) > limit:
+                break
+            seen.add(gid)
+            total += len(body)
+            framing += extra
+            n += 1
+        return n, total
 
     def _learn_from_413(self, refused_bytes: int) -> None:
         """A batch of ``refused_bytes`` (uncompressed) was refused with 413 and is being halved: cut the next ones at

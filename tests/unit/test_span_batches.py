@@ -120,16 +120,18 @@ def test_batches_never_exceed_the_byte_limit_except_a_lone_oversized_span() -> N
     assert service._pending_bytes == 0
 
 
-def test_the_byte_bound_counts_each_resource_and_scope_group() -> None:
+@pytest.mark.parametrize("limit", [2048, 65_536])  # each group's framing counted exactly / all groups' charged
+def test_the_byte_bound_counts_each_resource_and_scope_group(limit: int) -> None:
     """Spans of several scopes in one batch: the request, with each group's framing, still fits the limit."""
-    limit = 2048
     service = _service(max_export_batch_bytes=limit)
     sent = _capture(service)
-    mixed = [span for trio in zip(*(_spans([300] * 40, f"scope-{n}") for n in range(3)), strict=True) for span in trio]
+    mixed = [span for trio in zip(*(_spans([300] * 300, f"scope-{n}") for n in range(3)), strict=True) for span in trio]
     _park(service, mixed)
     _send_all(service)
-    assert sum(env.items for env in sent) == 120
+    assert sum(env.items for env in sent) == 900
+    assert len(sent) > 1
     assert all(len(env.payload) <= limit for env in sent)
+    assert max(len(env.payload) for env in sent) > limit // 2  # packed (framing is over-, never under-counted)
 
 
 def test_the_count_limit_still_applies() -> None:
