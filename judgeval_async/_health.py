@@ -47,6 +47,7 @@ class HealthSnapshot:
     backlog_bytes: dict[str, int]
     spool_bytes: dict[str, int]
     spool_available: bool
+    span_batch_bytes_limit: int
     values_degraded: dict[str, int]
     calls_ignored: dict[str, int]
     last_export_unix: float
@@ -112,6 +113,7 @@ class HealthSnapshot:
             "backlog_bytes": dict(self.backlog_bytes),
             "spool_bytes": dict(self.spool_bytes),
             "spool_available": self.spool_available,
+            "span_batch_bytes_limit": self.span_batch_bytes_limit,
             # --- transport
             "api_errors_by_endpoint": {k: dict(v) for k, v in self.api_errors.items()},
             "retries": sum(ep.retries for ep in self.endpoints.values()),
@@ -166,6 +168,7 @@ def take_snapshot(metrics: Metrics, *, metadata_entries: int, tag_buffer_size: i
         backlog_bytes=dict(metrics.backlog_bytes),
         spool_bytes=dict(metrics.spool_bytes),
         spool_available=metrics.spool_available,
+        span_batch_bytes_limit=metrics.span_batch_bytes_limit,
         values_degraded={labels[0]: n for labels, n in metrics.values_degraded.items()},
         calls_ignored={":".join(labels): n for labels, n in metrics.calls_ignored.items()},
         last_export_unix=metrics.last_export_unix,

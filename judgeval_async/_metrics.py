@@ -457,6 +457,7 @@ class Metrics:
     backlog_max_bytes: int = 0
     spool_max_bytes: int = 0
     spool_available: bool = False
+    span_batch_bytes_limit: int = 0  # the byte bound span batches are cut at now (a 413 lowers it)
     last_export_unix: float = 0.0
     loop_lag: float = 0.0
     loop_lag_max: float = 0.0

@@ -3,7 +3,8 @@
 A scope is either one endpoint or the whole server (`None`). A scope holds at most one fault of each
 kind, so "latency on every endpoint" and "503 on traces" coexist. For a request, each kind is looked
 up in the endpoint's scope first and then in the global scope; the delays (`latency`, `slow_body`)
-all apply, and the first terminal kind in `TERMINAL_ORDER` decides the answer.
+all apply, a `body_limit` refuses an oversized body once it is read, and otherwise the first terminal
+kind in `TERMINAL_ORDER` decides the answer.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any, Literal, cast, get_args
 
-FaultKind = Literal["latency", "status", "ratio", "blackhole", "reset", "refuse", "slow_body"]
+FaultKind = Literal["latency", "status", "ratio", "blackhole", "reset", "refuse", "slow_body", "body_limit"]
 RatioMode = Literal["status", "timeout", "reset"]
 Action = Literal["pass", "status", "blackhole", "reset"]
 
@@ -24,7 +25,7 @@ FAULT_KINDS: tuple[str, ...] = get_args(FaultKind)
 RATIO_MODES: tuple[str, ...] = get_args(RatioMode)
 # Only one terminal fault can answer a request; the harshest wins.
 TERMINAL_ORDER: tuple[FaultKind, ...] = ("blackhole", "reset", "status", "ratio")
-_CONSULT_ORDER: tuple[FaultKind, ...] = ("latency", "slow_body", *TERMINAL_ORDER)
+_CONSULT_ORDER: tuple[FaultKind, ...] = ("latency", "slow_body", "body_limit", *TERMINAL_ORDER)
 _RATIO_ACTIONS: dict[str, Action] = {"status": "status", "timeout": "blackhole", "reset": "reset"}
 
 
@@ -55,6 +56,9 @@ class Fault:
     - ``slow_body``: read the body ``chunk_size`` bytes at a time and sleep ``chunk_delay`` per
       chunk; stacks with every other kind. A body larger than the socket buffers also stalls the
       client's upload.
+    - ``body_limit``: a receiver's request size limit (nginx's ``client_max_body_size``): a body of more
+      than ``max_bytes`` bytes, as sent (compressed, if it was), is answered 413 as soon as it is read,
+      before any delay or terminal kind; smaller ones go on as if the fault were absent.
 
     Recovery, for every kind: ``recover_after_requests=N`` applies the fault to the next N
     requests it is consulted on (a request counts even when another terminal fault answered it),
@@ -73,6 +77,7 @@ class Fault:
     mode: RatioMode = "status"
     chunk_delay: float = 0.0
     chunk_size: int = 1024
+    max_bytes: int = 0
     recover_after_requests: int | None = None
     recover_after_seconds: float | None = None
 
@@ -94,6 +99,8 @@ class Fault:
             raise ValueError(f"mode: expected one of {RATIO_MODES}, got {self.mode!r}")
         if self.kind == "slow_body" and not self.chunk_delay > 0:
             raise ValueError(f"chunk_delay: slow_body needs chunk_delay > 0, got {self.chunk_delay!r}")
+        if self.kind == "body_limit" and not self.max_bytes >= 1:
+            raise ValueError(f"max_bytes: body_limit needs max_bytes >= 1, got {self.max_bytes!r}")
         if self.chunk_size < 1:
             raise ValueError(f"chunk_size: expected >= 1, got {self.chunk_size!r}")
         if self.recover_after_requests is not None:
@@ -139,6 +146,7 @@ class Decision:
     delay: float = 0.0
     chunk_delay: float = 0.0
     chunk_size: int = 0
+    max_body_bytes: int = 0  # a body_limit fault: bodies over this many bytes get a 413 (0: no limit)
     action: Action = "pass"
     status: int = 0
     retry_after: str | None = None
@@ -228,10 +236,12 @@ class FaultTable:
             ratio = chosen.get("ratio")
             ratio_hit = ratio is not None and self._rng.random() < ratio.ratio
         slow = chosen.get("slow_body")
+        body_limit = chosen.get("body_limit")
         decision = Decision(
             delay=delay,
             chunk_delay=0.0 if slow is None else slow.chunk_delay,
             chunk_size=0 if slow is None else slow.chunk_size,
+            max_body_bytes=0 if body_limit is None else body_limit.max_bytes,
         )
         for kind in TERMINAL_ORDER:
             fault = chosen.get(kind)
@@ -242,6 +252,7 @@ class FaultTable:
                 delay=decision.delay,
                 chunk_delay=decision.chunk_delay,
                 chunk_size=decision.chunk_size,
+                max_body_bytes=decision.max_body_bytes,
                 action=action,
                 status=fault.status,
                 retry_after=fault.retry_after,

@@ -191,6 +191,7 @@ class LocalJudgmentServer:
         mode: RatioMode = "status",
         chunk_delay: float = 0.0,
         chunk_size: int = 1024,
+        max_bytes: int = 0,
         recover_after_requests: int | None = None,
         recover_after_seconds: float | None = None,
     ) -> Fault:
@@ -212,6 +213,7 @@ class LocalJudgmentServer:
             mode=mode,
             chunk_delay=chunk_delay,
             chunk_size=chunk_size,
+            max_bytes=max_bytes,
             recover_after_requests=recover_after_requests,
             recover_after_seconds=recover_after_seconds,
         )

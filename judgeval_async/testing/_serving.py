@@ -168,6 +168,13 @@ class LoopServer:
                     self._recorder.count(rt.endpoint, 413)
                 await connection.send(error_reply(413, str(exc)), close=True)
                 return
+            if 0 < decision.max_body_bytes < len(body):
+                # A receiver's size limit (body_limit fault): refused before anything else happens to the request.
+                self._recorder.count(rt.endpoint, 413)
+                limit = decision.max_body_bytes
+                if not await connection.send(error_reply(413, f"request body over {limit} bytes")):
+                    return
+                continue
             if decision.delay > 0:
                 await asyncio.sleep(decision.delay)
             if decision.action == "blackhole":

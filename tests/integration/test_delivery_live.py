@@ -125,7 +125,7 @@ def test_flush_sends_queued_batches_back_to_back(
     """With one send slot and a slow backend, a flush sends batch after batch as each send finishes, without
     waiting out schedule_delay between them."""
     local_server.set_fault("traces", kind="latency", seconds=0.2)
-    tracer = make_tracer(schedule_delay=30.0, max_concurrent_exports=1, project_id="p")
+    tracer = make_tracer(schedule_delay=30.0, max_concurrent_exports=1, project_id="p", max_export_batch_size=512)
     for i in range(1500):  # three batches of 512
         with tracer.span(f"s{i}"):
             pass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import socket
 import threading
@@ -11,6 +12,7 @@ import httpx
 import pytest
 
 from judgeval_async.testing import Fault, LocalJudgmentServer
+from judgeval_async.testing._faults import FaultTable
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -212,6 +214,46 @@ def test_slow_body_paces_the_body_read(local_server):
     assert local_server.evals[0].payload == payload
 
 
+def test_body_limit_refuses_only_bodies_over_its_size(local_server):
+    """A body_limit fault answers 413 to a body over max_bytes (counted, not recorded), passes a body at the limit
+    or under it, keeps the connection usable, and recovers like any fault."""
+    local_server.set_fault("evals", kind="body_limit", max_bytes=2000, recover_after_requests=3)
+
+    def post(c: httpx.Client, size: int) -> httpx.Response:
+        payload = {"eval_name": "e", "trace_id": TRACE, "trace_span_id": "00f067aa0ba902b7", "examples": []}
+        body = json.dumps({**payload, "pad": "x" * (size - len(json.dumps({**payload, "pad": ""})))}).encode()
+        assert len(body) == size
+        return c.post("/v1/projects/p/eval-queue/examples", content=body, headers={"content-type": "application/json"})
+
+    with client(local_server) as c:
+        over = post(c, 2001)
+        at = post(c, 2000)
+        over_again = post(c, 5000)
+        recovered = post(c, 5000)  # the fault served its three requests
+        assert resolve(c).status_code == 200  # other endpoints never saw it
+    assert (over.status_code, at.status_code, over_again.status_code, recovered.status_code) == (413, 200, 413, 200)
+    assert "over 2000 bytes" in over.json()["detail"]
+    assert local_server.request_count("evals", 413) == 2
+    assert len(local_server.evals) == 2
+    assert local_server.active_faults() == {}
+
+
+def test_body_limit_is_decided_per_request_and_stacks_with_other_kinds():
+    """FaultTable.decide carries a body_limit's size alongside a status fault's answer (and alone, with no action)."""
+    table = FaultTable()
+    table.set("traces", Fault(kind="body_limit", max_bytes=1234))
+    alone = table.decide("traces")
+    assert (alone.max_body_bytes, alone.action) == (1234, "pass")
+    table.set(None, Fault(kind="status", status=503))
+    both = table.decide("traces")
+    assert (both.max_body_bytes, both.action, both.status) == (1234, "status", 503)
+    assert table.decide("evals").max_body_bytes == 0
+    assert Fault.from_mapping({"kind": "body_limit", "max_bytes": 99}).to_dict() == {
+        "kind": "body_limit",
+        "max_bytes": 99,
+    }
+
+
 def test_recover_after_requests(local_server):
     """recover_after_requests=2 fails exactly the next two requests."""
     local_server.set_fault("resolve", kind="status", status=503, recover_after_requests=2)
@@ -311,6 +353,8 @@ def test_refuse_over_http_recovers_by_itself(local_server):
         {"kind": "ratio", "ratio": 1.5},
         {"kind": "ratio", "ratio": 0.5, "mode": "explode"},
         {"kind": "slow_body"},
+        {"kind": "body_limit"},
+        {"kind": "body_limit", "max_bytes": 0},
         {"kind": "blackhole", "recover_after_requests": 0},
         {"kind": "blackhole", "recover_after_seconds": -1},
         {"kind": "teleport"},

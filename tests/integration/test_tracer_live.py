@@ -236,9 +236,9 @@ def test_evaluate_and_tag_outside_a_span_are_counted_no_ops(make_tracer: Callabl
 def test_413_on_a_full_batch_still_delivers_every_span(
     local_server: LocalJudgmentServer, make_tracer: Callable[..., Tracer]
 ) -> None:
-    """A 413 on a 512-span batch splits it and resends the halves: every span arrives."""
+    """A 413 on a full 512-span batch splits it and resends the halves: every span arrives."""
     local_server.set_fault("traces", kind="status", status=413, recover_after_requests=1)
-    tracer = make_tracer(schedule_delay=30.0)
+    tracer = make_tracer(schedule_delay=30.0, max_export_batch_size=512)
     for i in range(512):
         with tracer.span(f"s{i}"):
             pass

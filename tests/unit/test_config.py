@@ -44,7 +44,8 @@ def test_defaults_match_the_seed() -> None:
     """The pipeline defaults are the ones the seed problem statement specifies."""
     c = Config()
     assert c.max_queue_size == 8192
-    assert c.max_export_batch_size == 512
+    assert c.max_export_batch_size == 2048
+    assert c.max_export_batch_bytes == 1_000_000
     assert c.schedule_delay == 5.0
     assert c.export_timeout == 30.0
     assert c.eval_queue_size == 1000
@@ -276,6 +277,8 @@ def test_url_credentials_are_not_echoed_in_errors() -> None:
         ("JUDGMENT_SPAN_OVERFLOW", "block", "span_overflow"),
         ("JUDGMENT_API_URL", "ftp://example.com", "api_url"),
         ("JUDGMENT_MAX_EXPORT_BATCH_SIZE", "100000", "max_export_batch_size"),
+        ("JUDGMENT_MAX_EXPORT_BATCH_BYTES", "100", "max_export_batch_bytes"),
+        ("JUDGMENT_MAX_EXPORT_BATCH_BYTES", "1MB", "max_export_batch_bytes"),
     ],
 )
 def test_bad_env_value_warns_once_and_uses_default(
@@ -337,6 +340,33 @@ def test_consistent_env_pair_is_accepted(caplog: pytest.LogCaptureFixture) -> No
         c = Config.from_env({"JUDGMENT_MAX_QUEUE_SIZE": "256", "JUDGMENT_MAX_EXPORT_BATCH_SIZE": "128"})
     assert (c.max_queue_size, c.max_export_batch_size) == (256, 128)
     assert not _config_warnings(caplog)
+
+
+def test_max_export_batch_bytes_from_keyword_and_environment() -> None:
+    """max_export_batch_bytes is set by keyword or by JUDGMENT_MAX_EXPORT_BATCH_BYTES (underscores allowed); the
+    keyword wins."""
+    assert Config(max_export_batch_bytes=65_536).max_export_batch_bytes == 65_536
+    assert Config(max_export_batch_bytes=1024).max_export_batch_bytes == 1024  # the minimum
+    env = {"JUDGMENT_MAX_EXPORT_BATCH_BYTES": "262_144"}
+    assert Config.from_env(env).max_export_batch_bytes == 262_144
+    assert Config.from_env(env, max_export_batch_bytes=4096).max_export_batch_bytes == 4096
+
+
+@pytest.mark.parametrize("value", [0, -1, 1023, True, 1.5, "1000000", None])
+def test_invalid_max_export_batch_bytes_names_the_field(value: object) -> None:
+    """A byte bound that is not an integer of at least 1 024 is a ConfigError (a ValueError) naming the field."""
+    with pytest.raises(ValueError, match=r"^max_export_batch_bytes: must be "):
+        Config(max_export_batch_bytes=value)
+
+
+def test_a_queue_smaller_than_the_default_batch_still_implies_its_batch_size() -> None:
+    """With the default batch at 2 048, a queue of 1 024 (keyword or environment) means batches of 1 024, not a
+    ConfigError; an explicit larger batch is still refused."""
+    assert Config(max_queue_size=1024).max_export_batch_size == 1024
+    assert Config.from_env({"JUDGMENT_MAX_QUEUE_SIZE": "1024"}).max_export_batch_size == 1024
+    assert Config(max_queue_size=4096).max_export_batch_size == 2048
+    with pytest.raises(ConfigError, match=r"^max_export_batch_size: "):
+        Config(max_queue_size=1024, max_export_batch_size=2048)
 
 
 def test_env_value_conflicting_with_keyword_degrades(caplog: pytest.LogCaptureFixture) -> None:
