@@ -79,28 +79,6 @@ class Subject:
         return handle
 
 
-def _burn_thread() -> None:
-    import threading
-    cpu = float(os.environ["BT_CPU"])  # seconds of CPU per second
-    period = float(os.environ.get("BT_PERIOD", "0.1"))
-    sl = float(os.environ.get("BT_SLICE", "0.0005"))
-    nap = float(os.environ.get("BT_NAP", "0"))
-    async def main() -> None:
-        while True:
-            await asyncio.sleep(period)
-            todo = cpu * period
-            while todo > 0:
-                t0 = time.thread_time()
-                end = t0 + min(sl, todo)
-                while time.thread_time() < end:
-                    _spin(20)
-                todo -= time.thread_time() - t0
-                if nap:
-                    time.sleep(nap)
-                await asyncio.sleep(0)
-    threading.Thread(target=lambda: asyncio.run(main()), daemon=True, name="burnthread").start()
-
-
 def make_burn(subject: Subject, args: argparse.Namespace) -> None:
     """The untraced handlers plus ``--burn-us`` of plain CPU per request, in the request (a control: a tracer whose
     only cost were that much CPU on the request path, with no GIL hand-off to another thread and no GC pressure)."""
@@ -293,8 +271,6 @@ def main() -> None:
     makers = {"burn": make_burn, "judgeval_async": make_judgeval_async, "otel": make_otel, "judgeval": make_judgeval}
     if args.subject in makers:
         makers[args.subject](subject, args)
-    if os.environ.get("BT_CPU"):
-        _burn_thread()
     # proto=IPPROTO_TCP: asyncio sets TCP_NODELAY on accepted sockets only when the listener says TCP; without it
     # Nagle holds every response body back for the client's delayed ACK (~40 ms per keep-alive request).
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)

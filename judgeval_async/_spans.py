@@ -3,7 +3,7 @@
 Caller side, in ``on_end``: pop the span's internal metadata and offer the span to the bounded handoff. That is all.
 Loop side: encode spans to OTLP protobuf with the lean encoder of ``_otlp`` as they are taken (64 at a time; yielding
 to the loop once per 0.5 ms of the loop thread's CPU, 2 ms behind a backlog, see ``_encode_into_pending``); send
-batches (2 048 spans, 1 MB of encoded OTLP or 5 s, whichever first; at once on flush; after 0.2 s when no send is in
+batches (512 spans, 1 MB of encoded OTLP or 5 s, whichever first; at once on flush; after 0.2 s when no send is in
 flight and spans arrive slower than 512 a second, so a quiet healthy service holds spans briefly), gzipped, with
 retry. A 413 splits the batch in half and resends each half, and lowers the batch byte bound to half the refused size
 for the rest of the process (the next batches are cut under it, not refused and split again); a single span still
@@ -60,9 +60,9 @@ _ENCODE_BUDGET_BEHIND = 0.002
 # whole schedule_delay: a quiet service holds a span ~0.3 s, not 5 s. Faster arrivals go out in full batches (or after
 # schedule_delay), as under load, where a send is nearly always in flight.
 _IDLE_DELAY = 0.2
-# The idle rule's rate is not the batch size itself: with 2 048-span batches, every rate below 2 048 spans/s (a web
-# service's 500 requests/s of three spans) would go out every ~0.25 s, more requests than 512-span batches made, where
-# fewer, larger POSTs are what lowers the host's p99 (docs/performance.md). 512 keeps the rule where it was.
+# The idle rule's rate is not the batch size itself: with max_export_batch_size=2048, every rate below 2 048 spans/s
+# (a web service's 500 requests/s of three spans) would go out every ~0.25 s, more requests than 512-span batches
+# made, where a larger batch was asked for to make fewer. 512 (the default batch) keeps the rule where it was.
 _IDLE_RATE = 512
 # An ended span record is compacted (EngineSpan.compact) when at least this many wait ahead of it: at the queue's
 # bound (8 192) that is 7/8 of the records, ~240 B each less. Compacting costs the caller ~1 µs on a loaded box, so

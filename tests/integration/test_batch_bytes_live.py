@@ -57,16 +57,16 @@ def test_a_receiver_limit_is_learned_from_the_first_413(
     assert len(warnings) == 1 and "HTTP 413" in warnings[0]
 
 
-def test_without_a_limit_the_default_batch_carries_2048_spans(
+def test_without_a_limit_the_default_batch_carries_512_spans(
     local_server: LocalJudgmentServer, make_tracer: Callable[..., Tracer]
 ) -> None:
-    """Small spans on a healthy backend go out 2 048 to a request by default (the count bound, not the bytes)."""
+    """Small spans on a healthy backend go out 512 to a request by default (the count bound, not the bytes)."""
     tracer = make_tracer(schedule_delay=30.0, project_id="p")
     for i in range(4096):
         with tracer.span(f"s{i}"):
             pass
     assert tracer.force_flush(timeout=30.0)
     assert len(local_server.spans) == 4096
-    # 2 requests; <= 4 leaves room for a partial batch sent early on a very loaded machine (512 spans made 8).
-    assert local_server.request_count("traces") <= 4
+    # 8 requests; <= 10 leaves room for a partial batch sent early on a very loaded machine.
+    assert 8 <= local_server.request_count("traces") <= 10
     assert tracer.get_health_metrics()["span_batch_bytes_limit"] == 1_000_000

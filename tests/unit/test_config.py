@@ -44,7 +44,7 @@ def test_defaults_match_the_seed() -> None:
     """The pipeline defaults are the ones the seed problem statement specifies."""
     c = Config()
     assert c.max_queue_size == 8192
-    assert c.max_export_batch_size == 2048
+    assert c.max_export_batch_size == 512
     assert c.max_export_batch_bytes == 1_000_000
     assert c.schedule_delay == 5.0
     assert c.export_timeout == 30.0
@@ -360,13 +360,13 @@ def test_invalid_max_export_batch_bytes_names_the_field(value: object) -> None:
 
 
 def test_a_queue_smaller_than_the_default_batch_still_implies_its_batch_size() -> None:
-    """With the default batch at 2 048, a queue of 1 024 (keyword or environment) means batches of 1 024, not a
+    """With the default batch at 512, a queue of 256 (keyword or environment) means batches of 256, not a
     ConfigError; an explicit larger batch is still refused."""
-    assert Config(max_queue_size=1024).max_export_batch_size == 1024
-    assert Config.from_env({"JUDGMENT_MAX_QUEUE_SIZE": "1024"}).max_export_batch_size == 1024
-    assert Config(max_queue_size=4096).max_export_batch_size == 2048
+    assert Config(max_queue_size=256).max_export_batch_size == 256
+    assert Config.from_env({"JUDGMENT_MAX_QUEUE_SIZE": "256"}).max_export_batch_size == 256
+    assert Config(max_queue_size=4096).max_export_batch_size == 512
     with pytest.raises(ConfigError, match=r"^max_export_batch_size: "):
-        Config(max_queue_size=1024, max_export_batch_size=2048)
+        Config(max_queue_size=256, max_export_batch_size=512)
 
 
 def test_env_value_conflicting_with_keyword_degrades(caplog: pytest.LogCaptureFixture) -> None:

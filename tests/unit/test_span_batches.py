@@ -153,13 +153,13 @@ def test_a_full_batch_by_bytes_is_due_at_once() -> None:
     assert service._send_due(service._config.max_export_batch_size, service._config.schedule_delay)
 
 
-def test_the_default_batch_is_2048_spans_or_a_megabyte() -> None:
-    """By default a batch is cut at 2 048 spans, or at 1 000 000 bytes when the spans are large."""
+def test_the_default_batch_is_512_spans_or_a_megabyte() -> None:
+    """By default a batch is cut at 512 spans, or at 1 000 000 bytes when the spans are large."""
     small = _service()
     sent = _capture(small)
-    _park(small, _spans([10] * 2100))
+    _park(small, _spans([10] * 1100))
     _send_all(small)
-    assert [env.items for env in sent] == [2048, 52]
+    assert [env.items for env in sent] == [512, 512, 76]
 
     large = _service()
     sent = _capture(large)
