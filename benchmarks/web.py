@@ -9,6 +9,8 @@ with a sync ``retrieve`` and an async ``generate`` span inside (~100 µs of CPU 
 - ``judgeval_async``, backend down: the same against a second local server that black-holes every request;
 - ``otel``: stock OpenTelemetry (``BatchSpanProcessor(OTLPSpanExporter)`` to the server's ``/otel/v1/traces``), the
   tag as a span attribute and the evaluation as a span event (it has neither);
+- ``judgeval_async (backend at idle priority)`` (``BENCH_WEB_IDLE_BACKEND=1``): healthy, its local server at the
+  kernel's idle priority, a stand-in for a backend on another machine (the co-located backend's share of the tail);
 - ``judgeval``: the SDK from PyPI in ``.venv-judgeval`` (skipped with a message when that venv is absent), pointed at
   the local server by ``JUDGMENT_API_URL/KEY/ORG_ID``.
 
@@ -55,6 +57,14 @@ EVAL_SUBJECT = "judgeval_async [eval_transport={}]"
 # BENCH_WEB_BURN_US=380 adds "untraced + 380 µs CPU": the untraced app burning that much CPU in each request, a control
 # for the tail a tracer with that CPU cost per request (and nothing else: no other thread, no GC pressure) would cause.
 BURN_SUBJECT = "untraced + {:g} µs CPU"
+# BENCH_WEB_IDLE_BACKEND=1 adds a healthy judgeval_async subject whose local server runs at the kernel's idle
+# priority (SCHED_IDLE: it gets a core only when nothing else wants one), a stand-in for a backend on another machine:
+# it separates what the co-located backend's decoding does to the app's tail from what the SDK in the app does.
+IDLE_BACKEND_SUBJECT = "judgeval_async (backend at idle priority)"
+
+
+def idle_backend() -> bool:
+    return os.environ.get("BENCH_WEB_IDLE_BACKEND", "") not in ("", "0")
 
 
 def eval_subjects() -> list[str]:
@@ -67,11 +77,18 @@ def burn_us() -> float:
 
 def subjects() -> list[str]:
     burn = [BURN_SUBJECT.format(burn_us())] if burn_us() else []
-    return [SUBJECTS[0], *burn, *SUBJECTS[1:3], *eval_subjects(), *SUBJECTS[3:]]
+    idle = [IDLE_BACKEND_SUBJECT] if idle_backend() else []
+    return [SUBJECTS[0], *burn, *SUBJECTS[1:3], *idle, *eval_subjects(), *SUBJECTS[3:]]
 
 
 def healthy() -> list[str]:
-    return [*HEALTHY, *eval_subjects()]
+    return [*HEALTHY, *([IDLE_BACKEND_SUBJECT] if idle_backend() else []), *eval_subjects()]
+
+
+def at_idle_priority(pid: int) -> None:
+    """Every thread of process ``pid`` to SCHED_IDLE (Linux; elsewhere the subject is not run)."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        os.sched_setscheduler(int(tid), os.SCHED_IDLE, os.sched_param(0))
 
 
 # ---------------------------------------------------------------------------------------------------- app processes
@@ -306,8 +323,10 @@ def main() -> None:
     ours_env = dict(os.environ)
     runs: list[dict[str, Any]] = []
     load_avg = os.getloadavg()
-    with server_process() as srv, server_process() as down:
+    with server_process() as srv, server_process() as down, server_process() as idle:
         down.set_fault(None, kind="blackhole")
+        if idle_backend():
+            at_idle_priority(idle.proc.pid)
         apps: dict[str, tuple[App, ServerProcess | None]] = {}
         try:
             apps["untraced"] = (App("untraced", "untraced", srv, sys.executable, ours_env), None)
@@ -319,6 +338,11 @@ def main() -> None:
                 App("judgeval_async (backend down)", "judgeval_async", down, sys.executable, ours_env),
                 None,
             )
+            if idle_backend():
+                apps[IDLE_BACKEND_SUBJECT] = (
+                    App(IDLE_BACKEND_SUBJECT, "judgeval_async", idle, sys.executable, ours_env),
+                    idle,
+                )
             for transport in filter(None, os.environ.get("BENCH_WEB_EVAL_TRANSPORTS", "").split(",")):
                 name = EVAL_SUBJECT.format(transport)
                 extra = ("--eval-transport", transport)
@@ -341,7 +365,7 @@ def main() -> None:
                 order = names[r % len(names) :] + names[: r % len(names)]
                 for name in order:
                     app, server = apps[name]
-                    run = run_loop(one_run(app, server, rate, duration, (srv, down)))
+                    run = run_loop(one_run(app, server, rate, duration, (srv, down, idle)))
                     run["round"] = r
                     runs.append(run)
                     lat = run["latency_ms"]
