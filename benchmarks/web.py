@@ -36,9 +36,10 @@ import selectors
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import _judgeval_env
 from _common import ServerProcess, markdown_table, parse_args, ratio, server_process, summarize, verdict, write_results
@@ -110,6 +111,14 @@ class App:
             self.proc.kill()
             raise RuntimeError(f"{name}: the app did not start ({line!r})")
         self.port = int(line.split()[1])
+        # Keep reading what the app prints after its port line: an SDK that logs to stdout (judgeval warns on every
+        # full-queue enqueue) would otherwise fill the pipe and block the app inside its request handler.
+        threading.Thread(target=self._drain, args=(self.proc.stdout,), daemon=True).start()
+
+    @staticmethod
+    def _drain(stream: IO[str]) -> None:
+        for _ in stream:
+            pass
 
     async def call(self, method: str, path: str, timeout: float = 60.0) -> dict[str, Any]:
         reader, writer = await asyncio.open_connection("127.0.0.1", self.port)

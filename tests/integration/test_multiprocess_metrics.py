@@ -122,6 +122,7 @@ def test_live_worker_gauges_count_until_it_exits(served):
     after = scrape(server.url)
     assert after[("judgeval_queue_capacity", (("queue", "spans"),))] == 600
     assert after[("judgeval_spans_exported_total", ())] == 4
-    assert sorted(p.name for p in directory.iterdir()) == sorted(
-        f"judgeval_{pid}.json" for pid in (proc.pid, os.getpid())
-    )
+    # A live process rewrites its file through a hidden temporary (".judgeval_<pid>.json.tmp", then a rename): one
+    # may exist at the moment of listing; it is not a worker's file.
+    files = sorted(p.name for p in directory.iterdir() if not p.name.endswith(".tmp"))
+    assert files == sorted(f"judgeval_{pid}.json" for pid in (proc.pid, os.getpid()))
