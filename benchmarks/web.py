@@ -204,10 +204,11 @@ def run_loop(coro: Any) -> Any:
 
 # ---------------------------------------------------------------------------------------------------- one run
 # A round is "quiet" when neither its untraced run nor the subject's lost more than this share of the machine's CPU
-# time to the hypervisor (steal) or to processes outside the benchmark. On a shared VM a burst of either sets the
-# p99 of whichever run it lands in (seen: 8 s of 22 stolen in one run), which says nothing about the SDK.
+# time to the hypervisor (steal). On a shared VM a burst of steal sets the p99 of whichever run it lands in (seen: 8 s
+# of 22 stolen in one run), which says nothing about the SDK. The busy time outside the benchmark's processes
+# ("other load": kernel threads, interrupts, anything else on the box) is reported too but not filtered on: part of
+# it is the benchmark's own (loopback networking is processed in the kernel, charged to no process).
 QUIET_STEAL = 0.01
-QUIET_FOREIGN = 0.05
 
 
 def host_cpu_s() -> tuple[float, float]:
@@ -233,7 +234,12 @@ def process_cpu_s(pid: int) -> float:
 
 
 async def one_run(
-    app: App, srv: ServerProcess | None, rate: float, duration: float, backends: tuple[ServerProcess, ...] = ()
+    app: App,
+    srv: ServerProcess | None,
+    rate: float,
+    duration: float,
+    backends: tuple[ServerProcess, ...] = (),
+    others: tuple[App, ...] = (),
 ) -> dict[str, Any]:
     if srv is not None:
         srv.reset_records()
@@ -241,12 +247,14 @@ async def one_run(
     s0 = await app.call("GET", "/_bench/stats")
     busy0, steal0 = host_cpu_s()
     app0, me0 = process_cpu_s(app.proc.pid), time.process_time()
+    idle0 = sum(process_cpu_s(o.proc.pid) for o in others)
     t0 = time.perf_counter()
     latencies, errors = await drive(app.port, rate, duration)
     wall = time.perf_counter() - t0
     busy1, steal1 = host_cpu_s()
     ours = process_cpu_s(app.proc.pid) - app0 + time.process_time() - me0
     backend_drive = sum(process_cpu_s(b.proc.pid) for b in backends) - b0
+    idle_apps = sum(process_cpu_s(o.proc.pid) for o in others) - idle0
     capacity = wall * (os.cpu_count() or 1)
     flushed = (await app.call("POST", "/_bench/flush"))["flushed"] if srv is not None else None
     s1 = await app.call("GET", "/_bench/stats")
@@ -281,7 +289,10 @@ async def one_run(
         # The machine while the load ran: CPU time stolen by the hypervisor, and busy CPU outside this benchmark's
         # processes (app, backends, load generator), as shares of all cores' time.
         "steal_share": (steal1 - steal0) / capacity,
-        "foreign_share": max(0.0, busy1 - busy0 - ours - backend_drive) / capacity,
+        "foreign_share": max(0.0, busy1 - busy0 - ours - backend_drive - idle_apps) / capacity,
+        # The other subjects' app processes while this one ran (an SDK still working off a backlog, retrying a dead
+        # backend): load from inside the benchmark, on the same cores.
+        "other_apps_share": idle_apps / capacity,
     }
     h0, h1 = s0.get("health") or {}, s1.get("health") or {}
     if "spans_created" in h1:
@@ -374,7 +385,8 @@ def main() -> None:
                 order = names[r % len(names) :] + names[: r % len(names)]
                 for name in order:
                     app, server = apps[name]
-                    run = run_loop(one_run(app, server, rate, duration, (srv, down, idle)))
+                    others = tuple(a for a, _ in apps.values() if a is not app)
+                    run = run_loop(one_run(app, server, rate, duration, (srv, down, idle), others))
                     run["round"] = r
                     runs.append(run)
                     lat = run["latency_ms"]
@@ -402,8 +414,8 @@ def main() -> None:
 
 
 def quiet(run: dict[str, Any]) -> bool:
-    """The run's machine was not disturbed from outside (steal, other processes) beyond the QUIET_* shares."""
-    return bool(run.get("steal_share", 1.0) < QUIET_STEAL and run.get("foreign_share", 1.0) < QUIET_FOREIGN)
+    """The hypervisor took less than QUIET_STEAL of the machine's CPU time during the run."""
+    return bool(run.get("steal_share", 1.0) < QUIET_STEAL)
 
 
 def report(
@@ -567,7 +579,8 @@ def report(
         f"round {r}: "
         + ", ".join(
             f"{x['subject']} p99 {x['latency_ms']['p99']:.2f} ms"
-            f" (steal {x['steal_share']:.1%}, other load {x['foreign_share']:.1%})"
+            f" (steal {x['steal_share']:.1%}, other subjects' apps {x['other_apps_share']:.1%},"
+            f" other load {x['foreign_share']:.1%})"
             for x in runs
             if x["round"] == r
         )
@@ -590,8 +603,9 @@ def report(
         " rate (its queue, not only its per-request cost, sets the tail then)."
         " The backend-down subject exports to a second local server that black-holes every request."
         " Quiet rounds: neither the untraced run nor the subject's lost more than"
-        f" {QUIET_STEAL:.0%} of the machine's CPU time to the hypervisor (steal) or more than {QUIET_FOREIGN:.0%} to"
-        " processes outside the benchmark, from /proc/stat (the per-round lines below give both for every run)."
+        f" {QUIET_STEAL:.0%} of the machine's CPU time to the hypervisor (steal, from /proc/stat); the per-round"
+        " lines below give, for every run, the steal, the other subjects' idle app processes' CPU and the rest of"
+        " the machine's busy time outside the benchmark's processes (kernel work included), as shares of all cores."
         f" Load average {params['load_avg_at_start'][0]:.2f} at the start, {params['load_avg_at_end'][0]:.2f} at"
         " the end (the machine is shared: ratios are what count).\n\n"
         + "\n".join(f"- {line}" for line in per_round)
