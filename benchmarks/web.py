@@ -65,7 +65,8 @@ IDLE_BACKEND_SUBJECT = "judgeval_async (backend at idle priority)"
 
 
 def idle_backend() -> bool:
-    return os.environ.get("BENCH_WEB_IDLE_BACKEND", "") not in ("", "0")
+    """The subject was asked for and the platform has SCHED_IDLE (Linux)."""
+    return os.environ.get("BENCH_WEB_IDLE_BACKEND", "") not in ("", "0") and hasattr(os, "SCHED_IDLE")
 
 
 def eval_subjects() -> list[str]:
@@ -87,7 +88,7 @@ def healthy() -> list[str]:
 
 
 def at_idle_priority(pid: int) -> None:
-    """Every thread of process ``pid`` to SCHED_IDLE (Linux; elsewhere the subject is not run)."""
+    """Every thread of process ``pid`` to SCHED_IDLE (Linux only: see idle_backend)."""
     for tid in os.listdir(f"/proc/{pid}/task"):
         os.sched_setscheduler(int(tid), os.SCHED_IDLE, os.sched_param(0))
 
