@@ -277,14 +277,15 @@ def _aged(service: SpanExportService, seconds: float) -> None:
 
 def test_the_idle_rule_keeps_its_512_spans_a_second_with_2048_span_batches() -> None:
     """With no send in flight, a partial batch goes out after 0.2 s only while spans arrive slower than 512 a second:
-    300 spans in 0.25 s (1 200/s) wait for a full 2 048-span batch instead of going out every ~0.25 s (more requests
-    than 512-span batches made); 50 in 0.25 s still go out."""
+    1 000 spans in 0.6 s (~1 700/s) wait for a full 2 048-span batch instead of going out every ~0.6 s (more requests
+    than 512-span batches made; this stays true until they have waited ~2 s, room for a slow machine); 50 in 0.25 s
+    still go out."""
     service = _service(max_export_batch_size=2048)
     sent = _capture(service)
     service.lane.idle = lambda: True  # type: ignore[method-assign,union-attr]
     cfg = service._config
-    _park(service, _spans([10] * 300))
-    _aged(service, 0.25)
+    _park(service, _spans([10] * 1000))
+    _aged(service, 0.6)
     assert not service._send_due(cfg.max_export_batch_size, cfg.schedule_delay)
     service._pending.clear()
     service._pending_bytes = 0
