@@ -67,6 +67,7 @@ def test_without_a_limit_the_default_batch_carries_512_spans(
             pass
     assert tracer.force_flush(timeout=30.0)
     assert len(local_server.spans) == 4096
-    # 8 requests; <= 10 leaves room for a partial batch sent early on a very loaded machine.
-    assert 8 <= local_server.request_count("traces") <= 10
+    # 8 requests; <= 12: each stall of the producer past the idle rule's 0.2 s on a very loaded machine may send the
+    # spans taken so far as one partial batch early.
+    assert 8 <= local_server.request_count("traces") <= 12
     assert tracer.get_health_metrics()["span_batch_bytes_limit"] == 1_000_000
