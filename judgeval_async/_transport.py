@@ -29,6 +29,7 @@ import anyio
 import httpx
 
 from ._config import LOOP_THREAD_NAME, Config
+from ._http11 import Http11Transport, proxy_configured
 from ._metrics import Metrics
 from ._retry import Outcome, classify_status, parse_retry_after
 from ._routes import traces_to_judgment
@@ -212,11 +213,23 @@ class AsyncTransport:
                 verify=self._ssl_context,
                 http1=True,
                 http2=False,
-                transport=self._transport,
+                transport=self._transport or self.default_transport(),
                 follow_redirects=False,
             )
             self._client = client
         return client
+
+    def default_transport(self) -> httpx.AsyncBaseTransport | None:
+        """Ours (``_http11``: under half the loop thread's CPU per request of httpcore's), or None for httpx's own
+        where it is needed: to speak to a proxy named in the environment."""
+        if proxy_configured():
+            return None
+        c = self._config
+        return Http11Transport(
+            self._ssl_context,
+            keepalive_expiry=_KEEPALIVE_EXPIRY,
+            max_keepalive=max(c.max_concurrent_exports, c.max_concurrent_requests) * 2,
+        )
 
     async def aclose(self) -> None:
         client, self._client = self._client, None

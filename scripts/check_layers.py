@@ -12,7 +12,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent / "judgeval_async"
 # Lower index = lower row. A module may import modules on strictly lower rows.
 ROWS: list[set[str]] = [
     {"_errors"},
-    {"_retry", "_semconv"},
+    {"_retry", "_semconv", "_http11"},
     {"_config", "_introspection", "_span"},
     {"_delivery", "_routes"},
     {"_metrics", "_serialize", "_metadata", "_otlp"},
@@ -35,7 +35,7 @@ DELIVERY_ROWS: list[set[str]] = [
 ]
 # Third-party homes: library -> modules allowed to import it.
 HOMES = {
-    "httpx": {"_transport", "_tracer"},
+    "httpx": {"_transport", "_tracer", "_http11"},
     "prometheus_client": {"_prometheus", "_multiprocess"},
     "opentelemetry": {"_spans", "_tracer", "_observe", "_otlp", "_span", "_provider"},
     "aiometer": {"_spans", "_tags", "_evals"},
