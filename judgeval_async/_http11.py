@@ -32,6 +32,7 @@ __all__ = ["Http11Transport", "proxy_configured"]
 
 _MAX_HEAD = 64 * 1024  # a response's status line and headers; beyond it the peer is not an HTTP server we talk to
 _PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
+_JOIN_MAX = 64 * 1024  # a body up to this size goes out in one write with its head
 
 
 def proxy_configured() -> bool:
@@ -205,7 +206,11 @@ class Http11Transport(httpx.AsyncBaseTransport):
                 head += (name, b": ", value, b"\r\n")
             head.append(b"\r\n")
             try:
-                await conn.write(b"".join(head) + body, timeouts.get("write"))
+                if len(body) <= _JOIN_MAX:
+                    await conn.write(b"".join(head) + body, timeouts.get("write"))
+                else:  # two writes (two segments) rather than a copy of a large body
+                    await conn.write(b"".join(head), timeouts.get("write"))
+                    await conn.write(body, timeouts.get("write"))
             except _Timeout:
                 raise httpx.WriteTimeout("timed out writing the request", request=request) from None
             except OSError as exc:
@@ -276,6 +281,9 @@ class Http11Transport(httpx.AsyncBaseTransport):
         except (OSError, ssl.SSLError) as exc:
             conn.close()
             raise httpx.ConnectError(str(exc) or type(exc).__name__, request=request) from None
+        except BaseException:  # cancelled (a send's hard deadline, shutdown): a socket made meanwhile is not leaked
+            conn.close()
+            raise
         return conn
 
     async def aclose(self) -> None:

@@ -323,3 +323,22 @@ def test_proxy_variables_keep_httpx_transport(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("https_proxy", "http://127.0.0.1:3128")
     assert proxy_configured()
     assert transport.default_transport() is None
+
+
+@pytest.mark.asyncio
+async def test_large_body_arrives_whole() -> None:
+    """A body past the single-write size (1 MB) arrives byte for byte, and the answer is read on the same connection."""
+    seen: list[bytes] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            seen.append(await read_request(reader))
+            writer.write(OK)
+            await writer.drain()
+
+    payload = bytes(range(256)) * 4096
+    async with serving(handler) as srv, client() as c:
+        for _ in range(2):
+            assert (await c.post(srv.url, content=payload)).content == b"ok"
+    assert srv.connections == 1
+    assert [r.partition(b"\r\n\r\n")[2] for r in seen] == [payload, payload]
