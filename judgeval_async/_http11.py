@@ -51,6 +51,11 @@ def _expire(fut: asyncio.Future[None]) -> None:
         fut.set_exception(_Timeout())
 
 
+def _settle(fut: asyncio.Future[None] | None) -> None:
+    if fut is not None and not fut.done():
+        fut.set_result(None)
+
+
 class _Connection(asyncio.Protocol):
     """One connection's bytes as asyncio hands them over; ``write``/``read_*`` suspend the one request using it."""
 
@@ -76,31 +81,25 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.buf += data
-        self._wake()
+        _settle(self.waiter)
 
     def eof_received(self) -> bool:
         self.closed = True
-        self._wake()
+        _settle(self.waiter)
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self._wake()
-        self.resume_writing()
+        _settle(self.waiter)
+        # A write still waiting is woken with ``writing_paused`` left set: its bytes never reached the kernel.
+        _settle(self.drained)
 
     def pause_writing(self) -> None:
         self.writing_paused = True
 
     def resume_writing(self) -> None:
         self.writing_paused = False
-        fut = self.drained
-        if fut is not None and not fut.done():
-            fut.set_result(None)
-
-    def _wake(self) -> None:
-        fut = self.waiter
-        if fut is not None and not fut.done():
-            fut.set_result(None)
+        _settle(self.drained)
 
     # -- the request's side
     def reusable(self, now: float, expiry: float) -> bool:

@@ -91,6 +91,16 @@ def client(timeout: httpx.Timeout | float = 5.0, context: ssl.SSLContext | None 
     return httpx.AsyncClient(transport=transport, timeout=timeout)
 
 
+def recorder() -> tuple[list[str], Callable[[str, dict[str, Any]], Awaitable[None]]]:
+    """The events an httpx ``trace`` extension sees, and the callback that records them."""
+    events: list[str] = []
+
+    async def trace(event: str, info: dict[str, Any]) -> None:
+        events.append(event)
+
+    return events, trace
+
+
 @pytest.mark.asyncio
 async def test_keep_alive_reuses_one_connection() -> None:
     """Three requests in a row travel on one connection, each answered in full."""
@@ -225,10 +235,7 @@ async def test_malformed_responses_are_protocol_errors(reply: bytes) -> None:
 @pytest.mark.asyncio
 async def test_read_timeout_after_the_body_was_sent() -> None:
     """No answer within the read timeout: httpx.ReadTimeout, after the trace saw the whole body leave (ambiguous)."""
-    events: list[str] = []
-
-    async def trace(event: str, info: dict[str, Any]) -> None:
-        events.append(event)
+    events, trace = recorder()
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
@@ -244,10 +251,7 @@ async def test_read_timeout_after_the_body_was_sent() -> None:
 @pytest.mark.asyncio
 async def test_write_timeout_when_the_server_does_not_read() -> None:
     """A body the server never reads, larger than the socket buffers: httpx.WriteTimeout; the body was not sent."""
-    events: list[str] = []
-
-    async def trace(event: str, info: dict[str, Any]) -> None:
-        events.append(event)
+    events, trace = recorder()
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await asyncio.sleep(30)
@@ -348,3 +352,17 @@ async def test_large_body_arrives_whole() -> None:
             assert (await c.post(srv.url, content=payload)).content == b"ok"
     assert srv.connections == 1
     assert [r.partition(b"\r\n\r\n")[2] for r in seen] == [payload, payload]
+
+
+@pytest.mark.asyncio
+async def test_connection_reset_while_writing_is_a_write_error() -> None:
+    """The server hangs up mid-upload: httpx.WriteError, and the trace never says the body was sent."""
+    events, trace = recorder()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readexactly(1024)  # then close with the rest unread: the kernel answers our writes with a reset
+
+    async with serving(handler) as srv, client() as c:
+        with pytest.raises(httpx.WriteError):
+            await c.post(srv.url, content=b"x" * (64 * 1024 * 1024), extensions={"trace": trace})
+    assert events == []
