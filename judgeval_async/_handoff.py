@@ -184,10 +184,14 @@ class Handoff(Generic[T]):
     async def take_batch(self, max_items: int, timeout: float, *, wake_at: int | None = None) -> list[T]:
         """Wait until ``wake_at`` items (default ``max_items``) are queued, ``timeout`` seconds pass, a flush is
         requested or the handoff is closed; then take up to ``max_items`` (possibly none). Taken items move to the
-        ledger's ``in_flight``."""
+        ledger's ``in_flight``.
+
+        ``wake_at`` above ``max_items`` is for a consumer that looks on its own timer: ``max_items`` already queued
+        are still taken at once, but a parked consumer is woken by ``offer`` only at ``wake_at`` (a burst)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        threshold = max_items if wake_at is None else max(1, min(wake_at, max_items))
+        threshold = max_items if wake_at is None else max(1, wake_at)
+        ready = min(threshold, max_items)
         updating = self._ledger.updating
         while True:
             released: list[T] = []  # admitted-then-refused items: let go after the lock (a __del__ may trace)
@@ -197,7 +201,7 @@ class Handoff(Generic[T]):
                 self._loop = loop
                 n = len(self._items)
                 expired = loop.time() >= deadline
-                if n >= threshold or self._closed or self._flush_requested or self._kicked or expired:
+                if n >= ready or self._closed or self._flush_requested or self._kicked or expired:
                     self._flush_requested = self._flush_requested and n > max_items
                     self._kicked = False
                     return self._take_locked(max_items)

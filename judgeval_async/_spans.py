@@ -43,11 +43,24 @@ from ._serialize import RateLimitedLog
 from ._span import EngineSpan
 from ._transport import AsyncTransport, SendResult, SendStatus
 
-__all__ = ["JudgmentSpanProcessor", "SpanExportService"]
+__all__ = ["POLL_INTERVAL", "JudgmentSpanProcessor", "SpanExportService"]
 
 logger = logging.getLogger(__name__)
-_TAKE = 64  # spans taken off the handoff per wake-up: finished spans turn into bytes soon
-_TAKE_WAIT = 0.1  # at most this long between looks at the handoff (fewer than _TAKE spans wake nobody)
+_TAKE = 64  # spans taken off the handoff per look: finished spans turn into bytes soon
+_TAKE_WAIT = 0.1  # at most this long between looks at the handoff
+# While spans keep arriving, the consumer looks at the handoff on its own timer, every POLL_INTERVAL, and an
+# application thread's span end wakes it only at _WAKE_AT queued spans (a burst; at most a quarter of max_queue_size,
+# so a burst is taken well before the queue fills). Why: a wake-up sent from a span's end comes while that thread is
+# mid-request by definition; the loop thread then takes the GIL at the request's next system call and holds it for a
+# whole take's encoding, so each such wake-up stalled one request. A timer fires at a random moment for the
+# application (idle most of the time at a web service's load) and finds fewer spans, so each GIL stretch is shorter.
+# Measured on the web service (benchmarks/web.py's shape at 500 req/s, A/Bs in one run each): p99 over untraced
+# 1.59-1.79x -> 1.34-1.47x, for ~10-14 µs more loop-thread CPU per request (more, smaller looks); 5 and 20 ms were
+# within noise of 10. A look that finds nothing ends the polling (back to _TAKE_WAIT). docs/performance.md, "Who
+# wakes the loop". (The tag consumer is left as it was: it looks at least every UNWELL_CUT, 0.1 s, so at web rates
+# its 500-call wake-up threshold is never reached.)
+POLL_INTERVAL = 0.01
+_WAKE_AT = 512
 _ENCODE_CHUNK = 32  # spans encoded between two looks at the clock
 # Seconds of the loop thread's CPU between two yields to the loop while encoding (see _encode_into_pending). Short
 # while the encoder keeps up: an application thread back from a system call waits for the GIL until our next yield
@@ -148,6 +161,8 @@ class SpanExportService(QueueService[SpanItem]):
         cfg = self._config
         size, delay = cfg.max_export_batch_size, cfg.schedule_delay
         self._slice_started = time.thread_time()
+        arriving = False  # the last look found spans: look again after POLL_INTERVAL
+        wake_at = max(_TAKE, min(_WAKE_AT, h.capacity // 4))
         while True:
             # 1. Send what is due (a full batch, the oldest waited schedule_delay, a flush, shutdown) while slots last.
             while self._pending and self._send_due(size, delay):
@@ -174,10 +189,13 @@ class SpanExportService(QueueService[SpanItem]):
                 if self._lane_unwell():
                     due = min(due, oldest + UNWELL_CUT)
                 wait = min(_TAKE_WAIT, max(0.0, due - now))
-            # Wake at _TAKE spans and take that many: a record leaves the handoff only to be encoded at once, so the
-            # records alive never exceed the queue's bound by more than _TAKE (a consumer behind takes again at once:
-            # it yields per CPU budget, not per take).
-            items = await h.take_batch(_TAKE, wait)
+            if arriving:
+                wait = min(wait, POLL_INTERVAL)
+            # Take up to _TAKE spans: a record leaves the handoff only to be encoded at once, so the records alive
+            # never exceed the queue's bound by more than _TAKE (a consumer behind takes again at once: it yields per
+            # CPU budget, not per take).
+            items = await h.take_batch(_TAKE, wait, wake_at=wake_at)
+            arriving = bool(items)
             if items:
                 await self._encode_into_pending(items)
 

@@ -469,6 +469,26 @@ async def test_wake_at_wakes_early_but_takes_up_to_max() -> None:
 
 
 @pytest.mark.asyncio
+async def test_wake_at_above_max_items_wakes_only_for_a_burst() -> None:
+    """wake_at above max_items (a consumer that polls): a full take is taken at once, a parked take is woken only at
+    wake_at items, and then takes max_items."""
+    h, ledger = make(capacity=1000)
+    offer_from_thread(h, range(64))
+    assert await asyncio.wait_for(h.take_batch(64, 60.0, wake_at=512), WAIT) == list(range(64))
+    task = asyncio.ensure_future(h.take_batch(64, 60.0, wake_at=512))
+    await asyncio.sleep(0)
+    offer_from_thread(h, range(64, 575))  # 511 queued: past max_items, below wake_at
+    await asyncio.sleep(0.05)
+    assert not task.done() and h.wakeups == 0
+    offer_from_thread(h, [575])  # the 512th: one wake-up
+    assert await asyncio.wait_for(task, WAIT) == list(range(64, 128))
+    assert h.wakeups == 1
+    ledger.settle_delivered(128)
+    h.discard_all("shutdown")
+    assert_balanced(ledger)
+
+
+@pytest.mark.asyncio
 async def test_wake_consumer_resolves_a_parked_take() -> None:
     """wake_consumer() (on the loop) ends a parked take_batch early, with whatever is there."""
     h, _ = make()
