@@ -162,7 +162,7 @@ class SpanExportService(QueueService[SpanItem]):
         size, delay = cfg.max_export_batch_size, cfg.schedule_delay
         self._slice_started = time.thread_time()
         arriving = False  # the last look found spans: look again after POLL_INTERVAL
-        wake_at = max(_TAKE, min(_WAKE_AT, h.capacity // 4))
+        wake_at = max(1, min(_WAKE_AT, h.capacity // 4))
         while True:
             # 1. Send what is due (a full batch, the oldest waited schedule_delay, a flush, shutdown) while slots last.
             while self._pending and self._send_due(size, delay):
