@@ -39,15 +39,12 @@ def _config() -> Config:
 
 
 class _NoLane:
-    """Keeps what the consumer submits; never idle, never unwell (no idle-rule sends)."""
+    """Takes what the consumer submits and never settles it; never idle, never unwell (no idle-rule sends)."""
 
     unwell = False
 
-    def __init__(self) -> None:
-        self.submitted = 0
-
     def submit(self, envelope: Any) -> None:
-        self.submitted += 1
+        pass
 
     def idle(self) -> bool:
         return False
@@ -117,8 +114,8 @@ async def test_a_span_trickle_is_taken_without_a_single_producer_wake_up(monkeyp
     looks = _count_looks(service.handoff, monkeypatch)
     spans = _spans(600)
     task = asyncio.get_running_loop().create_task(service._consume())
+    thread = _trickle(service.offer, spans, per_step=2, pause=0.002)
     try:
-        thread = _trickle(service.offer, spans, per_step=2, pause=0.002)
         led = service.ledger
         await _until(lambda: not thread.is_alive() and not len(service.handoff) and led.parked + led.in_flight == 600)
         assert service.handoff.wakeups == 0
@@ -126,6 +123,7 @@ async def test_a_span_trickle_is_taken_without_a_single_producer_wake_up(monkeyp
         # Idle: the long wait (0.1 s), not a poll every POLL_INTERVAL (which would make ~30 looks here).
         assert await _idle_looks(looks, 0.3) <= 6
     finally:
+        thread.join(WAIT)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await transport.aclose()
