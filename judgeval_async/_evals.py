@@ -23,10 +23,10 @@ from ._pipeline import QueueService
 from ._project import ProjectResolver
 from ._routes import route_url
 from ._sender import Lane
-from ._serialize import RateLimitedLog, SerializeLimits, bounded_text, safe_data
+from ._serialize import RateLimitedLog, SerializeLimits, bounded_text, json_text, safe_data
 from ._transport import AsyncTransport, SendResult, SendStatus
 
-__all__ = ["EvalDispatcher", "scorer_configs"]
+__all__ = ["PACK_MAX_BYTES", "EvalDispatcher", "scorer_configs", "unpacked"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +34,7 @@ EvalRun = dict[str, Any]  # JSON-ready builtin values; "examples" holds JSON tex
 SCORER_TEXT_MAX = 256  # characters of a scorer's name or score type
 SCORERS_MAX = 32  # scorers per async_evaluate call
 _SCORER_LIMITS = SerializeLimits(max_length=4096, max_depth=4, max_items=100)  # a scorer given as a dict
+PACK_MAX_BYTES = 256 * 1024  # a packed envelope's run bodies (EvalDispatcher._submit_packed); a larger run goes alone
 
 
 class EvalDispatcher(QueueService[EvalRun]):
@@ -57,34 +58,111 @@ class EvalDispatcher(QueueService[EvalRun]):
         h = self.handoff
         while True:
             batch = await h.take_batch(self._config.eval_batch_size, 0.05)
-            for run in batch:
-                await self._submit(run)
+            if len(batch) > 1 and self._resolver.project_id is None:
+                self._submit_packed(batch)
+            else:
+                for run in batch:
+                    self._submit(run)
             if batch:
                 self._notify()
             if not batch and h.closed and not len(h):
                 return
 
-    async def _submit(self, run: EvalRun) -> None:
+    def _encoded(self, run: EvalRun) -> bytes | None:
+        """The run's body (see ``_encode``); None, counted ``serialization_error``, if it cannot be encoded."""
+        try:
+            return _encode(run)
+        except Exception as exc:
+            self.ledger.settle_dropped("serialization_error", 1)
+            self._log.warning("encode", "judgeval_async: dropped an evaluation that cannot be encoded: %r", exc)
+            return None
+
+    def _submit(self, run: EvalRun) -> None:
         """Encode one run and hand it to the lane, which settles it. The project id is added at send time: a
         project not resolved yet (the backend down at start) holds the run like any failed send, never drops it."""
-        led = self.ledger
-        try:
-            body = _encode(run)
-        except Exception as exc:
-            led.settle_dropped("serialization_error", 1)
-            self._log.warning("encode", "judgeval_async: dropped an evaluation that cannot be encoded: %r", exc)
-            return
+        body = self._encoded(run)
+        if body is not None:
+            self._submit_bodies([body])
+
+    def _submit_packed(self, runs: list[EvalRun]) -> None:
+        """The project id unknown (the backend down since start, or its first moments): the runs of one look go to
+        the lane as one packed envelope (a JSON array of their bodies, up to ``PACK_MAX_BYTES``), so an outage costs
+        one backlog entry and one spool record per look instead of one per run. ``EvalExporter.unpack`` turns it
+        back into one envelope per run once the id is known; each run is then sent, retried and settled alone."""
+        bodies: list[bytes] = []
+        size = 0
+        for run in runs:
+            body = self._encoded(run)
+            if body is None:
+                continue
+            if bodies and size + len(body) > PACK_MAX_BYTES:
+                self._submit_bodies(bodies)
+                bodies, size = [], 0
+            bodies.append(body)
+            size += len(body) + 1
+        if bodies:
+            self._submit_bodies(bodies)
+
+    def _submit_bodies(self, bodies: list[bytes]) -> None:
+        payload = bodies[0] if len(bodies) == 1 else b"[" + b",".join(bodies) + b"]"
         assert self.lane is not None
-        self.lane.submit(new_envelope(body, signal="evals", items=1, route="evals"))
+        self.lane.submit(new_envelope(payload, signal="evals", items=len(bodies), route="evals"))
 
 
 def _encode(run: EvalRun) -> bytes:
     """The run's JSON object without its closing brace's ``project_id`` member (``EvalExporter`` adds it)."""
-    rest = {k: v for k, v in run.items() if k not in ("examples", "project_id")}
-    # '{"examples":[<texts>],' + the rest's members: the examples are never parsed or re-encoded here.
-    tail = json.dumps(rest, ensure_ascii=False)
-    body = '{"examples":[' + ",".join(run["examples"]) + "]" + ("," + tail[1:-1] if rest else "") + "}"
-    return body.encode("utf-8", "replace")
+    # '{"examples":[<texts>]' + the other members: the examples are never parsed or re-encoded here.
+    parts = ['{"examples":[', ",".join(run["examples"]), "]"]
+    for key, value in run.items():
+        if key not in _SPLICED:
+            parts.append("," + json_text(key) + ":" + _member_text(value))
+    parts.append("}")
+    return "".join(parts).encode("utf-8", "replace")
+
+
+# The JSON text of scorer config lists, by identity: a plain score type's configs are built once and shared by every
+# run that names it (Tracer._scorer_sets, never mutated), and encoding them was most of a run's encoding. The list is
+# held with its text, so its id is not reused by another list while the entry lives.
+_LIST_TEXTS: dict[int, tuple[list[Any], str]] = {}
+_LIST_TEXTS_MAX = 64
+_SPLICED = frozenset({"examples", "project_id"})  # members _encode writes itself, or EvalExporter adds
+
+
+def _member_text(value: Any) -> str:
+    if type(value) is list:
+        hit = _LIST_TEXTS.get(id(value))
+        if hit is not None and hit[0] is value:
+            return hit[1]
+        text = json_text(value)
+        if len(_LIST_TEXTS) >= _LIST_TEXTS_MAX:
+            _LIST_TEXTS.clear()  # per-call lists (scorer objects) churn through; the shared ones come back
+        _LIST_TEXTS[id(value)] = (value, text)
+        return text
+    return json_text(value)
+
+
+def unpacked(payload: bytes) -> list[bytes] | None:
+    """A packed payload's run bodies, byte for byte (see ``EvalDispatcher._submit_packed``); None if ``payload`` is
+    not a packed one or does not parse (our own bytes always do; one that did not would be held, never posted, until
+    it is dropped ``poison`` or ``expired``)."""
+    if not payload.startswith(b"["):
+        return None
+    try:
+        text = payload.decode("utf-8")
+        decoder = _DECODER
+        bodies: list[bytes] = []
+        end = len(text) - 1  # the closing bracket
+        i = 1
+        while i < end:
+            _, j = decoder.raw_decode(text, i)
+            bodies.append(text[i:j].encode("utf-8"))
+            i = j + 1  # past the comma (our own compact JSON: no whitespace between members)
+    except ValueError:
+        return None
+    return bodies if i == end + 1 and text.endswith("]") else None
+
+
+_DECODER = json.JSONDecoder()
 
 
 def _with_project(body: bytes, project_id: str) -> bytes:
@@ -101,6 +179,24 @@ class EvalExporter:
         self._transport = transport
         self._resolver = resolver
 
+    async def unpack(self, envelope: Envelope) -> list[Envelope] | None:
+        """A packed envelope's runs, one envelope each, once the project id is known (until then None: ``send``
+        holds it like a single run). Their keys derive from the packed one's, so a replay repeats them."""
+        if not envelope.payload.startswith(b"["):
+            return None
+        if await self._resolver.get(self._config.project_resolve_wait) is None:
+            return None
+        bodies = unpacked(envelope.payload)
+        if bodies is None:
+            return None
+        key, created = envelope.idempotency_key, envelope.created
+        return [
+            new_envelope(
+                body, signal="evals", items=1, route=envelope.route, created=created, idempotency_key=f"{key}-{i}"
+            )
+            for i, body in enumerate(bodies)
+        ]
+
     async def send(self, envelope: Envelope) -> SendResult:
         payload = envelope.payload
         project_id = envelope.extra.get("x-project-id")  # a payload spooled by a version that encoded the id
@@ -110,6 +206,10 @@ class EvalExporter:
                 # The backend unreachable: held like any failure; a final answer (auth, 4xx): dropped with it.
                 reason = self._resolver.failure_reason
                 return SendResult(SendStatus(reason) if reason in _STATUSES else SendStatus.EXHAUSTED)
+            if payload.startswith(b"["):
+                # Packed, and the id came while this send waited for it (unpack found none a moment ago): held as
+                # a failed attempt, unpacked on its next turn. Never posted as an array.
+                return SendResult(SendStatus.EXHAUSTED)
             payload = _with_project(payload, project_id)
         url = route_url(self._config, envelope.route, project_id=project_id)
         return await self._transport.send("evals", url, payload, retry=False, idempotency_key=envelope.idempotency_key)

@@ -25,12 +25,11 @@ increments, merged when read). Other threads never see ``busy`` set: they wait f
 from __future__ import annotations
 
 import bisect
-import contextlib
 import itertools
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -105,6 +104,28 @@ class LedgerSnapshot:
         return self.created == self.delivered + self.dropped_total + self.queued + self.in_flight + self.spooled
 
 
+class _Region:
+    """``SignalLedger.updating()``: a slotted class, not a ``contextlib`` generator, because the loop enters several
+    per look at a queue (take, park, cut, settle) and the generator form cost ~3x as much (docs/performance.md)."""
+
+    __slots__ = ("_busy", "_ledger", "_lock")
+
+    def __init__(self, ledger: SignalLedger) -> None:
+        self._ledger = ledger
+
+    def __enter__(self) -> bool:
+        led = self._ledger
+        self._lock = lock = led.lock  # the lock entered is the one released (a fork child replaces led.lock)
+        lock.acquire()
+        self._busy = busy = led.busy
+        led.busy = True
+        return not busy
+
+    def __exit__(self, *exc: object) -> None:
+        self._ledger.busy = self._busy
+        self._lock.release()
+
+
 class SignalLedger:
     """Exact accounting for one signal. Mutate only while holding ``lock``; the handoff holds it for you."""
 
@@ -152,20 +173,14 @@ class SignalLedger:
         # after the lock. Every read calls it first, so what was offered is in the counts it reports.
         self.merge: Callable[[], list[Any]] | None = None
 
-    @contextlib.contextmanager
-    def updating(self) -> Iterator[bool]:
-        """Hold ``lock`` with ``busy`` set, for a region that changes (or reads several of) the counters; yields
+    def updating(self) -> _Region:
+        """Hold ``lock`` with ``busy`` set, for a region that changes (or reads several of) the counters; enters as
         True unless this region itself re-entered a busy one (then it must only read, or touch what is its own).
 
         A producer re-entering on this thread meanwhile is set aside instead of interleaving its update with ours.
         Restores ``busy`` on exit, so a (rare) nested use keeps the outer region protected.
         """
-        with self.lock:
-            busy, self.busy = self.busy, True
-            try:
-                yield not busy
-            finally:
-                self.busy = busy
+        return _Region(self)
 
     # --- transitions of items the loop holds (call from the loop; they take the lock)
     def settle_delivered(self, n: int) -> None:

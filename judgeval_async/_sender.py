@@ -140,6 +140,11 @@ class Exporter(Protocol):
         """After a 413: smaller envelopes carrying the same items, or None to drop it ``payload_too_large``."""
         ...
 
+    async def unpack(self, envelope: Envelope) -> list[Envelope] | None:
+        """Before a send: the envelopes a packed one (several payloads held as one while they could not be sent)
+        becomes now that they can be, or None to send ``envelope`` as it is."""
+        ...
+
 
 class Lane:
     """Backlog + spool + endpoint health + sends for one signal (see the module docstring). Lives on the loop."""
@@ -427,11 +432,19 @@ class Lane:
             self._unstarted.pop(current, None)  # from here on every path holds or settles the payload
         t0 = time.perf_counter()
         try:
-            result = await self._exporter.send(env)
+            parts = await self._exporter.unpack(env)
+            if parts is None:
+                result = await self._exporter.send(env)
         except BaseException:
             self.health.cancel(permit)
             self._hold(env, record)
             raise
+        if parts is not None:  # nothing was sent: its items go on in the parts, each sent on its own
+            self.health.cancel(permit)
+            self._settle(env, record, "")
+            for part in parts:
+                self.submit(part)
+            return
         if result.status is SendStatus.SHUTDOWN:
             self.health.cancel(permit)
             self._hold(env, record)

@@ -28,7 +28,16 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry import trace
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
-__all__ = ["EngineSpan", "Limits", "SpanOwner", "new_span_id", "new_trace_id", "random_uuid", "unpack_ids_times"]
+__all__ = [
+    "EngineSpan",
+    "Limits",
+    "SpanOwner",
+    "new_span_id",
+    "new_trace_id",
+    "random_key",
+    "random_uuid",
+    "unpack_ids_times",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +88,13 @@ def random_uuid() -> str:
     releases the GIL, so a caller on a busy process waits for another thread's time slice (up to 5 ms)."""
     # 122 random bits; "4" is the version nibble, 0x8000 the RFC 4122 variant bits (as uuid.UUID(version=4) sets).
     return "%08x-%04x-4%03x-%04x-%012x" % (_bits(32), _bits(16), _bits(12), 0x8000 | _bits(14), _bits(48))  # noqa: UP031 - the fastest form
+
+
+def random_key() -> str:
+    """128 random bits as 32 hex digits (an ``Idempotency-Key``), from the private generator: not
+    ``uuid.uuid4().hex``, whose ``os.urandom`` call releases the GIL (on the loop, once per payload: each release may
+    hand the GIL to an application thread mid-request and take it back at that thread's next system call)."""
+    return f"{_bits(128):032x}"
 
 
 def unpack_ids_times(packed: Any) -> tuple[int, int, int, int]:

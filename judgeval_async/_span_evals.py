@@ -17,7 +17,7 @@ from typing import Any
 
 from ._metrics import SignalLedger
 from ._serialize import json_text
-from ._span import EngineSpan, new_trace_id
+from ._span import EngineSpan, random_uuid
 
 __all__ = ["PENDING_TRACE_EVAL", "SPAN_EVALS_MAX", "SPAN_EVAL_ATTRIBUTE_MAX", "SpanEvalCarrier", "judges_text"]
 
@@ -28,19 +28,6 @@ SPAN_EVAL_ATTRIBUTE_MAX = 1 << 20  # characters of the attribute's JSON text; be
 _COUNTS_KEPT = 4096  # spans without weak references whose entry count is remembered
 # Keys judgeval adds to each example; an example of ours that has one of them is merged as a dict (see _example).
 _ADDED_KEYS = ('"example_id"', '"created_at"', '"trace_id"', '"span_id"')
-
-
-# A version-4 UUID from 128 random bits: clear the version nibble and the two variant bits, then set them (4, 0b10).
-_UUID_CLEAR = ~((0xF << 76) | (0x3 << 62))
-_UUID_SET = (0x4 << 76) | (0x2 << 62)
-
-
-def _uuid4_text() -> str:
-    """``str(uuid.uuid4())``'s shape (122 random bits, RFC 4122 version 4), from one draw of the span engine's
-    private generator: not ``uuid.uuid4()``, whose ``os.urandom`` call releases the GIL (a caller on a busy process
-    then waits for another thread's time slice)."""
-    h = f"{new_trace_id() & _UUID_CLEAR | _UUID_SET:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def _example(text: str, added: str) -> str:
@@ -161,10 +148,10 @@ class SpanEvalCarrier:
         project = self._project
         if project[0] != project_id:
             project = self._project = (project_id, json_text(project_id))
-        # judgeval's example_id is str(uuid.uuid4()): same shape (see _uuid4_text).
+        # judgeval's example_id is str(uuid.uuid4()): same shape, without os.urandom (see random_uuid).
         example = _example(
             example_text,
-            f'"example_id":"{_uuid4_text()}","created_at":{created_at_json},'
+            f'"example_id":"{random_uuid()}","created_at":{created_at_json},'
             f'"trace_id":"{trace_id}","span_id":"{span_id}"',
         )
         key = (trace_id, span_id)

@@ -445,6 +445,9 @@ class SpanExporter:
             judgment=self._judgment,
         )
 
+    async def unpack(self, envelope: Envelope) -> list[Envelope] | None:
+        return None  # a span batch is one request already
+
     async def split(self, envelope: Envelope) -> list[Envelope] | None:
         """Halve the batch (decoded from the payload, so a replayed payload splits too); one span: a marker."""
         body = envelope.payload

@@ -191,6 +191,9 @@ class TagExporter:
     async def split(self, envelope: Envelope) -> list[Envelope] | None:
         return None
 
+    async def unpack(self, envelope: Envelope) -> list[Envelope] | None:
+        return None  # tag batches are never packed
+
 
 def _batch_unsupported(result: SendResult) -> bool:
     return result.status is SendStatus.REJECTED and result.http_status in (404, 405)

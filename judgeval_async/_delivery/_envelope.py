@@ -8,9 +8,10 @@ backend deduplicates by it).
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+from judgeval_async._span import random_key
 
 __all__ = ["SIGNALS", "Envelope", "new_envelope"]
 
@@ -50,13 +51,14 @@ def new_envelope(
     route: str,
     extra: Mapping[str, str] | None = None,
     created: float | None = None,
+    idempotency_key: str | None = None,
 ) -> Envelope:
-    """An envelope with a fresh Idempotency-Key and ``created`` = now (unless given)."""
+    """An envelope with a fresh Idempotency-Key (unless given) and ``created`` = now (unless given)."""
     return Envelope(
         payload=payload,
         signal=signal,
         items=items,
-        idempotency_key=uuid.uuid4().hex,
+        idempotency_key=idempotency_key or random_key(),
         route=route,
         created=time.time() if created is None else created,
         extra=dict(extra or {}),

@@ -86,3 +86,66 @@ def test_spool_max_bytes_bounds_all_signals_together(
     assert health["ledger_balanced"]
     assert health["spans_dropped"] == 0 and health["evaluations_dropped"] == 0 and health["tags_dropped"] == 0
     assert health["evaluations_delivered"] == 40 and health["tags_flushed"] == 40
+
+
+@pytest.mark.timeout(120)
+def test_evaluations_behind_an_unresolved_project_are_packed_then_sent_one_by_one(
+    make_tracer: Callable[..., Tracer], tmp_path: Path
+) -> None:
+    """Backend down from start: the runs of one look are held as one packed payload (a fraction of the backlog
+    entries and spool records), and once the project resolves each run is posted alone, exactly once, with the
+    resolved id and a key derived from its packed payload's."""
+    with LocalJudgmentServer(headers_kept=1000) as server:
+        server.set_fault(None, kind="refuse")
+        tracer = make_tracer(
+            server, project_name="packed", project_resolve_wait=0.2, eval_batch_size=50, spool_dir=str(tmp_path)
+        )
+        with tracer.span("root"):
+            for i in range(100):
+                tracer.async_evaluate("faithfulness", {"input": f"q{i}", "actual_output": "a"})
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # every run taken off the queue, the project still unresolved
+            health = tracer.get_health_metrics()
+            if health["evaluations_queued"] == 0 and health["api_errors"] >= 3:
+                break
+            time.sleep(0.05)
+        assert health["evaluations_queued"] == 0 and health["evaluations_dropped"] == 0, health
+        server.clear_faults()
+        assert tracer.force_flush(timeout=60.0)
+        health = tracer.get_health_metrics()
+        assert health["evaluations_delivered"] == 100 and health["evaluations_dropped"] == 0
+        assert health["ledger_balanced"]
+        runs = server.raw_evals
+        assert sorted(r.payload["examples"][0]["input"] for r in runs) == sorted(f"q{i}" for i in range(100))
+        assert all(r.project_id and r.payload["project_id"] == r.project_id for r in runs)
+        keys = [h["idempotency-key"] for h in server.headers_seen("evals")]
+        assert len(set(keys)) == 100
+        packed = {k.rsplit("-", 1)[0] for k in keys}
+        # One packed payload per look (0.05 s each, 50 runs at most): 100 calls a few ms apart take a handful.
+        assert len(packed) <= 20, len(packed)
+
+
+@pytest.mark.timeout(120)
+def test_packed_evaluations_persisted_at_exit_are_replayed_by_the_next_tracer(
+    local_server: LocalJudgmentServer, make_tracer: Callable[..., Tracer], tmp_path: Path
+) -> None:
+    """A packed payload survives exit in the spool (backend down, project never resolved); the next tracer on that
+    spool, with the backend up, unpacks it and delivers every run once."""
+    options = {"project_name": "packed-exit", "project_resolve_wait": 0.2, "spool_dir": str(tmp_path)}
+    local_server.set_fault(None, kind="refuse")
+    first = make_tracer(**options)
+    with first.span("root"):
+        for i in range(30):
+            first.async_evaluate("faithfulness", {"input": f"q{i}", "actual_output": "a"})
+    first.shutdown(timeout=3.0)
+    before = first.get_health_metrics()
+    assert before["evaluations_spooled"] == 30 and before["evaluations_dropped"] == 0, before
+    local_server.clear_faults()
+    second = make_tracer(**options)
+    assert second.force_flush(timeout=60.0)
+    after = second.get_health_metrics()
+    assert after["evaluations_replayed"] == 30 and after["evaluations_delivered"] == 30, after
+    assert after["ledger_balanced"]
+    assert sorted(r.payload["examples"][0]["input"] for r in local_server.raw_evals) == sorted(
+        f"q{i}" for i in range(30)
+    )

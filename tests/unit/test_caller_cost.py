@@ -24,7 +24,7 @@ from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 
 from judgeval_async import Tracer, _provider, _tracer
 from judgeval_async._serialize import SerializeLimits, args_json, json_text, safe_json
-from judgeval_async._span_evals import _uuid4_text
+from judgeval_async._span import random_uuid
 from judgeval_async.testing import LocalJudgmentServer
 
 LIMITS = SerializeLimits()
@@ -188,7 +188,7 @@ def test_example_ids_are_version_4_uuids() -> None:
     """The carried example_id has str(uuid.uuid4())'s shape: version 4, RFC 4122 variant, distinct."""
     seen = set()
     for _ in range(2000):
-        text = _uuid4_text()
+        text = random_uuid()
         parsed = uuid.UUID(text)
         assert str(parsed) == text and parsed.version == 4 and parsed.variant == uuid.RFC_4122
         seen.add(text)
