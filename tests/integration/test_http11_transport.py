@@ -71,6 +71,18 @@ def replying(*responses: bytes, close_after: bool = False) -> Handler:
     return handler
 
 
+def recording(seen: list[bytes]) -> Handler:
+    """A handler answering every request on a connection with ``OK``, each request read kept in ``seen``."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            seen.append(await read_request(reader))
+            writer.write(OK)
+            await writer.drain()
+
+    return handler
+
+
 @asynccontextmanager
 async def serving(handler: Handler, tls: ssl.SSLContext | None = None) -> AsyncIterator[Scripted]:
     scripted = Scripted(handler)
@@ -339,12 +351,7 @@ def test_proxy_variables_keep_httpx_transport(monkeypatch: pytest.MonkeyPatch) -
 async def test_large_body_arrives_whole() -> None:
     """A body past the single-write size (1 MB) arrives byte for byte, and the answer is read on the same connection."""
     seen: list[bytes] = []
-
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while True:
-            seen.append(await read_request(reader))
-            writer.write(OK)
-            await writer.drain()
+    handler = recording(seen)
 
     payload = bytes(range(256)) * 4096
     async with serving(handler) as srv, client() as c:
@@ -366,3 +373,40 @@ async def test_connection_reset_while_writing_is_a_write_error() -> None:
         with pytest.raises(httpx.WriteError):
             await c.post(srv.url, content=b"x" * (64 * 1024 * 1024), extensions={"trace": trace})
     assert events == []
+
+
+@pytest.mark.asyncio
+async def test_direct_requests_carry_what_the_client_would_send() -> None:
+    """AsyncTransport hands requests straight to our transport: the headers on the wire are the ones
+    AsyncClient.post sent (its defaults, ours replacing them case-insensitively, nothing twice), same body."""
+    seen: list[bytes] = []
+    handler = recording(seen)
+
+    def fields(raw: bytes) -> tuple[list[tuple[str, str]], bytes]:
+        head, _, body = raw.partition(b"\r\n\r\n")
+        lines = head.decode().split("\r\n")[1:]
+        pairs = sorted((name.lower(), value.strip()) for name, _, value in (line.partition(":") for line in lines))
+        return pairs, body
+
+    async with serving(handler) as srv:
+        transport = AsyncTransport(Config(api_url=srv.url, api_key="k", organization_id="o"), Metrics())
+        try:
+            sent = []
+            for direct in (True, False):
+                transport._ensure_client()
+                assert transport._direct is not None
+                if not direct:
+                    transport._direct = None  # the AsyncClient.post path, as with a test seam's transport
+                result = await transport.send(
+                    "evals", srv.url + "/x", b'{"a":1}', headers={"User-Agent": "custom/1"}, idempotency_key="k1"
+                )
+                assert result.ok
+                sent.append(fields(seen[-1]))
+        finally:
+            await transport.aclose()
+    (direct_fields, direct_body), (client_fields, client_body) = sent
+    assert direct_fields == client_fields and direct_body == client_body == b'{"a":1}'
+    names = [name for name, _ in direct_fields]
+    assert len(names) == len(set(names))
+    assert ("user-agent", "custom/1") in direct_fields and ("idempotency-key", "k1") in direct_fields
+    assert ("authorization", "Bearer k") in direct_fields
