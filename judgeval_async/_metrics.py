@@ -117,13 +117,22 @@ class _Region:
         led = self._ledger
         self._lock = lock = led.lock  # the lock entered is the one released (a fork child replaces led.lock)
         lock.acquire()
-        self._busy = busy = led.busy
-        led.busy = True
+        try:
+            self._busy = busy = led.busy
+            led.busy = True
+        except BaseException:
+            # A KeyboardInterrupt landing here (Ctrl-C during force_flush on the main thread) must not leave the lock
+            # held: the generator form was covered by its own `with lock`, and a with-statement whose __enter__ raised
+            # never calls __exit__.
+            lock.release()
+            raise
         return not busy
 
     def __exit__(self, *exc: object) -> None:
-        self._ledger.busy = self._busy
-        self._lock.release()
+        try:
+            self._ledger.busy = self._busy
+        finally:
+            self._lock.release()
 
 
 class SignalLedger:

@@ -323,3 +323,40 @@ def test_labelled_counter_inc_reentered_mid_update_loses_no_count() -> None:
     assert not t.is_alive(), "deadlocked on re-entrance"
     assert dict(m.values_degraded.items()) == {("cycle",): 1, ("truncated",): 1}
     assert m.values_degraded.total() == 2
+
+
+def test_an_interrupt_entering_a_region_leaves_the_lock_free() -> None:
+    """A KeyboardInterrupt raised inside updating()'s entry (after the lock is taken) releases the lock: another
+    thread can take it at once, and the next region enters normally."""
+
+    class Interrupted(SignalLedger):
+        raised = False
+
+        @property  # type: ignore[override]
+        def busy(self) -> bool:
+            if not Interrupted.raised:
+                Interrupted.raised = True
+                raise KeyboardInterrupt
+            return False
+
+        @busy.setter
+        def busy(self, value: bool) -> None:
+            pass
+
+    led = Interrupted("spans")
+    with pytest.raises(KeyboardInterrupt), led.updating():
+        pass
+    taken: list[bool] = []
+
+    def try_lock() -> None:
+        got = led.lock.acquire(blocking=False)
+        taken.append(got)
+        if got:
+            led.lock.release()
+
+    other = threading.Thread(target=try_lock)
+    other.start()
+    other.join()
+    assert taken == [True]
+    with led.updating() as fresh:
+        assert fresh
