@@ -8,12 +8,15 @@ measured value and the script exits 0 either way.
 from __future__ import annotations
 
 import argparse
+import atexit
 import datetime as dt
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -38,6 +41,25 @@ __all__ = [
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def _private_spool_dir() -> None:
+    """Point every SDK in this run (and in the processes it starts, which inherit the environment) at one temporary
+    spool directory, removed at exit.
+
+    Benchmarks talk to local servers on random ports. A subject that ends while holding data (backend down, an
+    outage scenario) persists it under that URL's key, which no later process ever replays: in the default
+    ``~/.cache/judgeval_async`` it piled up run after run (150 MB in a day of benchmarking). A directory the caller
+    chose (``JUDGMENT_SPOOL_DIR`` already set) is left alone.
+    """
+    if os.environ.get("JUDGMENT_SPOOL_DIR"):
+        return
+    path = tempfile.mkdtemp(prefix="judgeval-async-bench-spool-")
+    os.environ["JUDGMENT_SPOOL_DIR"] = path
+    atexit.register(shutil.rmtree, path, True)
+
+
+_private_spool_dir()
 
 
 def parse_args(description: str, argv: Sequence[str] | None = None) -> argparse.Namespace:

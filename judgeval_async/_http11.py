@@ -15,7 +15,9 @@ TLS handshake), each write that waits for the socket, each read that waits for b
 exception types, so the retry classification above this layer does not change.
 
 A connection whose request did not finish cleanly (timeout, cancellation, protocol error) is closed, never pooled;
-an idle connection the server closed is noticed from asyncio's callbacks (no syscall) and discarded at checkout.
+an idle connection the server closed is noticed from asyncio's callbacks (no syscall) and discarded at checkout. One
+the server closes while our request is on its way (the keep-alive race) is retried once on a new connection, provided
+no byte of an answer came back.
 """
 
 from __future__ import annotations
@@ -59,11 +61,12 @@ def _settle(fut: asyncio.Future[None] | None) -> None:
 class _Connection(asyncio.Protocol):
     """One connection's bytes as asyncio hands them over; ``write``/``read_*`` suspend the one request using it."""
 
-    __slots__ = ("buf", "closed", "drained", "origin", "transport", "used_at", "waiter", "writing_paused")
+    __slots__ = ("answered", "buf", "closed", "drained", "origin", "transport", "used_at", "waiter", "writing_paused")
 
     def __init__(self, origin: tuple[str, str, int]) -> None:
         self.origin = origin
         self.buf = bytearray()
+        self.answered = False  # a byte arrived since the current request was written (reset at each checkout)
         self.closed = False  # EOF or connection lost: no more bytes will arrive
         self.waiter: asyncio.Future[None] | None = None
         self.drained: asyncio.Future[None] | None = None
@@ -80,6 +83,7 @@ class _Connection(asyncio.Protocol):
         transport.set_write_buffer_limits(high=0)
 
     def data_received(self, data: bytes) -> None:
+        self.answered = True
         self.buf += data
         _settle(self.waiter)
 
@@ -177,6 +181,10 @@ class _Malformed(Exception):
     """The response is not HTTP/1.1 as we read it."""
 
 
+class _Stale(Exception):
+    """A reused keep-alive connection ended before a byte of the answer arrived: the server had closed it."""
+
+
 class Http11Transport(httpx.AsyncBaseTransport):
     """See the module docstring. Runs on one event loop: the SDK loop, which owns the client and this transport."""
 
@@ -196,9 +204,33 @@ class Http11Transport(httpx.AsyncBaseTransport):
         timeouts: dict[str, float | None] = request.extensions.get("timeout", {})
         trace: Callable[[str, dict[str, Any]], Any] | None = request.extensions.get("trace")
         body = request.content if isinstance(request.stream, httpx.ByteStream) else await request.aread()
-        conn, reused = self._checkout(origin), True
-        if conn is None:
-            conn, reused = await self._connect(origin, request, timeouts.get("connect")), False
+        conn = self._checkout(origin)
+        if conn is not None:
+            try:
+                return await self._exchange(conn, request, body, timeouts, trace, reused=True)
+            except _Stale:
+                # The server closed this kept-alive connection as we reused it (its idle timeout crossed our request
+                # on the wire; uvicorn's is 5 s, gunicorn's 2 s) and not one byte of an answer came back: sent once
+                # more on a new connection, as browsers and urllib3 do, instead of a failed attempt, a counted error
+                # and a backoff. Our POSTs carry an Idempotency-Key, so a backend that did read the first can drop it.
+                pass
+        conn = await self._connect(origin, request, timeouts.get("connect"))
+        return await self._exchange(conn, request, body, timeouts, trace, reused=False)
+
+    async def _exchange(
+        self,
+        conn: _Connection,
+        request: httpx.Request,
+        body: bytes,
+        timeouts: dict[str, float | None],
+        trace: Callable[[str, dict[str, Any]], Any] | None,
+        *,
+        reused: bool,
+    ) -> httpx.Response:
+        """One request and its response on ``conn``, which is pooled again only if the exchange ended cleanly.
+
+        Raises ``_Stale`` (a reused connection that never answered: worth one new connection) or httpx's errors."""
+        url = request.url
         done = False
         try:
             head = [request.method.encode("ascii"), b" ", url.raw_path, b" HTTP/1.1\r\n"]
@@ -214,6 +246,8 @@ class Http11Transport(httpx.AsyncBaseTransport):
             except _Timeout:
                 raise httpx.WriteTimeout("timed out writing the request", request=request) from None
             except OSError as exc:
+                if reused and not conn.answered:
+                    raise _Stale() from None
                 raise httpx.WriteError(str(exc) or type(exc).__name__, request=request) from None
             if trace is not None:
                 await trace("http11.send_request_body.complete", {"request": request})
@@ -224,11 +258,10 @@ class Http11Transport(httpx.AsyncBaseTransport):
             except _Malformed as exc:
                 raise httpx.RemoteProtocolError(str(exc), request=request) from None
             except _Disconnected:
-                # A pooled connection the server closed just as we wrote: httpcore says the same here.
+                if reused and not conn.answered:
+                    raise _Stale() from None
                 raise httpx.RemoteProtocolError(
-                    "server disconnected without sending a complete response"
-                    + (" (a reused keep-alive connection)" if reused else ""),
-                    request=request,
+                    "server disconnected without sending a complete response", request=request
                 ) from None
             done = keep
             return response
@@ -244,6 +277,7 @@ class Http11Transport(httpx.AsyncBaseTransport):
         while idle:
             conn = idle.pop()
             if conn.reusable(now, self._expiry):
+                conn.answered = False
                 return conn
             conn.close()
         return None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import pathlib
 import subprocess
 import sys
@@ -31,6 +32,33 @@ def run_quick(script: str, results_dir: pathlib.Path) -> dict:
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     assert (results_dir / f"{script}.md").is_file()
     return json.loads((results_dir / f"{script}.json").read_text(encoding="utf-8"))
+
+
+def test_benchmarks_spool_to_a_private_directory_removed_at_exit(tmp_path):
+    """A benchmark process without JUDGMENT_SPOOL_DIR spools to a temporary directory of its own (the processes it
+    starts inherit it) and removes it at exit, data included; a directory the caller set is kept."""
+    code = (
+        "import os, _common; p = os.environ['JUDGMENT_SPOOL_DIR']; "
+        "open(os.path.join(p, 'held.seg'), 'w').write('x'); print(p)"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "JUDGMENT_SPOOL_DIR"}
+    for given in (None, str(tmp_path)):
+        if given:
+            env["JUDGMENT_SPOOL_DIR"] = given
+        proc = subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=REPO_ROOT / "benchmarks",
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        path = pathlib.Path(proc.stdout.strip())
+        if given is None:
+            assert path.name.startswith("judgeval-async-bench-spool-") and not path.exists()
+        else:
+            assert path == tmp_path and (tmp_path / "held.seg").is_file()
 
 
 def finite_positive(x: object) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import itertools
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -410,3 +411,94 @@ async def test_direct_requests_carry_what_the_client_would_send() -> None:
     assert len(names) == len(set(names))
     assert ("user-agent", "custom/1") in direct_fields and ("idempotency-key", "k1") in direct_fields
     assert ("authorization", "Bearer k") in direct_fields
+
+
+def closing_on_reuse(seen: list[bytes]) -> Handler:
+    """A server whose first connection answers one request, then reads the next and hangs up without a byte (what the
+    client sees when the server's keep-alive timeout closes the connection as the request is on its way); every
+    later connection answers every request. Each request read is kept in ``seen``."""
+    connections = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        first = connections == 1
+        for i in itertools.count():
+            seen.append(await read_request(reader))
+            if first and i == 1:
+                return
+            writer.write(OK)
+            await writer.drain()
+
+    return handler
+
+
+@pytest.mark.asyncio
+async def test_a_reused_connection_closed_without_an_answer_is_retried_on_a_new_one() -> None:
+    """The keep-alive race: the reused connection ends with no byte of an answer; the request goes once more on a
+    new connection and succeeds, the caller sees no error."""
+    seen: list[bytes] = []
+    async with serving(closing_on_reuse(seen)) as srv, client() as c:
+        assert (await c.post(srv.url + "/a", content=b"1")).status_code == 200
+        r = await c.post(srv.url + "/b", content=b"2")
+        assert (r.status_code, r.content) == (200, b"ok")
+    assert srv.connections == 2
+    assert [req.split(b" ", 2)[1] for req in seen] == [b"/a", b"/b", b"/b"]
+
+
+@pytest.mark.asyncio
+async def test_the_retry_on_a_new_connection_happens_once() -> None:
+    """A fresh connection that also ends without an answer is an error (RemoteProtocolError), not a loop."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if srv.connections > 1:
+            await read_request(reader)
+            return  # every later connection: read and hang up
+        await read_request(reader)
+        writer.write(OK)
+        await writer.drain()
+        await read_request(reader)  # the reuse: read and hang up
+
+    async with serving(handler) as srv, client() as c:
+        assert (await c.post(srv.url, content=b"1")).status_code == 200
+        with pytest.raises(httpx.RemoteProtocolError):
+            await c.post(srv.url, content=b"2")
+    assert srv.connections == 2
+
+
+@pytest.mark.asyncio
+async def test_a_reused_connection_cut_inside_its_answer_is_not_retried() -> None:
+    """Part of an answer arrived before the server hung up: the request may have been processed, so it is an error
+    for the retry logic above (which counts it and keeps the payload), not a silent second send."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(OK)
+        await writer.drain()
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort")
+        await writer.drain()
+
+    async with serving(handler) as srv, client() as c:
+        assert (await c.post(srv.url, content=b"1")).status_code == 200
+        with pytest.raises(httpx.RemoteProtocolError):
+            await c.post(srv.url, content=b"2")
+    assert srv.connections == 1
+
+
+@pytest.mark.asyncio
+async def test_the_keep_alive_race_costs_the_sdk_no_error_and_no_retry() -> None:
+    """Through AsyncTransport: the stale connection's request is delivered in one attempt, with no network error
+    or retry counted (no false alarm on an on-call dashboard) and one Idempotency-Key on both copies."""
+    seen: list[bytes] = []
+    async with serving(closing_on_reuse(seen)) as srv:
+        metrics = Metrics()
+        transport = AsyncTransport(Config(api_url=srv.url, api_key="k", organization_id="o"), metrics)
+        try:
+            for key in ("k1", "k2"):
+                result = await transport.send("evals", srv.url + "/x", b"{}", idempotency_key=key)
+                assert result.ok
+        finally:
+            await transport.aclose()
+    assert metrics.api_errors.items() == [] and metrics.retries.items() == []
+    assert [req.count(b"idempotency-key: k2") for req in seen] == [0, 1, 1]
