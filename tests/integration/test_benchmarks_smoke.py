@@ -61,6 +61,21 @@ def test_benchmarks_spool_to_a_private_directory_removed_at_exit(tmp_path):
             assert path == tmp_path and (tmp_path / "held.seg").is_file()
 
 
+def test_web_median_interval_is_the_order_statistics_interval(monkeypatch):
+    """web.py's interval for a median: the k-th smallest to k-th largest round, k from the binomial (n = 12: 3rd to
+    10th, 96.1 %); fewer than 6 rounds cannot reach 95 % and give min to max with their real coverage."""
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "benchmarks"))
+    import web  # benchmarks/ is not a package: importable once its path is set
+
+    values = [float(v) for v in (12, 1, 11, 2, 10, 3, 9, 4, 8, 5, 7, 6)]
+    lo, hi, cover = web.median_interval(values)
+    assert (lo, hi) == (3.0, 10.0) and cover == pytest.approx(1 - 2 * (1 + 12 + 66) / 4096)
+    assert web.median_interval([5.0, 1.0, 3.0, 2.0, 4.0]) == (1.0, 5.0, pytest.approx(1 - 2 / 32))
+    lo, hi, cover = web.median_interval([float(v) for v in range(36)])
+    assert (lo, hi) == (11.0, 24.0) and cover >= 0.95
+    assert math.isnan(web.median_interval([])[0])
+
+
 def finite_positive(x: object) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
 

@@ -433,6 +433,15 @@ def closing_on_reuse(seen: list[bytes]) -> Handler:
     return handler
 
 
+async def connections_when_the_second_request_fails(handler: Handler) -> int:
+    """Two requests in a row: the first answered, the second a RemoteProtocolError; the connections the server saw."""
+    async with serving(handler) as srv, client() as c:
+        assert (await c.post(srv.url, content=b"1")).status_code == 200
+        with pytest.raises(httpx.RemoteProtocolError):
+            await c.post(srv.url, content=b"2")
+    return srv.connections
+
+
 @pytest.mark.asyncio
 async def test_a_reused_connection_closed_without_an_answer_is_retried_on_a_new_one() -> None:
     """The keep-alive race: the reused connection ends with no byte of an answer; the request goes once more on a
@@ -450,8 +459,12 @@ async def test_a_reused_connection_closed_without_an_answer_is_retried_on_a_new_
 async def test_the_retry_on_a_new_connection_happens_once() -> None:
     """A fresh connection that also ends without an answer is an error (RemoteProtocolError), not a loop."""
 
+    accepted = 0
+
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if srv.connections > 1:
+        nonlocal accepted
+        accepted += 1
+        if accepted > 1:
             await read_request(reader)
             return  # every later connection: read and hang up
         await read_request(reader)
@@ -459,11 +472,7 @@ async def test_the_retry_on_a_new_connection_happens_once() -> None:
         await writer.drain()
         await read_request(reader)  # the reuse: read and hang up
 
-    async with serving(handler) as srv, client() as c:
-        assert (await c.post(srv.url, content=b"1")).status_code == 200
-        with pytest.raises(httpx.RemoteProtocolError):
-            await c.post(srv.url, content=b"2")
-    assert srv.connections == 2
+    assert await connections_when_the_second_request_fails(handler) == 2
 
 
 @pytest.mark.asyncio
@@ -479,11 +488,7 @@ async def test_a_reused_connection_cut_inside_its_answer_is_not_retried() -> Non
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort")
         await writer.drain()
 
-    async with serving(handler) as srv, client() as c:
-        assert (await c.post(srv.url, content=b"1")).status_code == 200
-        with pytest.raises(httpx.RemoteProtocolError):
-            await c.post(srv.url, content=b"2")
-    assert srv.connections == 1
+    assert await connections_when_the_second_request_fails(handler) == 1
 
 
 @pytest.mark.asyncio
