@@ -20,7 +20,9 @@ httpx's ~300 µs, so the generator does not compete with the service for the 2 c
 done - due, so queueing behind a slow request counts. Subjects run interleaved: R rounds, each subject D seconds per
 round, order rotating; ratios compare with the untraced run of the same round (median over rounds, with an
 interval that holds the true median with ≥ 95 % probability: a target is PASS or MISS only when the whole interval
-says so, otherwise INCONCLUSIVE). Full runs: 36 rounds of 2 s (``BENCH_WEB_ROUNDS``, ``BENCH_WEB_DURATION``).
+says so, otherwise INCONCLUSIVE). Full runs: 36 rounds of 2 s (``BENCH_WEB_ROUNDS``, ``BENCH_WEB_DURATION``). Every
+subject is also compared with ``judgeval_async`` round by round (an A/B of a variant); ``BENCH_WEB_SKIP`` leaves
+subjects out.
 
 From the app process (``/_bench/stats`` before and after each run): process CPU per request and per span (after a
 flush, so export is included), full (gen-2) garbage collections per 100 000 spans, from ``gc.callbacks``. For the
@@ -80,10 +82,18 @@ def burn_us() -> float:
     return float(os.environ.get("BENCH_WEB_BURN_US") or 0)
 
 
+def skipped() -> set[str]:
+    """BENCH_WEB_SKIP="otel,judgeval_async (backend down)": subjects left out of an A/B run (a fifth less time each);
+    untraced and judgeval_async, which everything is compared with, cannot be."""
+    names = {name.strip() for name in os.environ.get("BENCH_WEB_SKIP", "").split(",")}
+    return names - {"", "untraced", "judgeval_async"}
+
+
 def subjects() -> list[str]:
     burn = [BURN_SUBJECT.format(burn_us())] if burn_us() else []
     idle = [IDLE_BACKEND_SUBJECT] if idle_backend() else []
-    return [SUBJECTS[0], *burn, *SUBJECTS[1:3], *idle, *eval_subjects(), *SUBJECTS[3:]]
+    every = [SUBJECTS[0], *burn, *SUBJECTS[1:3], *idle, *eval_subjects(), *SUBJECTS[3:]]
+    return [name for name in every if name not in skipped()]
 
 
 def healthy() -> list[str]:
@@ -433,12 +443,22 @@ def median_interval(values: list[float], confidence: float = 0.95) -> tuple[floa
         return float("nan"), float("nan"), 0.0
 
     def coverage(k: int) -> float:
-        return 1 - 2 * sum(math.comb(n, j) for j in range(k)) / 2**n
+        return 1 - 2 * sum(math.comb(n, j) for j in range(k)) / (1 << n)
 
     k = 1
     while k + 1 <= (n + 1) // 2 and coverage(k + 1) >= confidence:
         k += 1
     return data[k - 1], data[n - k], coverage(k)
+
+
+def paired(runs: list[dict[str, Any]], a: str, b: str) -> list[float]:
+    """Per round, subject ``a``'s p99 over subject ``b``'s, for the rounds where both runs were quiet."""
+    by = {(r["subject"], r["round"]): r for r in runs}
+    return [
+        by[(a, k)]["latency_ms"]["p99"] / by[(b, k)]["latency_ms"]["p99"]
+        for (name, k) in by
+        if name == a and (b, k) in by and quiet(by[(a, k)]) and quiet(by[(b, k)])
+    ]
 
 
 def quiet_cell(s: dict[str, Any]) -> str:
@@ -602,17 +622,18 @@ def report(
                     judged,
                 ]
             )
-    ours, otel = summary["judgeval_async"]["gc_gen2_per_100k_spans"], summary["otel"]["gc_gen2_per_100k_spans"]
-    # No full collection at all is at least as good as any budget (0 <= 0.2 x 0).
-    gc_ok = ours <= GC_RATIO_BUDGET * otel or ours == 0
-    targets["gc_gen2_le_0.2x_otel"] = {"ours": ours, "otel": otel, "ratio": ratio(ours, otel), "pass": gc_ok}
-    trows.append(
-        [
-            "full GCs per 100 k spans ≤ 1/5 of OTel's",
-            f"{ours:.1f} vs {otel:.1f} ({ratio(ours, otel):.2f}x)",
-            verdict(gc_ok),
-        ]
-    )
+    if "otel" in summary:  # not with BENCH_WEB_SKIP=otel
+        ours, otel = summary["judgeval_async"]["gc_gen2_per_100k_spans"], summary["otel"]["gc_gen2_per_100k_spans"]
+        # No full collection at all is at least as good as any budget (0 <= 0.2 x 0).
+        gc_ok = ours <= GC_RATIO_BUDGET * otel or ours == 0
+        targets["gc_gen2_le_0.2x_otel"] = {"ours": ours, "otel": otel, "ratio": ratio(ours, otel), "pass": gc_ok}
+        trows.append(
+            [
+                "full GCs per 100 k spans ≤ 1/5 of OTel's",
+                f"{ours:.1f} vs {otel:.1f} ({ratio(ours, otel):.2f}x)",
+                verdict(gc_ok),
+            ]
+        )
     for name in healthy():
         if name in summary:
             s = summary[name]
@@ -628,6 +649,33 @@ def report(
     else:
         trows.append(["judgeval 1.x from PyPI", params["judgeval"], "SKIPPED"])
 
+    # Each other subject against judgeval_async in the same round (the untraced run cancels out): what an A/B of a
+    # variant (BENCH_WEB_EVAL_TRANSPORTS, BENCH_WEB_IDLE_BACKEND, the burn control) is read from.
+    prow = []
+    for name in present:
+        if name in ("untraced", "judgeval_async"):
+            continue
+        pairs = paired(runs, name, "judgeval_async")
+        lo, hi, cover = median_interval(pairs)
+        lower = sum(1 for x in pairs if x < 1)
+        summary[name]["paired_vs_judgeval_async"] = {
+            "median": statistics.median(pairs) if pairs else float("nan"),
+            "interval": [lo, hi],
+            "interval_coverage": cover,
+            "rounds": len(pairs),
+            "rounds_lower": lower,
+        }
+        prow.append(
+            [
+                name,
+                f"{statistics.median(pairs):.3f} [{lo:.3f}, {hi:.3f}; {cover:.0%}]" if pairs else "-",
+                f"{lower} of {len(pairs)}",
+            ]
+        )
+    paired_table = markdown_table(
+        ["subject", "p99 / judgeval_async's p99 in the same round: median [interval]", "rounds lower"], prow
+    )
+
     per_round = [
         f"round {r}: "
         + ", ".join(
@@ -642,6 +690,10 @@ def report(
     md = (
         "## Targets\n\n"
         + markdown_table(["target", "measured", "result"], trows)
+        + "\n\n## Each subject against judgeval_async, paired per round (quiet rounds)\n\n"
+        + paired_table
+        + "\n\nAn interval entirely below 1 says the subject's tail is shorter than judgeval_async's in the same"
+        " rounds; one that contains 1 says the run cannot tell them apart."
         + f"\n\n## Web service at {params['rate']:.0f} req/s (uvicorn + Starlette, {params['connections']} keep-alive"
         " connections, open loop)\n\n"
         + table

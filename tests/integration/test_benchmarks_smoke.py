@@ -76,6 +76,30 @@ def test_web_median_interval_is_the_order_statistics_interval(monkeypatch):
     assert math.isnan(web.median_interval([])[0])
 
 
+def test_web_pairs_rounds_and_skips_subjects(monkeypatch):
+    """web.py's paired ratios use only rounds where both runs were quiet, matched by round; BENCH_WEB_SKIP leaves a
+    subject out but never untraced or judgeval_async."""
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "benchmarks"))
+    import web  # benchmarks/ is not a package: importable once its path is set
+
+    def run(subject: str, r: int, p99: float, steal: float = 0.0) -> dict:
+        return {"subject": subject, "round": r, "latency_ms": {"p99": p99}, "steal_share": steal}
+
+    runs = [
+        run("judgeval_async", 0, 2.0),
+        run("v", 0, 1.0),
+        run("judgeval_async", 1, 4.0),
+        run("v", 1, 5.0),
+        run("judgeval_async", 2, 3.0, steal=0.5),  # a noisy round: left out
+        run("v", 2, 0.1),
+        run("v", 3, 9.0),  # no partner in round 3
+    ]
+    assert sorted(web.paired(runs, "v", "judgeval_async")) == [0.5, 1.25]
+    monkeypatch.setenv("BENCH_WEB_SKIP", "otel, untraced,judgeval_async")
+    assert web.skipped() == {"otel"}
+    assert "otel" not in web.subjects() and {"untraced", "judgeval_async"} <= set(web.subjects())
+
+
 def finite_positive(x: object) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
 
