@@ -455,10 +455,15 @@ def paired(runs: list[dict[str, Any]], a: str, b: str) -> list[float]:
     """Per round, subject ``a``'s p99 over subject ``b``'s, for the rounds where both runs were quiet."""
     by = {(r["subject"], r["round"]): r for r in runs}
     return [
-        by[(a, k)]["latency_ms"]["p99"] / by[(b, k)]["latency_ms"]["p99"]
+        ratio(by[(a, k)]["latency_ms"]["p99"], by[(b, k)]["latency_ms"]["p99"])
         for (name, k) in by
         if name == a and (b, k) in by and quiet(by[(a, k)]) and quiet(by[(b, k)])
     ]
+
+
+def interval_verdict(lo: float, hi: float, budget: float) -> str:
+    """Judged on the interval, not the median: PASS only if even its upper end is within ``budget``."""
+    return "PASS" if hi <= budget else "MISS" if lo > budget else "INCONCLUSIVE"
 
 
 def quiet_cell(s: dict[str, Any]) -> str:
@@ -485,11 +490,7 @@ def report(
         mine = [r for r in runs if r["subject"] == name]
         p99_ratios = [ratio(r["latency_ms"]["p99"], base[r["round"]]["latency_ms"]["p99"]) for r in mine]
         p50_ratios = [ratio(r["latency_ms"]["p50"], base[r["round"]]["latency_ms"]["p50"]) for r in mine]
-        quiet_ratios = [
-            ratio(r["latency_ms"]["p99"], base[r["round"]]["latency_ms"]["p99"])
-            for r in mine
-            if quiet(r) and quiet(base[r["round"]])
-        ]
+        quiet_ratios = paired(runs, name, "untraced")
         spans = sum(r["spans"] for r in mine)
         requests = sum(r["requests"] for r in mine)
         cpu = sum(r["cpu_s"] for r in mine)
@@ -595,16 +596,7 @@ def report(
             )
             q, n = summary[name]["p99_ratio_quiet"], summary[name]["quiet_rounds"]
             lo, hi, cover = summary[name]["p99_ratio_quiet_interval"]
-            # Judged on the interval, not the median: PASS only if even its upper end is within budget.
-            judged = (
-                "n/a"
-                if not n
-                else "PASS"
-                if hi <= P99_RATIO_BUDGET
-                else "MISS"
-                if lo > P99_RATIO_BUDGET
-                else "INCONCLUSIVE"
-            )
+            judged = interval_verdict(lo, hi, P99_RATIO_BUDGET) if n else "n/a"
             targets[f"p99_le_1.25x_untraced_quiet|{name}"] = {
                 "ratio": q,
                 "rounds": n,
