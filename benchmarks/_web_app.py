@@ -225,6 +225,7 @@ def build_app(subject: Subject, gcc: GcCounter) -> Any:
             "spans": subject.spans,
             "health": health,
             "rss_kb": _rss_kb(),
+            "switch_interval": sys.getswitchinterval(),  # BENCH_WEB_SWITCH_INTERVAL, e.g. from a variant's env
         }
         return Response(json.dumps(body, default=str), media_type="application/json")
 

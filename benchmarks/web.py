@@ -21,8 +21,9 @@ done - due, so queueing behind a slow request counts. Subjects run interleaved: 
 round, order rotating; ratios compare with the untraced run of the same round (median over rounds, with an
 interval that holds the true median with ≥ 95 % probability: a target is PASS or MISS only when the whole interval
 says so, otherwise INCONCLUSIVE). Full runs: 36 rounds of 2 s (``BENCH_WEB_ROUNDS``, ``BENCH_WEB_DURATION``). Every
-subject is also compared with ``judgeval_async`` round by round (an A/B of a variant); ``BENCH_WEB_SKIP`` leaves
-subjects out.
+subject is also compared with ``judgeval_async`` round by round (an A/B of a variant: ``BENCH_WEB_VARIANTS`` adds
+judgeval_async subjects started with extra environment variables, e.g. a ``JUDGMENT_*`` setting); ``BENCH_WEB_SKIP``
+leaves subjects out.
 
 From the app process (``/_bench/stats`` before and after each run): process CPU per request and per span (after a
 flush, so export is included), full (gen-2) garbage collections per 100 000 spans, from ``gc.callbacks``. For the
@@ -67,6 +68,10 @@ BURN_SUBJECT = "untraced + {:g} µs CPU"
 # priority (SCHED_IDLE: it gets a core only when nothing else wants one), a stand-in for a backend on another machine:
 # it separates what the co-located backend's decoding does to the app's tail from what the SDK in the app does.
 IDLE_BACKEND_SUBJECT = "judgeval_async (backend at idle priority)"
+# BENCH_WEB_VARIANTS="batch 2048:JUDGMENT_MAX_EXPORT_BATCH_SIZE=2048;switch 0.2 ms:BENCH_WEB_SWITCH_INTERVAL=0.0002"
+# adds a healthy judgeval_async subject per entry, its app started with those environment variables on top of this
+# process's: an A/B of a configuration (any JUDGMENT_* setting) or of an app knob from main, no patched copy needed.
+VARIANT_SUBJECT = "judgeval_async [{}]"
 
 
 def idle_backend() -> bool:
@@ -76,6 +81,21 @@ def idle_backend() -> bool:
 
 def eval_subjects() -> list[str]:
     return [EVAL_SUBJECT.format(t) for t in filter(None, os.environ.get("BENCH_WEB_EVAL_TRANSPORTS", "").split(","))]
+
+
+def variants() -> dict[str, dict[str, str]]:
+    """BENCH_WEB_VARIANTS, parsed: subject name -> the environment its app gets on top of this process's.
+
+    Entries are ``name:KEY=VALUE[,KEY=VALUE...]``, separated by ``;``. A malformed one is an error naming it: an A/B
+    that silently lost its variant would compare judgeval_async with itself."""
+    out: dict[str, dict[str, str]] = {}
+    for entry in filter(None, (e.strip() for e in os.environ.get("BENCH_WEB_VARIANTS", "").split(";"))):
+        name, _, assignments = entry.partition(":")
+        pairs = [pair.strip().partition("=") for pair in assignments.split(",")]
+        if not name.strip() or not all(key and eq for key, eq, _ in pairs):
+            raise ValueError(f"BENCH_WEB_VARIANTS: expected name:KEY=VALUE[,KEY=VALUE...], got {entry!r}")
+        out[VARIANT_SUBJECT.format(name.strip())] = {key: value for key, _, value in pairs}
+    return out
 
 
 def burn_us() -> float:
@@ -92,12 +112,12 @@ def skipped() -> set[str]:
 def subjects() -> list[str]:
     burn = [BURN_SUBJECT.format(burn_us())] if burn_us() else []
     idle = [IDLE_BACKEND_SUBJECT] if idle_backend() else []
-    every = [SUBJECTS[0], *burn, *SUBJECTS[1:3], *idle, *eval_subjects(), *SUBJECTS[3:]]
+    every = [SUBJECTS[0], *burn, *SUBJECTS[1:3], *idle, *eval_subjects(), *variants(), *SUBJECTS[3:]]
     return [name for name in every if name not in skipped()]
 
 
 def healthy() -> list[str]:
-    return [*HEALTHY, *([IDLE_BACKEND_SUBJECT] if idle_backend() else []), *eval_subjects()]
+    return [*HEALTHY, *([IDLE_BACKEND_SUBJECT] if idle_backend() else []), *eval_subjects(), *variants()]
 
 
 def at_idle_priority(pid: int) -> None:
@@ -299,6 +319,7 @@ async def one_run(
         "gc_collections": sum(s1["gc"]) - sum(s0["gc"]),
         "gc_cpu_ms": (s1["gc_cpu_s"] - s0["gc_cpu_s"]) * 1e3,
         "rss_mb": s1["rss_kb"] / 1024,
+        "switch_interval": s1.get("switch_interval"),  # the app's GIL switch interval (the judgeval venv's app too)
         "quiesce_s": quiet_s,
         # The machine while the load ran: CPU time stolen by the hypervisor, and busy CPU outside this benchmark's
         # processes (app, backends, load generator), as shares of all cores' time.
@@ -383,6 +404,8 @@ def main() -> None:
                 name = EVAL_SUBJECT.format(transport)
                 extra = ("--eval-transport", transport)
                 apps[name] = (App(name, "judgeval_async", srv, sys.executable, ours_env, *extra), srv)
+            for name, env in variants().items():
+                apps[name] = (App(name, "judgeval_async", srv, sys.executable, {**ours_env, **env}), srv)
             apps["otel"] = (App("otel", "otel", srv, sys.executable, ours_env), srv)
             if jv_ok:
                 env = _judgeval_env.judgeval_env(srv.url, srv.api_key, srv.org_id)
@@ -642,7 +665,7 @@ def report(
         trows.append(["judgeval 1.x from PyPI", params["judgeval"], "SKIPPED"])
 
     # Each other subject against judgeval_async in the same round (the untraced run cancels out): what an A/B of a
-    # variant (BENCH_WEB_EVAL_TRANSPORTS, BENCH_WEB_IDLE_BACKEND, the burn control) is read from.
+    # variant (BENCH_WEB_VARIANTS, BENCH_WEB_EVAL_TRANSPORTS, BENCH_WEB_IDLE_BACKEND, the burn control) is read from.
     prow = []
     for name in present:
         if name in ("untraced", "judgeval_async"):

@@ -11,6 +11,7 @@ import json
 import math
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -98,6 +99,23 @@ def test_web_pairs_rounds_and_skips_subjects(monkeypatch):
     monkeypatch.setenv("BENCH_WEB_SKIP", "otel, untraced,judgeval_async")
     assert web.skipped() == {"otel"}
     assert "otel" not in web.subjects() and {"untraced", "judgeval_async"} <= set(web.subjects())
+
+
+def test_web_variants_parse_into_subjects_or_fail_naming_the_entry(monkeypatch):
+    """BENCH_WEB_VARIANTS entries become healthy judgeval_async subjects with their env; a malformed one is an error."""
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "benchmarks"))
+    import web  # benchmarks/ is not a package: importable once its path is set
+
+    monkeypatch.setenv("BENCH_WEB_VARIANTS", "batch 2048:JUDGMENT_MAX_EXPORT_BATCH_SIZE=2048; two:A=1,B= ;")
+    assert web.variants() == {
+        "judgeval_async [batch 2048]": {"JUDGMENT_MAX_EXPORT_BATCH_SIZE": "2048"},
+        "judgeval_async [two]": {"A": "1", "B": ""},
+    }
+    assert {"judgeval_async [batch 2048]", "judgeval_async [two]"} <= set(web.subjects()) & set(web.healthy())
+    for bad in ("nocolon", "x:", "x:A", ":A=1", "x:=1", "x:A=1,"):
+        monkeypatch.setenv("BENCH_WEB_VARIANTS", bad)
+        with pytest.raises(ValueError, match=re.escape(repr(bad))):
+            web.variants()
 
 
 def finite_positive(x: object) -> bool:
@@ -241,6 +259,8 @@ def test_web_benchmark_quick_run_writes_results(tmp_path):
     proc = subprocess.run(
         [sys.executable, "benchmarks/web.py", "--quick", "--without-judgeval", "--results-dir", str(tmp_path)],
         cwd=REPO_ROOT,
+        # A variant subject: its app gets this environment on top of the benchmark's (checked below).
+        env={**os.environ, "BENCH_WEB_VARIANTS": "v:BENCH_WEB_SWITCH_INTERVAL=0.0002"},
         capture_output=True,
         text=True,
         timeout=SCRIPT_TIMEOUT,
@@ -250,8 +270,11 @@ def test_web_benchmark_quick_run_writes_results(tmp_path):
     doc = json.loads((tmp_path / "web.json").read_text(encoding="utf-8"))
     assert {"params", "runs", "summary", "targets"} <= doc.keys()
     assert "skipped" in doc["params"]["judgeval"]  # left out on request: the table says so instead of failing
-    subjects = {"untraced", "judgeval_async", "judgeval_async (backend down)", "otel"}
+    subjects = {"untraced", "judgeval_async", "judgeval_async (backend down)", "otel", "judgeval_async [v]"}
     assert subjects == doc["summary"].keys()
+    switch = {run["subject"]: run["switch_interval"] for run in doc["runs"]}
+    assert switch.pop("judgeval_async [v]") == pytest.approx(0.0002)
+    assert set(switch.values()) == {sys.getswitchinterval()}, switch  # only the variant's app got the variable
     assert {"gc_gen2_le_0.2x_otel", "p99_le_1.25x_untraced|judgeval_async"} <= doc["targets"].keys()
     for name, s in doc["summary"].items():
         assert finite_positive(s["p99_ratio"]) and finite_positive(s["p50_ms"]), (name, s)
