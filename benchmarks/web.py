@@ -92,9 +92,12 @@ def variants() -> dict[str, dict[str, str]]:
     for entry in filter(None, (e.strip() for e in os.environ.get("BENCH_WEB_VARIANTS", "").split(";"))):
         name, _, assignments = entry.partition(":")
         pairs = [pair.strip().partition("=") for pair in assignments.split(",")]
+        subject = VARIANT_SUBJECT.format(name.strip())
         if not name.strip() or not all(key and eq for key, eq, _ in pairs):
             raise ValueError(f"BENCH_WEB_VARIANTS: expected name:KEY=VALUE[,KEY=VALUE...], got {entry!r}")
-        out[VARIANT_SUBJECT.format(name.strip())] = {key: value for key, _, value in pairs}
+        if subject in out:
+            raise ValueError(f"BENCH_WEB_VARIANTS: the name of {entry!r} is used twice")
+        out[subject] = {key: value for key, _, value in pairs}
     return out
 
 
