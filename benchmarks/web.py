@@ -86,14 +86,15 @@ def eval_subjects() -> list[str]:
 def variants() -> dict[str, dict[str, str]]:
     """BENCH_WEB_VARIANTS, parsed: subject name -> the environment its app gets on top of this process's.
 
-    Entries are ``name:KEY=VALUE[,KEY=VALUE...]``, separated by ``;``. A malformed one is an error naming it: an A/B
-    that silently lost its variant would compare judgeval_async with itself."""
+    Entries are ``name:KEY=VALUE[,KEY=VALUE...]``, separated by ``;``. A malformed or repeated one is an error naming
+    it: an A/B that silently lost its variant would compare judgeval_async with itself."""
     out: dict[str, dict[str, str]] = {}
     for entry in filter(None, (e.strip() for e in os.environ.get("BENCH_WEB_VARIANTS", "").split(";"))):
         name, _, assignments = entry.partition(":")
+        name = name.strip()
         pairs = [pair.strip().partition("=") for pair in assignments.split(",")]
-        subject = VARIANT_SUBJECT.format(name.strip())
-        if not name.strip() or not all(key and eq for key, eq, _ in pairs):
+        subject = VARIANT_SUBJECT.format(name)
+        if not name or not all(key and eq for key, eq, _ in pairs):
             raise ValueError(f"BENCH_WEB_VARIANTS: expected name:KEY=VALUE[,KEY=VALUE...], got {entry!r}")
         if subject in out:
             raise ValueError(f"BENCH_WEB_VARIANTS: the name of {entry!r} is used twice")
@@ -371,6 +372,7 @@ def settled(srv: ServerProcess, expected: int, quiet_s: float = 0.5) -> int:
 # ---------------------------------------------------------------------------------------------------- main
 def main() -> None:
     args = parse_args(__doc__.splitlines()[0])
+    variants()  # a malformed BENCH_WEB_VARIANTS fails here, before any process is started
     # Many short rounds, not a few long ones: a round compares subjects run seconds apart (2 s each: the machine's
     # state changes less in between), and the median of 36 rounds has an interval ~3x narrower than that of 12 x 6 s
     # for the same wall time (docs/performance.md, "How sure is a web.py verdict").
