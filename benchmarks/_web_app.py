@@ -108,10 +108,8 @@ def _timed(n: int) -> float:
 def make_judgeval_async(subject: Subject, args: argparse.Namespace) -> None:
     from judgeval_async import Tracer
 
-    extra: dict[str, Any] = {"eval_transport": args.eval_transport} if args.eval_transport else {}
-    tracer = Tracer(
-        project_name="bench-web", api_key=args.api_key, organization_id=args.org_id, api_url=args.url, **extra
-    )
+    # Settings under test (eval_transport, batch size, ...) come from JUDGMENT_* variables (web.py's variants).
+    tracer = Tracer(project_name="bench-web", api_key=args.api_key, organization_id=args.org_id, api_url=args.url)
 
     @tracer.observe
     def retrieve(q: str) -> int:
@@ -257,7 +255,6 @@ def main() -> None:
     parser.add_argument("--api-key", default="test-key")
     parser.add_argument("--org-id", default="test-org")
     parser.add_argument("--burn-us", type=float, default=0.0, help="burn: CPU µs added to each request")
-    parser.add_argument("--eval-transport", default="", help="judgeval_async's eval_transport (default: its default)")
     args = parser.parse_args()
 
     import uvicorn

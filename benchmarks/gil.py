@@ -46,7 +46,7 @@ def child(kind: str, url: str, api_key: str, org_id: str, duration: float) -> di
     import _web_app
 
     subject = _web_app.Subject()
-    args = argparse.Namespace(url=url, api_key=api_key, org_id=org_id, eval_transport="", burn_us=0.0)
+    args = argparse.Namespace(url=url, api_key=api_key, org_id=org_id, burn_us=0.0)
     makers = {
         "judgeval_async": _web_app.make_judgeval_async,
         "otel": _web_app.make_otel,

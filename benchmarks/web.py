@@ -50,6 +50,8 @@ from typing import IO, Any
 import _judgeval_env
 from _common import ServerProcess, markdown_table, parse_args, ratio, server_process, summarize, verdict, write_results
 
+from judgeval_async import Config
+
 APP = Path(__file__).resolve().parent / "_web_app.py"
 RATE = 500.0  # requests/s
 CONNECTIONS = 16
@@ -59,8 +61,6 @@ GC_RATIO_BUDGET = 0.2
 SATURATED_P50_MS = 10.0
 HEALTHY = ("judgeval_async", "otel", "judgeval")
 SUBJECTS = ("untraced", "judgeval_async", "judgeval_async (backend down)", "otel", "judgeval")
-# BENCH_WEB_EVAL_TRANSPORTS="api,span" adds a healthy judgeval_async subject per eval_transport (to compare them).
-EVAL_SUBJECT = "judgeval_async [eval_transport={}]"
 # BENCH_WEB_BURN_US=380 adds "untraced + 380 µs CPU": the untraced app burning that much CPU in each request, a control
 # for the tail a tracer with that CPU cost per request (and nothing else: no other thread, no GC pressure) would cause.
 BURN_SUBJECT = "untraced + {:g} µs CPU"
@@ -71,6 +71,7 @@ IDLE_BACKEND_SUBJECT = "judgeval_async (backend at idle priority)"
 # BENCH_WEB_VARIANTS="batch 2048:JUDGMENT_MAX_EXPORT_BATCH_SIZE=2048;switch 0.2 ms:BENCH_WEB_SWITCH_INTERVAL=0.0002"
 # adds a healthy judgeval_async subject per entry, its app started with those environment variables on top of this
 # process's: an A/B of a configuration (any JUDGMENT_* setting) or of an app knob from main, no patched copy needed.
+# BENCH_WEB_EVAL_TRANSPORTS="api,span" is shorthand for "eval_transport=api:JUDGMENT_EVAL_TRANSPORT=api;...".
 VARIANT_SUBJECT = "judgeval_async [{}]"
 
 
@@ -79,17 +80,18 @@ def idle_backend() -> bool:
     return os.environ.get("BENCH_WEB_IDLE_BACKEND", "") not in ("", "0") and hasattr(os, "SCHED_IDLE")
 
 
-def eval_subjects() -> list[str]:
-    return [EVAL_SUBJECT.format(t) for t in filter(None, os.environ.get("BENCH_WEB_EVAL_TRANSPORTS", "").split(","))]
-
-
 def variants() -> dict[str, dict[str, str]]:
     """BENCH_WEB_VARIANTS, parsed: subject name -> the environment its app gets on top of this process's.
 
     Entries are ``name:KEY=VALUE[,KEY=VALUE...]``, separated by ``;``. A malformed or repeated one is an error naming
-    it: an A/B that silently lost its variant would compare judgeval_async with itself."""
+    it: an A/B that silently lost its variant would compare judgeval_async with itself. BENCH_WEB_EVAL_TRANSPORTS's
+    entries come first, as ``eval_transport=T:JUDGMENT_EVAL_TRANSPORT=T``."""
     out: dict[str, dict[str, str]] = {}
-    for entry in filter(None, (e.strip() for e in os.environ.get("BENCH_WEB_VARIANTS", "").split(";"))):
+    transports = filter(None, (t.strip() for t in os.environ.get("BENCH_WEB_EVAL_TRANSPORTS", "").split(",")))
+    # Checked here by the SDK's own validation: a bad JUDGMENT_* value only logs and falls back to the default.
+    entries = [f"eval_transport={t}:JUDGMENT_EVAL_TRANSPORT={_valid_eval_transport(t)}" for t in transports]
+    entries += os.environ.get("BENCH_WEB_VARIANTS", "").split(";")
+    for entry in filter(None, (e.strip() for e in entries)):
         name, _, assignments = entry.partition(":")
         name = name.strip()
         pairs = [pair.strip().partition("=") for pair in assignments.split(",")]
@@ -100,6 +102,11 @@ def variants() -> dict[str, dict[str, str]]:
             raise ValueError(f"BENCH_WEB_VARIANTS: the name of {entry!r} is used twice")
         out[subject] = {key: value for key, _, value in pairs}
     return out
+
+
+def _valid_eval_transport(transport: str) -> str:
+    Config(project_name="bench-web", api_key="k", organization_id="o", eval_transport=transport)  # ValueError if not
+    return transport
 
 
 def burn_us() -> float:
@@ -116,12 +123,12 @@ def skipped() -> set[str]:
 def subjects() -> list[str]:
     burn = [BURN_SUBJECT.format(burn_us())] if burn_us() else []
     idle = [IDLE_BACKEND_SUBJECT] if idle_backend() else []
-    every = [SUBJECTS[0], *burn, *SUBJECTS[1:3], *idle, *eval_subjects(), *variants(), *SUBJECTS[3:]]
+    every = [SUBJECTS[0], *burn, *SUBJECTS[1:3], *idle, *variants(), *SUBJECTS[3:]]
     return [name for name in every if name not in skipped()]
 
 
 def healthy() -> list[str]:
-    return [*HEALTHY, *([IDLE_BACKEND_SUBJECT] if idle_backend() else []), *eval_subjects(), *variants()]
+    return [*HEALTHY, *([IDLE_BACKEND_SUBJECT] if idle_backend() else []), *variants()]
 
 
 def at_idle_priority(pid: int) -> None:
@@ -372,7 +379,7 @@ def settled(srv: ServerProcess, expected: int, quiet_s: float = 0.5) -> int:
 # ---------------------------------------------------------------------------------------------------- main
 def main() -> None:
     args = parse_args(__doc__.splitlines()[0])
-    variants()  # a malformed BENCH_WEB_VARIANTS fails here, before any process is started
+    variants()  # a malformed BENCH_WEB_VARIANTS (or a name used twice) fails here, before any process is started
     # Many short rounds, not a few long ones: a round compares subjects run seconds apart (2 s each: the machine's
     # state changes less in between), and the median of 36 rounds has an interval ~3x narrower than that of 12 x 6 s
     # for the same wall time (docs/performance.md, "How sure is a web.py verdict").
@@ -405,10 +412,6 @@ def main() -> None:
                     App(IDLE_BACKEND_SUBJECT, "judgeval_async", idle, sys.executable, ours_env),
                     idle,
                 )
-            for transport in filter(None, os.environ.get("BENCH_WEB_EVAL_TRANSPORTS", "").split(",")):
-                name = EVAL_SUBJECT.format(transport)
-                extra = ("--eval-transport", transport)
-                apps[name] = (App(name, "judgeval_async", srv, sys.executable, ours_env, *extra), srv)
             for name, env in variants().items():
                 apps[name] = (App(name, "judgeval_async", srv, sys.executable, {**ours_env, **env}), srv)
             apps["otel"] = (App("otel", "otel", srv, sys.executable, ours_env), srv)

@@ -106,6 +106,7 @@ def test_web_variants_parse_into_subjects_or_fail_naming_the_entry(monkeypatch):
     monkeypatch.syspath_prepend(str(REPO_ROOT / "benchmarks"))
     import web  # benchmarks/ is not a package: importable once its path is set
 
+    monkeypatch.delenv("BENCH_WEB_EVAL_TRANSPORTS", raising=False)
     monkeypatch.setenv("BENCH_WEB_VARIANTS", "batch 2048:JUDGMENT_MAX_EXPORT_BATCH_SIZE=2048; two:A=1,B= ;")
     assert web.variants() == {
         "judgeval_async [batch 2048]": {"JUDGMENT_MAX_EXPORT_BATCH_SIZE": "2048"},
@@ -116,6 +117,18 @@ def test_web_variants_parse_into_subjects_or_fail_naming_the_entry(monkeypatch):
         monkeypatch.setenv("BENCH_WEB_VARIANTS", bad)
         with pytest.raises(ValueError, match=re.escape(repr(bad.split(";")[-1]))):
             web.variants()
+
+    # BENCH_WEB_EVAL_TRANSPORTS is shorthand for variants setting JUDGMENT_EVAL_TRANSPORT, checked by the SDK's Config
+    # (an invalid JUDGMENT_* value would only log and fall back to the default in the app).
+    monkeypatch.setenv("BENCH_WEB_VARIANTS", "x:A=1")
+    monkeypatch.setenv("BENCH_WEB_EVAL_TRANSPORTS", "api")
+    assert web.variants() == {
+        "judgeval_async [eval_transport=api]": {"JUDGMENT_EVAL_TRANSPORT": "api"},
+        "judgeval_async [x]": {"A": "1"},
+    }
+    monkeypatch.setenv("BENCH_WEB_EVAL_TRANSPORTS", "spam")
+    with pytest.raises(ValueError, match="eval_transport"):
+        web.variants()
 
 
 def finite_positive(x: object) -> bool:
