@@ -24,6 +24,7 @@ import json
 import os
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -248,6 +249,27 @@ def _rss_kb() -> int:
     return 0
 
 
+def _deprioritize_sdk_threads(how: str) -> None:
+    """An experiment knob (not used by default): run every thread but the main one (the SDK's) at the kernel's idle
+    policy ("idle") or at a nice value ("nice:19"), so the SDK's CPU goes to otherwise idle core time. Threads the
+    SDK's loop thread starts later inherit it (Linux copies a thread's policy and nice value to those it starts).
+    Not done by the SDK itself: on a saturated machine it stalls the app behind a starved thread holding the GIL
+    (docs/performance.md, "The SDK thread's priority")."""
+    if not how:
+        return
+    main_tid = threading.main_thread().native_id
+    for thread in threading.enumerate():
+        tid = thread.native_id
+        if tid is None or tid == main_tid:
+            continue
+        if how == "idle":
+            os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
+        elif how.startswith("nice:"):
+            os.setpriority(os.PRIO_PROCESS, tid, int(how[5:]))
+        else:
+            raise ValueError(f"BENCH_WEB_SDK_THREAD_SCHED: expected 'idle' or 'nice:N', got {how!r}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("subject", choices=("untraced", "burn", "judgeval_async", "otel", "judgeval"))
@@ -269,6 +291,7 @@ def main() -> None:
     makers = {"burn": make_burn, "judgeval_async": make_judgeval_async, "otel": make_otel, "judgeval": make_judgeval}
     if args.subject in makers:
         makers[args.subject](subject, args)
+    _deprioritize_sdk_threads(os.environ.get("BENCH_WEB_SDK_THREAD_SCHED", ""))
     # proto=IPPROTO_TCP: asyncio sets TCP_NODELAY on accepted sockets only when the listener says TCP; without it
     # Nagle holds every response body back for the client's delayed ACK (~40 ms per keep-alive request).
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)

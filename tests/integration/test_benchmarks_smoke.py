@@ -131,6 +131,37 @@ def test_web_variants_parse_into_subjects_or_fail_naming_the_entry(monkeypatch):
         web.variants()
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are Linux's")
+def test_web_app_sdk_thread_knob_renices_other_threads_only(monkeypatch):
+    """_web_app's BENCH_WEB_SDK_THREAD_SCHED=nice:N sets every thread but the main one to nice N; a bad value errs."""
+    import threading
+
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "benchmarks"))
+    import _web_app  # benchmarks/ is not a package: importable once its path is set
+
+    started, stop = threading.Event(), threading.Event()
+    tids: list[int] = []
+
+    def park() -> None:
+        tids.append(threading.get_native_id())
+        started.set()
+        stop.wait(30)
+
+    worker = threading.Thread(target=park, daemon=True)
+    worker.start()
+    try:
+        assert started.wait(10)
+        main_nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        _web_app._deprioritize_sdk_threads("nice:3")
+        assert os.getpriority(os.PRIO_PROCESS, tids[0]) == 3
+        assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == main_nice
+        with pytest.raises(ValueError, match="BENCH_WEB_SDK_THREAD_SCHED"):
+            _web_app._deprioritize_sdk_threads("fast")
+    finally:
+        stop.set()
+        worker.join(10)
+
+
 def finite_positive(x: object) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
 
@@ -294,6 +325,8 @@ def test_web_benchmark_quick_run_writes_results(tmp_path):
         assert finite_positive(s["achieved_rate"]) and finite_positive(s["cpu_us_per_request"]), (name, s)
         assert s["errors"] == 0, (name, s)
         assert_percentiles(doc["runs"][0]["latency_ms"], name)
+        stalls = [s["stalls_per_10k"][ms] for ms in ("5", "10", "20")]  # requests over 5 / 10 / 20 ms, pooled
+        assert all(math.isfinite(x) for x in stalls) and 1e4 >= stalls[0] >= stalls[1] >= stalls[2] >= 0, (name, s)
         # The CPU split adds up; only a traced app has a second thread at work (the SDK's loop or export thread).
         split = s["request_thread_us_per_request"] + s["other_threads_us_per_request"]
         assert split == pytest.approx(s["cpu_us_per_request"], rel=1e-6), (name, s)
@@ -301,6 +334,7 @@ def test_web_benchmark_quick_run_writes_results(tmp_path):
     for run in doc["runs"]:
         # Every request the generator saw answered ran the three spans of the endpoint.
         assert run["spans"] == 3 * run["requests"] > 0, run
+        assert run["requests"] >= run["stalls"]["5"] >= run["stalls"]["10"] >= run["stalls"]["20"] >= 0, run
         if run["subject"] in ("judgeval_async", "otel"):  # healthy backend: the server got every span made
             assert run["flushed"] is True, run
             assert run["server_received"] == run["spans"], run
