@@ -319,7 +319,7 @@ async def one_run(
         "errors": errors,
         "achieved_rate": requests / wall,
         "latency_ms": summarize(latencies, 1e3),
-        "stalls": {str(ms): sum(1 for x in latencies if x * 1e3 > ms) for ms in STALL_MS},
+        "stalls": stall_counts(latencies),
         "spans": spans,
         "server_received": received,
         "flushed": flushed,
@@ -350,6 +350,11 @@ async def one_run(
             run[key] = h1.get(key, 0) - h0.get(key, 0)
         run["ledger_balanced"] = h1.get("ledger_balanced")
     return run
+
+
+def stall_counts(latencies: list[float]) -> dict[str, int]:
+    """How many of ``latencies`` (seconds) exceed each of STALL_MS, keyed by the threshold's text (JSON keys)."""
+    return {str(ms): sum(1 for x in latencies if x * 1e3 > ms) for ms in STALL_MS}
 
 
 async def quiesce(app: App, limit_s: float = 10.0) -> float:

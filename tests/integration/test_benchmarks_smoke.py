@@ -131,6 +131,16 @@ def test_web_variants_parse_into_subjects_or_fail_naming_the_entry(monkeypatch):
         web.variants()
 
 
+def test_web_stall_counts_count_requests_over_each_threshold(monkeypatch):
+    """web.py's stall counts: requests strictly slower than 5, 10 and 20 ms (latencies in seconds)."""
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "benchmarks"))
+    import web  # benchmarks/ is not a package: importable once its path is set
+
+    latencies = [0.001, 0.005, 0.0051, 0.012, 0.019, 0.0201, 0.5]
+    assert web.stall_counts(latencies) == {"5": 5, "10": 4, "20": 2}
+    assert web.stall_counts([]) == {"5": 0, "10": 0, "20": 0}
+
+
 KNOB_PROBE = """
 import os, threading, _web_app
 stop = threading.Event()
