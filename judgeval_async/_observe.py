@@ -23,6 +23,8 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Span, Status, StatusCode
 
+from ._gcguard import STATE as _GC
+from ._gcguard import held_span, hold, isolated, release, unsafe_to_set_context
 from ._provider import EngineTracer, detach
 from ._semconv import JSON_MIME, Semconv
 from ._serialize import args_json, fast_json, json_text
@@ -71,8 +73,16 @@ def put_value(attributes: dict[str, Any], keys: tuple[str, ...], mime_key: str, 
 
 
 def _start(rec: Recorder, name: str, attributes: dict[str, Any]) -> tuple[Span, object] | None:
+    """Start a span and make it current: (span, context token), or (span, None) when it must not be made current
+    (inside a garbage collection on CPython 3.10/3.11, see _gcguard), or None when even starting failed."""
     try:
         tracer = rec.otel_tracer
+        if _GC.thread and unsafe_to_set_context():
+            held = held_span()
+            parent = trace.set_span_in_context(held) if held is not None else None  # a new Context: no set
+            span = tracer.start_span(name, context=parent, attributes=attributes)
+            hold(span)
+            return span, None
         if type(tracer) is EngineTracer:
             return tracer.start_current(name, attributes)  # the span engine: one call, attributes adopted
         span = tracer.start_span(name, attributes=attributes)
@@ -81,6 +91,31 @@ def _start(rec: Recorder, name: str, attributes: dict[str, Any]) -> tuple[Span, 
     except Exception:
         logger.debug("judgeval_async could not start a span", exc_info=True)
         return None
+
+
+def _isolated_call(func: Callable[..., Any], args: Any, kwargs: Any) -> Any:
+    """``func(*args, **kwargs)`` in a copy of the context (see _gcguard), with the held span, if any, current there."""
+    held = held_span()
+
+    def call() -> Any:
+        if held is not None:
+            otel_context.attach(trace.set_span_in_context(held))  # in the copy, discarded with it: no detach
+        return func(*args, **kwargs)
+
+    return isolated(call)
+
+
+def _attach(ctx: otel_context.Context) -> object:
+    """``otel_context.attach``, or None where a context variable must not be set (a collection's finalizer on
+    CPython 3.10/3.11, see _gcguard): a generator stepped from a ``__del__`` runs in the context it was stepped in."""
+    if _GC.thread and unsafe_to_set_context():
+        return None
+    return otel_context.attach(ctx)
+
+
+def _detach(token: object) -> None:
+    if token is not None:
+        otel_context.detach(token)  # type: ignore[arg-type]
 
 
 def _input_json(
@@ -145,7 +180,10 @@ def _finish(span: Span, token: object, error: BaseException | None, output: Any,
         logger.debug("judgeval_async could not end a span", exc_info=True)
     finally:
         try:
-            detach(token)
+            if token is not None:
+                detach(token)
+            else:
+                release(span)  # started inside a collection and held instead of made current (_gcguard)
         except Exception:
             pass
 
@@ -259,19 +297,19 @@ def wrap(
             items: list[Any] = []
             span_ctx = otel_context.get_current()
             if started is not None:
-                otel_context.detach(started[1])  # type: ignore[arg-type]
+                _detach(started[1])
             agen = func(*args, **kwargs)
             err: BaseException | None = None
             try:
                 sent: Any = None
                 while True:
-                    token = otel_context.attach(span_ctx)
+                    token = _attach(span_ctx)
                     try:
                         item = await agen.asend(sent)
                     except StopAsyncIteration:
                         break
                     finally:
-                        otel_context.detach(token)
+                        _detach(token)
                     if len(items) < _MAX_GENERATOR_ITEMS:
                         items.append(item)
                     sent = yield item
@@ -284,7 +322,7 @@ def wrap(
                 raise
             finally:
                 if started is not None:
-                    token2 = otel_context.attach(span_ctx)
+                    token2 = _attach(span_ctx)
                     end((started[0], token2), pre, err, items)
 
         return agen_wrapper
@@ -297,21 +335,21 @@ def wrap(
             items: list[Any] = []
             span_ctx = otel_context.get_current()
             if started is not None:
-                otel_context.detach(started[1])  # type: ignore[arg-type]
+                _detach(started[1])
             gen = func(*args, **kwargs)
             err: BaseException | None = None
             result: Any = None
             try:
                 sent: Any = None
                 while True:
-                    token = otel_context.attach(span_ctx)
+                    token = _attach(span_ctx)
                     try:
                         item = gen.send(sent)
                     except StopIteration as stop:
                         result = stop.value
                         break
                     finally:
-                        otel_context.detach(token)
+                        _detach(token)
                     if len(items) < _MAX_GENERATOR_ITEMS:
                         items.append(item)
                     sent = yield item
@@ -324,7 +362,7 @@ def wrap(
                 raise
             finally:
                 if started is not None:
-                    token2 = otel_context.attach(span_ctx)
+                    token2 = _attach(span_ctx)
                     end((started[0], token2), pre, err, items)
             return result
 
@@ -347,6 +385,10 @@ def wrap(
 
     @functools.wraps(func)
     def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
+        if _GC.thread and unsafe_to_set_context():
+            # A finalizer run by a collection in this thread (CPython 3.10/3.11): the whole call, nested spans and
+            # tags included, runs in a copy of the context, where making its span current is safe (_gcguard).
+            return _isolated_call(sync_wrapper, args, kwargs)
         started, pre = begin(args, kwargs)
         try:
             out = func(*args, **kwargs)

@@ -11,6 +11,7 @@ per tracer, and the W3C trace flags the SDK sets (sampled, random-trace-id). A s
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import logging
 import os
@@ -24,10 +25,21 @@ from opentelemetry.context.context import Context
 from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 from opentelemetry.sdk.trace import SpanLimits
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, TraceFlags, TraceState
+from opentelemetry.trace import (
+    Link,
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    TraceState,
+)
 from opentelemetry.trace.propagation import _SPAN_KEY
 from opentelemetry.util._decorator import _agnosticcontextmanager
 
+from ._gcguard import STATE as _GC
+from ._gcguard import held_span, hold, release, unsafe_to_set_context
 from ._span import EngineSpan, Limits, SpanOwner, bounded, new_span_id, new_trace_id, valid_links
 
 __all__ = ["EngineTracer", "EngineTracerProvider", "current_span", "detach", "sampler_ratio_from_env"]
@@ -71,7 +83,12 @@ _context_globals = vars(otel_context)
 
 def current_span() -> trace.Span | None:
     """``trace.get_current_span()``'s span, or None when there is none: the context's own dict read directly
-    (``get_current_span`` costs three Python calls and an ABC ``isinstance`` against a virtual subclass)."""
+    (``get_current_span`` costs three Python calls and an ABC ``isinstance`` against a virtual subclass). Inside a
+    collection on CPython 3.10/3.11, a span a ``with`` could not make current comes first (see _gcguard)."""
+    if _GC.held:
+        held = held_span()
+        if held is not None:
+            return held  # type: ignore[no-any-return]
     runtime = _context_globals.get("_RUNTIME_CONTEXT")
     if type(runtime) is _STOCK_RUNTIME:
         span = runtime._current_context.get().get(_SPAN_KEY)  # type: ignore[attr-defined]
@@ -108,6 +125,28 @@ def sampler_ratio_from_env() -> tuple[float, bool]:
             rate = 1.0
         return (rate if 0.0 <= rate <= 1.0 else 1.0), parent_based
     return 1.0, parent_based
+
+
+@contextlib.contextmanager
+def _not_current(
+    span: trace.Span, end_on_exit: bool, record_exception: bool, set_status_on_exception: bool
+) -> Iterator[trace.Span]:
+    """``trace.use_span`` without making ``span`` current (it is held for the tracer's own calls instead): the same
+    exception recording, status and end."""
+    hold(span)
+    try:
+        yield span
+    except Exception as exc:  # use_span records Exception subclasses only (GeneratorExit is not an error)
+        if span.is_recording():
+            if record_exception:
+                span.record_exception(exc)
+            if set_status_on_exception:
+                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+        raise
+    finally:
+        release(span)
+        if end_on_exit:
+            span.end()
 
 
 class EngineTracer(trace.Tracer):
@@ -220,6 +259,12 @@ class EngineTracer(trace.Tracer):
         span = self.start_span(
             name, context, kind, attributes, links, start_time, record_exception, set_status_on_exception
         )
+        if _GC.thread and unsafe_to_set_context():
+            # A finalizer run by a collection in this thread (CPython 3.10/3.11): making the span current is a
+            # ContextVar.set that can crash the interpreter (_gcguard). The span is started and ended, not current.
+            with _not_current(span, end_on_exit, record_exception, set_status_on_exception) as current:
+                yield current
+            return
         with trace.use_span(
             span,
             end_on_exit=end_on_exit,

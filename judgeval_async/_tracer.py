@@ -26,6 +26,7 @@ from opentelemetry.sdk.version import __version__ as _otel_sdk_version
 from ._config import Config, resource_from_env
 from ._errors import LoopThreadError, RuntimeClosedError
 from ._evals import EvalDispatcher, scorer_configs
+from ._gcguard import install as gc_guard_install
 from ._health import HealthSnapshot, take_snapshot
 from ._metadata import SpanMetadataStore
 from ._metrics import Metrics
@@ -213,6 +214,7 @@ class Tracer:
         c = self.config
         self.semconv = Semconv(c.semconv)
         _import_loop_dependencies()  # before any loop thread exists: see _LOOP_IMPORTS
+        gc_guard_install()  # CPython 3.10/3.11: tracing from a __del__ must not crash the interpreter (_gcguard)
         self.metrics = Metrics()
         self._runtime = LoopRuntime(self.metrics, on_loop_start=_suppress_instrumentation)
         set_exit_timeout(self._runtime, c.exit_timeout)

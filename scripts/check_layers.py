@@ -12,7 +12,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent / "judgeval_async"
 # Lower index = lower row. A module may import modules on strictly lower rows.
 ROWS: list[set[str]] = [
     {"_errors"},
-    {"_retry", "_semconv", "_http11"},
+    {"_retry", "_semconv", "_http11", "_gcguard"},
     {"_config", "_introspection", "_span"},
     {"_delivery", "_routes"},
     {"_metrics", "_serialize", "_metadata", "_otlp"},

@@ -1,10 +1,14 @@
 """Re-entrancy stress, run in a child process by test_reentrancy.py (and by hand, in a loop, to hunt crashes).
 
-    python tests/adversarial/_reentrancy_child.py {signals|finalizers} URL API_KEY ORG_ID SECONDS
+    python tests/adversarial/_reentrancy_child.py {signals|finalizers|hamt} URL API_KEY ORG_ID SECONDS
 
 ``signals``: a 100 µs SIGALRM storm whose handler traces (observe, span, tag, async_evaluate) while the main thread
 traces in a loop. ``finalizers``: objects whose ``__del__`` (and weakref callbacks) trace, left in reference cycles
-for the garbage collector, under four tracing threads plus allocation churn and ``gc.collect()``.
+for the garbage collector, under four tracing threads plus allocation churn and ``gc.collect()``. ``hamt``: CPython
+3.10/3.11's use-after-free when a collection triggered inside ``ContextVar.set`` runs a finalizer that sets a context
+variable (python/cpython#148891), made likely: the finalizers trace (``observe`` and ``with span``) and the collector
+runs at every allocation. With ``REENTRANCY_NO_GC_GUARD=1`` the tracer's guard (judgeval_async._gcguard) is removed:
+the control, which crashes on CPython 3.10/3.11.
 
 A hang is caught by ``faulthandler.dump_traceback_later`` (every thread's stack on stderr, exit code 1). On success
 the last stdout line is JSON: per signal, the ledger after shutdown and how many items the script created.
@@ -22,11 +26,12 @@ import sys
 import threading
 import time
 import weakref
+from contextvars import ContextVar
 from typing import Any
 
 from opentelemetry import trace
 
-from judgeval_async import Tracer
+from judgeval_async import Tracer, _gcguard
 
 HANG_AFTER = float(os.environ.get("REENTRANCY_HANG_AFTER", "60"))
 
@@ -207,12 +212,58 @@ def finalizers(tracer: Tracer, seconds: float) -> dict[str, int]:
     }
 
 
+def hamt(tracer: Tracer, seconds: float) -> dict[str, int]:
+    """The application sets its own context variables in a loop (a HAMT deep enough that a set copies nodes, each
+    copy an allocation); every allocation may collect, and the collected objects' finalizers open a span."""
+    if os.environ.get("REENTRANCY_NO_GC_GUARD") == "1":
+        gc.callbacks.remove(_gcguard._on_gc)  # the control: what happens without the guard
+    finalized = itertools.count()
+    pads = [ContextVar(f"pad{i}", default=None) for i in range(40)]
+    for var in pads:
+        var.set(object())
+
+    class Traced:
+        def __init__(self) -> None:
+            self.me = self  # a cycle: freed only by the collector, from inside whatever allocation triggers it
+
+        def __del__(self) -> None:
+            next(finalized)
+            with tracer.span("del-span"):
+                tracer.tag("from-del")
+                # Allocations of every small size, alive until __del__ returns: what a busy process does meanwhile.
+                # Without the guard, memory freed under the interrupted set is reused by then, and it crashes.
+                kept = [tuple(range(n)) for n in range(1, 41) for _ in range(3)]
+            del kept
+
+    def step(i: int) -> None:
+        Traced()
+        pads[i % 40].set(i)  # the HAMT copy a collection may interrupt
+
+    old_threshold = gc.get_threshold()
+    gc.set_threshold(1, 1_000_000, 1_000_000)  # a young collection at (nearly) every allocation
+    try:
+        deadline = time.monotonic() + seconds
+        i = 0
+        while time.monotonic() < deadline:
+            for _ in range(1000):
+                step(i)
+                i += 1
+    finally:
+        gc.set_threshold(*old_threshold)
+    gc.collect()
+    n = count_value(finalized)
+    return {"spans": n, "tags": n, "evaluations": 0, "finalizers": n}
+
+
+SCENARIOS = {"signals": signals, "finalizers": finalizers, "hamt": hamt}
+
+
 def main() -> None:
     scenario, url, api_key, org_id, seconds = sys.argv[1:6]
     faulthandler.enable()
     faulthandler.dump_traceback_later(HANG_AFTER, exit=True)
     tracer = _tracer(url, api_key, org_id)
-    made = (signals if scenario == "signals" else finalizers)(tracer, float(seconds))
+    made = SCENARIOS[scenario](tracer, float(seconds))
     flushed = tracer.force_flush(timeout=20.0)
     tracer.shutdown(timeout=20.0)
     faulthandler.cancel_dump_traceback_later()

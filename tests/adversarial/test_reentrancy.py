@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from judgeval_async._gcguard import NEEDED
 from judgeval_async.testing import LocalJudgmentServer
 
 CHILD = Path(__file__).with_name("_reentrancy_child.py")
@@ -24,17 +25,23 @@ CHILD = Path(__file__).with_name("_reentrancy_child.py")
 EXPECTED_REASONS = {"reentrant", "queue_full", "buffer_full"}
 
 
-def _run(server: LocalJudgmentServer, scenario: str, seconds: float) -> dict[str, Any]:
+def _child(
+    server: LocalJudgmentServer, scenario: str, seconds: float, **extra_env: str
+) -> subprocess.CompletedProcess[str]:
     root = str(Path(__file__).resolve().parents[2])  # this checkout's package, not whatever is installed
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
-    proc = subprocess.run(
+    return subprocess.run(
         [sys.executable, str(CHILD), scenario, server.url, server.api_key, server.org_id, str(seconds)],
         capture_output=True,
         text=True,
         timeout=150,
         check=False,
-        env=env,
+        env={**env, **extra_env},
     )
+
+
+def _run(server: LocalJudgmentServer, scenario: str, seconds: float) -> dict[str, Any]:
+    proc = _child(server, scenario, seconds)
     if proc.returncode < 0:
         name = signal.Signals(-proc.returncode).name
         pytest.fail(f"{scenario}: child died by {name}\n{proc.stderr[-6000:]}")
@@ -74,3 +81,34 @@ def test_finalizers_that_trace_under_four_threads_never_hang(local_server: Local
     _assert_accounted(result)
     assert result["made"]["finalizers"] > 100
     assert result["made"]["weakref_callbacks"] > 100
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(200)
+def test_finalizers_that_open_spans_inside_a_context_variable_set_never_crash(
+    local_server: LocalJudgmentServer,
+) -> None:
+    """CPython 3.10/3.11 (python/cpython#148891): a collection triggered inside the application's ContextVar.set runs
+    finalizers that open spans; making a span current there would free the HAMT being copied. No crash, every span
+    and tag accounted for."""
+    result = _run(local_server, "hamt", 1.5)
+    _assert_accounted(result)
+    assert result["made"]["finalizers"] > 1000
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(200)
+@pytest.mark.skipif(not NEEDED, reason="the hazard exists on CPython 3.10/3.11 only; no guard is installed on 3.12+")
+def test_without_the_gc_guard_the_same_scenario_crashes(local_server: LocalJudgmentServer) -> None:
+    """The control: the scenario above with the guard removed segfaults, so the test above exercises the hazard
+    (three tries; each has crashed within a second on 3.11)."""
+    codes = []
+    for _ in range(3):
+        proc = _child(local_server, "hamt", 1.5, REENTRANCY_NO_GC_GUARD="1")
+        codes.append(proc.returncode)
+        if proc.returncode == -signal.SIGSEGV:
+            return
+    pytest.fail(
+        f"no crash without the guard in 3 runs (exit codes {codes}): the hamt scenario no longer reaches "
+        "CPython's bug here, so its guarded twin proves nothing; see judgeval_async/_gcguard.py"
+    )
