@@ -99,6 +99,11 @@ def test_finalizers_that_open_spans_inside_a_context_variable_set_never_crash(
 @pytest.mark.slow
 @pytest.mark.timeout(200)
 @pytest.mark.skipif(not NEEDED, reason="the hazard exists on CPython 3.10/3.11 only; no guard is installed on 3.12+")
+@pytest.mark.skipif(
+    sys.version_info[:2] == (3, 10),
+    reason="on 3.10.13 this scenario has not crashed without the guard (a plain ContextVar.set in a finalizer does):"
+    " the bug is there, but the span's set-then-reset has not been seen to reach it",
+)
 def test_without_the_gc_guard_the_same_scenario_crashes(local_server: LocalJudgmentServer) -> None:
     """The control: the scenario above with the guard removed segfaults, so the test above exercises the hazard
     (three tries; each has crashed within a second on 3.11)."""
