@@ -23,7 +23,7 @@ interval that holds the true median with ≥ 95 % probability: a target is PASS 
 says so, otherwise INCONCLUSIVE). Full runs: 36 rounds of 2 s (``BENCH_WEB_ROUNDS``, ``BENCH_WEB_DURATION``). Every
 subject is also compared with ``judgeval_async`` round by round (an A/B of a variant: ``BENCH_WEB_VARIANTS`` adds
 judgeval_async subjects started with extra environment variables, e.g. a ``JUDGMENT_*`` setting); ``BENCH_WEB_SKIP``
-leaves subjects out.
+leaves subjects out; ``BENCH_WEB_HOGS=N`` keeps N busy-looping processes running throughout (a saturated machine).
 
 From the app process (``/_bench/stats`` before and after each run): process CPU per request and per span (after a
 flush, so export is included), full (gen-2) garbage collections per 100 000 spans, from ``gc.callbacks``. For the
@@ -35,6 +35,7 @@ healthy subjects the server's distinct span count after the flush must equal the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -44,6 +45,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -110,6 +112,31 @@ def variants() -> dict[str, dict[str, str]]:
 def _valid_eval_transport(transport: str) -> str:
     Config(project_name="bench-web", api_key="k", organization_id="o", eval_transport=transport)  # ValueError if not
     return transport
+
+
+def hogs() -> int:
+    """BENCH_WEB_HOGS=N: N processes busy-looping at normal priority for the whole run, a saturated machine. A change
+    that helps an idle machine can stall a busy one (a lower-priority SDK thread holding the GIL while preempted:
+    docs/performance.md, "The SDK thread's priority"); run it both ways. A bad value is an error naming the variable."""
+    raw = os.environ.get("BENCH_WEB_HOGS", "").strip() or "0"
+    if not raw.isdigit():
+        raise ValueError(f"BENCH_WEB_HOGS must be a number of busy-looping processes (0 or more), got {raw!r}")
+    return int(raw)
+
+
+@contextlib.contextmanager
+def busy_hogs(n: int) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """``n`` busy-looping processes while the block runs; killed and reaped after it, whatever happens."""
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        for _ in range(n):
+            procs.append(subprocess.Popen([sys.executable, "-c", "while True: pass"]))
+        yield procs
+    finally:
+        for proc in procs:
+            proc.kill()
+        for proc in procs:
+            proc.wait()
 
 
 def burn_us() -> float:
@@ -389,6 +416,7 @@ def settled(srv: ServerProcess, expected: int, quiet_s: float = 0.5) -> int:
 def main() -> None:
     args = parse_args(__doc__.splitlines()[0])
     variants()  # a malformed BENCH_WEB_VARIANTS (or a name used twice) fails here, before any process is started
+    n_hogs = hogs()  # likewise
     # Many short rounds, not a few long ones: a round compares subjects run seconds apart (2 s each: the machine's
     # state changes less in between), and the median of 36 rounds has an interval ~3x narrower than that of 12 x 6 s
     # for the same wall time (docs/performance.md, "How sure is a web.py verdict").
@@ -401,7 +429,7 @@ def main() -> None:
     ours_env = dict(os.environ)
     runs: list[dict[str, Any]] = []
     load_avg = os.getloadavg()
-    with server_process() as srv, server_process() as down, server_process() as idle:
+    with server_process() as srv, server_process() as down, server_process() as idle, busy_hogs(n_hogs):
         down.set_fault(None, kind="blackhole")
         if idle_backend():
             at_idle_priority(idle.proc.pid)
@@ -464,6 +492,7 @@ def main() -> None:
         "spans_per_request": SPANS_PER_REQUEST,
         "load_avg_at_start": load_avg,
         "load_avg_at_end": os.getloadavg(),
+        "hogs": n_hogs,
         "judgeval": _judgeval_env.version() if jv_ok else _judgeval_env.SKIP_REASON,
     }
     report(args.quick, runs, params, elapsed, args.results_dir)
@@ -755,7 +784,14 @@ def report(
         " statistics of the rounds, no assumption about their distribution); a target is PASS only if the whole"
         " interval is within it, MISS if all of it is outside, INCONCLUSIVE otherwise: run more rounds."
         f" Load average {params['load_avg_at_start'][0]:.2f} at the start, {params['load_avg_at_end'][0]:.2f} at"
-        " the end (the machine is shared: ratios are what count).\n\n"
+        " the end (the machine is shared: ratios are what count)."
+        + (
+            f" **{params['hogs']} busy-looping process(es) ran throughout (BENCH_WEB_HOGS): a saturated machine;"
+            " their CPU is in each round's other load.**"
+            if params.get("hogs")
+            else ""
+        )
+        + "\n\n"
         + "\n".join(f"- {line}" for line in per_round)
         + f"\n\n{elapsed:.1f} s in total.\n"
     )

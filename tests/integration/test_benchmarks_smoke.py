@@ -131,6 +131,26 @@ def test_web_variants_parse_into_subjects_or_fail_naming_the_entry(monkeypatch):
         web.variants()
 
 
+def test_web_hogs_are_counted_started_and_reaped(monkeypatch):
+    """BENCH_WEB_HOGS: a count (a bad one errs naming the variable); busy_hogs runs that many busy processes and
+    leaves none behind, also when the block raises."""
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "benchmarks"))
+    import web  # benchmarks/ is not a package: importable once its path is set
+
+    monkeypatch.delenv("BENCH_WEB_HOGS", raising=False)
+    assert web.hogs() == 0
+    monkeypatch.setenv("BENCH_WEB_HOGS", " 2 ")
+    assert web.hogs() == 2
+    for bad in ("-1", "two", "1.5"):
+        monkeypatch.setenv("BENCH_WEB_HOGS", bad)
+        with pytest.raises(ValueError, match="BENCH_WEB_HOGS"):
+            web.hogs()
+    with pytest.raises(RuntimeError), web.busy_hogs(2) as procs:
+        assert len(procs) == 2 and all(p.poll() is None for p in procs)  # running
+        raise RuntimeError("the run failed")
+    assert all(p.returncode is not None for p in procs)  # killed and reaped
+
+
 def test_web_stall_counts_count_requests_over_each_threshold(monkeypatch):
     """web.py's stall counts: requests strictly slower than 5, 10 and 20 ms (latencies in seconds)."""
     monkeypatch.syspath_prepend(str(REPO_ROOT / "benchmarks"))
