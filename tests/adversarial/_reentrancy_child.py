@@ -6,9 +6,9 @@
 traces in a loop. ``finalizers``: objects whose ``__del__`` (and weakref callbacks) trace, left in reference cycles
 for the garbage collector, under four tracing threads plus allocation churn and ``gc.collect()``. ``hamt``: CPython
 3.10/3.11's use-after-free when a collection triggered inside ``ContextVar.set`` runs a finalizer that sets a context
-variable (python/cpython#148891), made likely: the finalizers trace (``observe`` and ``with span``) and the collector
+variable (python/cpython#148891), made likely: the finalizers open a span (``with tracer.span``) and the collector
 runs at every allocation. With ``REENTRANCY_NO_GC_GUARD=1`` the tracer's guard (judgeval_async._gcguard) is removed:
-the control, which crashes on CPython 3.10/3.11.
+the control, which segfaults on CPython 3.11 (not seen to on 3.10.13).
 
 A hang is caught by ``faulthandler.dump_traceback_later`` (every thread's stack on stderr, exit code 1). On success
 the last stdout line is JSON: per signal, the ledger after shutdown and how many items the script created.

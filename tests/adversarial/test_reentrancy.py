@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -25,8 +26,12 @@ CHILD = Path(__file__).with_name("_reentrancy_child.py")
 EXPECTED_REASONS = {"reentrant", "queue_full", "buffer_full"}
 
 
+def _no_core_dump() -> None:
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # an expected crash must not write a core file into the checkout
+
+
 def _child(
-    server: LocalJudgmentServer, scenario: str, seconds: float, **extra_env: str
+    server: LocalJudgmentServer, scenario: str, seconds: float, *, no_core_dump: bool = False, **extra_env: str
 ) -> subprocess.CompletedProcess[str]:
     root = str(Path(__file__).resolve().parents[2])  # this checkout's package, not whatever is installed
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
@@ -37,6 +42,7 @@ def _child(
         timeout=150,
         check=False,
         env={**env, **extra_env},
+        preexec_fn=_no_core_dump if no_core_dump else None,
     )
 
 
@@ -109,7 +115,7 @@ def test_without_the_gc_guard_the_same_scenario_crashes(local_server: LocalJudgm
     (three tries; each has crashed within a second on 3.11)."""
     codes = []
     for _ in range(3):
-        proc = _child(local_server, "hamt", 1.5, REENTRANCY_NO_GC_GUARD="1")
+        proc = _child(local_server, "hamt", 1.5, no_core_dump=True, REENTRANCY_NO_GC_GUARD="1")
         codes.append(proc.returncode)
         if proc.returncode == -signal.SIGSEGV:
             return
