@@ -131,6 +131,25 @@ def make_judgeval_async(subject: Subject, args: argparse.Namespace) -> None:
     subject.handler = handle
     subject.flush = lambda timeout: tracer.force_flush(timeout=timeout)
     subject.health = tracer.get_health_metrics
+    if free_export_requested():
+        _free_export(tracer)
+
+
+def free_export_requested() -> bool:
+    """BENCH_WEB_FREE_EXPORT: "1" on, unset/""/"0" off; anything else is an error naming the variable."""
+    raw = os.environ.get("BENCH_WEB_FREE_EXPORT", "").strip()
+    if raw not in ("", "0", "1"):
+        raise ValueError(f"BENCH_WEB_FREE_EXPORT: expected 1 or 0, got {raw!r}")
+    return raw == "1"
+
+
+def _free_export(tracer: Any) -> None:
+    """An experiment knob (docs/performance.md, "If export were free"): every span, tag and evaluation is discarded
+    where it would be handed to the SDK's loop, so the loop thread has nothing to encode or send and the backend
+    nothing to decode, while the caller does all its usual work: the tail of the caller's tracing alone, a floor for
+    any design that moves export out of the process. The backend receives nothing (web.py does not count it)."""
+    for service in (tracer._spans, tracer._tags, tracer._evals):  # the three pipelines' producer side
+        service.offer = lambda item: True
 
 
 def make_otel(subject: Subject, args: argparse.Namespace) -> None:

@@ -158,7 +158,14 @@ def subjects() -> list[str]:
 
 
 def healthy() -> list[str]:
-    return [*HEALTHY, *([IDLE_BACKEND_SUBJECT] if idle_backend() else []), *variants()]
+    """Subjects whose backend must receive every span; not a variant whose app discards them (free_export)."""
+    kept = [name for name, env in variants().items() if not free_export(env)]
+    return [*HEALTHY, *([IDLE_BACKEND_SUBJECT] if idle_backend() else []), *kept]
+
+
+def free_export(env: dict[str, str]) -> bool:
+    """The variant's app runs with _web_app's BENCH_WEB_FREE_EXPORT=1: it exports nothing, by design."""
+    return env.get("BENCH_WEB_FREE_EXPORT", "").strip() == "1"
 
 
 def at_idle_priority(pid: int) -> None:
@@ -450,7 +457,8 @@ def main() -> None:
                     idle,
                 )
             for name, env in variants().items():
-                apps[name] = (App(name, "judgeval_async", srv, sys.executable, {**ours_env, **env}), srv)
+                counted = None if free_export(env) else srv  # nothing to wait for at the server
+                apps[name] = (App(name, "judgeval_async", srv, sys.executable, {**ours_env, **env}), counted)
             apps["otel"] = (App("otel", "otel", srv, sys.executable, ours_env), srv)
             if jv_ok:
                 env = _judgeval_env.judgeval_env(srv.url, srv.api_key, srv.org_id)

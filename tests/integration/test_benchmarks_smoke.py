@@ -194,6 +194,50 @@ def test_web_app_sdk_thread_knob_renices_other_threads_only():
     assert "BENCH_WEB_SDK_THREAD_SCHED" in nice_lines[1], proc.stdout
 
 
+def test_web_app_free_export_knob_discards_at_the_handoff(monkeypatch, local_server):
+    """_web_app's BENCH_WEB_FREE_EXPORT=1: spans, tags and evaluations never reach the loop or the server, while the
+    same calls without it arrive; a bad value errs naming the variable; web.py expects no spans from such a variant."""
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "benchmarks"))
+    import _web_app
+    import web
+
+    from judgeval_async import Tracer
+
+    def traced_call(tracer: Tracer) -> None:
+        @tracer.observe
+        def handle(q: str) -> str:
+            tracer.tag(["web"])
+            tracer.async_evaluate("faithfulness", {"input": q, "actual_output": q})
+            return q
+
+        handle("hello")
+        assert tracer.force_flush(timeout=10.0)
+
+    options = {"project_name": "bench-web", "api_key": local_server.api_key, "organization_id": local_server.org_id}
+    control = Tracer(api_url=local_server.url, retry_testing=True, **options)
+    try:
+        traced_call(control)
+        assert len(local_server.spans) == 1 and local_server.tags  # the control: this call does reach the server
+    finally:
+        control.shutdown(timeout=5.0)
+    local_server.reset_records()
+    free = Tracer(api_url=local_server.url, retry_testing=True, **options)
+    try:
+        _web_app._free_export(free)
+        traced_call(free)
+        assert (len(local_server.spans), local_server.tags) == (0, {})
+        health = free.get_health_metrics()
+        assert health["ledger_balanced"] and health["spans_created"] == 0, health
+    finally:
+        free.shutdown(timeout=5.0)
+    monkeypatch.setenv("BENCH_WEB_FREE_EXPORT", "yes")
+    with pytest.raises(ValueError, match="BENCH_WEB_FREE_EXPORT"):
+        _web_app.free_export_requested()
+    monkeypatch.setenv("BENCH_WEB_VARIANTS", "free:BENCH_WEB_FREE_EXPORT=1;kept:A=1")
+    monkeypatch.delenv("BENCH_WEB_EVAL_TRANSPORTS", raising=False)
+    assert "judgeval_async [kept]" in web.healthy() and "judgeval_async [free]" not in web.healthy()
+
+
 def finite_positive(x: object) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
 
