@@ -120,6 +120,19 @@ def signals(tracer: Tracer, seconds: float) -> dict[str, int]:
     return {"spans": loops * 2 + n * 2, "tags": loops + n, "evaluations": loops + n, "handler_runs": n}
 
 
+def collect_until_stable(*counters: itertools.count[int]) -> None:
+    """Collect until the finalizers' counters stop moving, so no finalizer runs after the caller's tally.
+
+    gc.collect() returns at once, collecting nothing, while another thread (the SDK loop) is collecting: repeat until
+    five collections in a row changed nothing."""
+    stable = 0
+    while stable < 5:
+        before = [count_value(c) for c in counters]
+        gc.collect()
+        time.sleep(0.01)
+        stable = stable + 1 if [count_value(c) for c in counters] == before else 0
+
+
 def finalizers(tracer: Tracer, seconds: float) -> dict[str, int]:
     """Four threads trace and leave cycles of objects whose __del__ and weakref callbacks trace, for the GC."""
     finalized = itertools.count()
@@ -191,14 +204,7 @@ def finalizers(tracer: Tracer, seconds: float) -> dict[str, int]:
     for t in threads:
         t.join()
     gc.set_threshold(*old_threshold)
-    # gc.collect() returns at once, collecting nothing, while another thread (the SDK loop) is collecting: repeat
-    # until every cycle is gone, so no finalizer runs after the tally below.
-    stable = 0
-    while stable < 5:
-        before = (count_value(finalized), count_value(callbacks))
-        gc.collect()
-        time.sleep(0.01)
-        stable = stable + 1 if (count_value(finalized), count_value(callbacks)) == before else 0
+    collect_until_stable(finalized, callbacks)
     if errors:
         raise errors[0]
     n_loops, n_del, n_cb = count_value(loops), count_value(finalized), count_value(callbacks)
@@ -250,7 +256,7 @@ def hamt(tracer: Tracer, seconds: float) -> dict[str, int]:
                 i += 1
     finally:
         gc.set_threshold(*old_threshold)
-    gc.collect()
+    collect_until_stable(finalized)
     n = count_value(finalized)
     return {"spans": n, "tags": n, "evaluations": 0, "finalizers": n}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -34,10 +35,26 @@ class _Finalized:
 
 
 def _collect_running(on_del: Callable[[], None]) -> None:
-    """Run ``on_del`` from a finalizer inside ``gc.collect()``."""
+    """Run ``on_del`` from a finalizer inside a ``gc.collect()`` of this thread."""
+    me = threading.get_ident()
+    ran: list[bool] = []
+
+    def in_finalizer() -> None:
+        # Once, and only in this thread: an object freed by another thread's collection is not the case under test.
+        if threading.get_ident() == me and not ran:
+            ran.append(True)
+            on_del()
+
     gc.collect()  # nothing else pending, so the one below runs exactly our finalizer
-    _Finalized(on_del)
-    gc.collect()
+    # gc.collect() returns at once, collecting nothing, while another thread (a tracer's loop, the local server) is
+    # collecting, and that thread may free our object: try again until a collection of ours has run it.
+    for _ in range(10_000):
+        _Finalized(in_finalizer)
+        gc.collect()
+        if ran:
+            return
+        time.sleep(0.001)
+    raise AssertionError("no collection of this thread ran the finalizer")
 
 
 @pytest.fixture
