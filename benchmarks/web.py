@@ -51,6 +51,7 @@ from typing import IO, Any
 
 import _judgeval_env
 from _common import ServerProcess, markdown_table, parse_args, ratio, server_process, summarize, verdict, write_results
+from _web_app import free_export_requested
 
 from judgeval_async import Config
 
@@ -158,14 +159,10 @@ def subjects() -> list[str]:
 
 
 def healthy() -> list[str]:
-    """Subjects whose backend must receive every span; not a variant whose app discards them (free_export)."""
-    kept = [name for name, env in variants().items() if not free_export(env)]
+    """Subjects whose backend must receive every span; not a variant whose app discards them
+    (_web_app's BENCH_WEB_FREE_EXPORT=1)."""
+    kept = [name for name, env in variants().items() if not free_export_requested(env)]
     return [*HEALTHY, *([IDLE_BACKEND_SUBJECT] if idle_backend() else []), *kept]
-
-
-def free_export(env: dict[str, str]) -> bool:
-    """The variant's app runs with _web_app's BENCH_WEB_FREE_EXPORT=1: it exports nothing, by design."""
-    return env.get("BENCH_WEB_FREE_EXPORT", "").strip() == "1"
 
 
 def at_idle_priority(pid: int) -> None:
@@ -457,7 +454,7 @@ def main() -> None:
                     idle,
                 )
             for name, env in variants().items():
-                counted = None if free_export(env) else srv  # nothing to wait for at the server
+                counted = None if free_export_requested(env) else srv  # nothing to wait for at the server
                 apps[name] = (App(name, "judgeval_async", srv, sys.executable, {**ours_env, **env}), counted)
             apps["otel"] = (App("otel", "otel", srv, sys.executable, ours_env), srv)
             if jv_ok:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import gc
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -47,13 +46,13 @@ def _collect_running(on_del: Callable[[], None]) -> None:
 
     gc.collect()  # nothing else pending, so the one below runs exactly our finalizer
     # gc.collect() returns at once, collecting nothing, while another thread (a tracer's loop, the local server) is
-    # collecting, and that thread may free our object: try again until a collection of ours has run it.
+    # collecting, and that thread may free our object: try again until a collection of ours has run it (the other
+    # thread gets the GIL back between tries, at the switch interval).
     for _ in range(10_000):
         _Finalized(in_finalizer)
         gc.collect()
         if ran:
             return
-        time.sleep(0.001)
     raise AssertionError("no collection of this thread ran the finalizer")
 
 
