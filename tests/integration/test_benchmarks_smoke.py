@@ -12,6 +12,7 @@ import math
 import os
 import pathlib
 import re
+import shutil
 import subprocess
 import sys
 
@@ -21,14 +22,18 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 SCRIPT_TIMEOUT = 120
 
 
-def run_quick(script: str, results_dir: pathlib.Path) -> dict:
-    proc = subprocess.run(
-        [sys.executable, f"benchmarks/{script}.py", "--quick", "--without-judgeval", "--results-dir", str(results_dir)],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=SCRIPT_TIMEOUT,
-        check=False,
+def run_python(
+    *args: str, env: dict[str, str] | None = None, cwd: pathlib.Path = REPO_ROOT, timeout: float = SCRIPT_TIMEOUT
+) -> subprocess.CompletedProcess[str]:
+    """``python *args`` in a child (in the repository by default), its output captured; the caller checks it."""
+    return subprocess.run(
+        [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def run_quick(script: str, results_dir: pathlib.Path, env: dict[str, str] | None = None) -> dict:
+    proc = run_python(
+        f"benchmarks/{script}.py", "--quick", "--without-judgeval", "--results-dir", str(results_dir), env=env
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     assert (results_dir / f"{script}.md").is_file()
@@ -430,3 +435,92 @@ def test_gil_benchmark_quick_run_writes_results(tmp_path):
         assert 0 <= s["blocked_over_1ms_pct"] <= s["blocked_over_0_5ms_pct"] <= 100, (name, s)
         assert 0 <= s["blocked_p99_ms"] <= s["blocked_p99_9_ms"] <= s["blocked_max_ms"], (name, s)
         assert finite_positive(s["cpu_us_per_request"]) and finite_positive(s["request_p99_ms"]), (name, s)
+
+
+def test_mypyc_variant_copy_is_edited_where_mypyc_needs_it_and_a_moved_anchor_errs(monkeypatch, tmp_path):
+    """_mypyc_variant's copy has the three edits (a plain EngineSpan class, no generator wrappers, an untyped gather)
+    and the library's own files are untouched; an edit whose anchor is gone stops the build naming the file."""
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "benchmarks"))
+    import _mypyc_variant
+
+    package = _mypyc_variant.copy_package(tmp_path)
+    span, observe = (package / "_span.py").read_text(), (package / "_observe.py").read_text()
+    assert "\nclass EngineSpan:\n" in span and "_SpanBase" not in span and "\nif True:\n" in span
+    assert "isasyncgenfunction" not in observe and "gen_wrapper" not in observe and "async_wrapper" in observe
+    assert "results: Any = await gather(" in (package / "_tracer.py").read_text()
+    original = (REPO_ROOT / "judgeval_async" / "_span.py").read_text()
+    assert "class EngineSpan(_SpanBase):" in original  # the control: the library's source still has what was edited
+    monkeypatch.setattr(_mypyc_variant, "_EDITS", (("_otlp.py", r"no such line", ""),))
+    with pytest.raises(SystemExit, match=r"_otlp\.py: expected one match"):
+        _mypyc_variant.copy_package(tmp_path)
+
+
+def _require_c_toolchain() -> None:
+    """A C compiler and the interpreter's headers: skipped without them, except under CI=true (a failure there)."""
+    import sysconfig
+
+    missing = [
+        what
+        for what, ok in (
+            ("a C compiler (cc)", shutil.which(sysconfig.get_config_var("CC").split()[0]) or shutil.which("cc")),
+            ("Python.h", (pathlib.Path(sysconfig.get_paths()["include"]) / "Python.h").is_file()),
+        )
+        if not ok
+    ]
+    if missing:
+        reason = f"mypyc needs {' and '.join(missing)} (Debian: apt-get install gcc python3-dev)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason}; CI=true requires it", pytrace=False)
+        pytest.skip(reason)
+
+
+@pytest.mark.slow
+def test_mypyc_variant_builds_an_extension_a_process_imports_and_traces_with(local_server, tmp_path):
+    """benchmarks/_mypyc_variant.py compiles the span engine's module in a copy; a process with the copy on
+    PYTHONPATH (as a web.py variant) imports the extension, not the source, and its observed call reaches the server
+    with its input and output recorded."""
+    _require_c_toolchain()
+    proc = run_python("benchmarks/_mypyc_variant.py", str(tmp_path), "_span", timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    assert f'BENCH_WEB_VARIANTS="mypyc:PYTHONPATH={tmp_path.resolve()}"' in proc.stdout
+    code = (
+        "import sys, judgeval_async._span as s, judgeval_async._observe as o\n"
+        "from judgeval_async import Tracer\n"
+        "print(s.__file__); print(o.__file__)\n"
+        "t = Tracer(project_name='mypyc', api_key=sys.argv[1], organization_id=sys.argv[2], api_url=sys.argv[3])\n"
+        "@t.observe\n"
+        "def handle(q): return q.upper()\n"
+        "handle('hello')\n"
+        "assert t.force_flush(timeout=10.0)\n"
+        "t.shutdown(timeout=5.0)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    run = run_python("-c", code, local_server.api_key, local_server.org_id, local_server.url, env=env, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-4000:]
+    span_file, observe_file = run.stdout.split()[:2]
+    assert span_file.startswith(str(tmp_path)) and span_file.endswith(".so")  # compiled, from the copy
+    assert observe_file.startswith(str(tmp_path)) and observe_file.endswith(".py")  # only what was asked
+    spans = list(local_server.spans.values())
+    assert [s.name for s in spans] == ["handle"]
+    assert '"hello"' in str(spans[0].attributes) and '"HELLO"' in str(spans[0].attributes)
+    # cold_cache.py measures the copy as its "compiled" subject, side by side with this checkout.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["BENCH_COLD_MYPYC"] = str(tmp_path)
+    data = run_quick("cold_cache", tmp_path / "results", env=env)
+    assert {r["subject"] for r in data["runs"]} == {"interpreted", "compiled"}
+    assert all(r["ledger_balanced"] and r["spans_exported"] == r["spans_created"] > 0 for r in data["runs"])
+
+
+def test_cold_cache_prices_tracing_after_a_walk_and_balances_its_ledgers(tmp_path, monkeypatch):
+    """cold_cache.py --quick: per level of memory walked between calls, a positive tracing cost per call; every span
+    each subject process made was exported; a BENCH_COLD_MYPYC that names no compiled copy is an error saying so."""
+    data = run_quick("cold_cache", tmp_path)
+    assert data["params"]["levels_mib"] == [0, 4] and data["params"]["compiled"] is None
+    assert [(r["subject"], r["mib"]) for r in data["runs"]] == [("interpreted", 0), ("interpreted", 4)]
+    calls = data["params"]["rounds"] * data["params"]["calls"]
+    for r in data["runs"]:
+        assert finite_positive(r["tracing_us"]) and r["traced_us"] > r["untraced_us"], r
+        assert r["ledger_balanced"] and r["spans_created"] == r["spans_exported"] == 4 * calls, r
+    env = {**os.environ, "BENCH_COLD_MYPYC": str(tmp_path)}
+    proc = run_python("benchmarks/cold_cache.py", "--quick", "--results-dir", str(tmp_path), env=env)
+    assert proc.returncode != 0 and "BENCH_COLD_MYPYC" in proc.stderr and "no compiled copy" in proc.stderr
