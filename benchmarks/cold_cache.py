@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import markdown_table, parse_args, server_process, write_results
+from _common import ServerProcess, markdown_table, parse_args, server_process, write_results
 
 from judgeval_async import Tracer  # in a subject's process, the copy its PYTHONPATH names
 
@@ -88,7 +88,7 @@ def child(url: str, api_key: str, org_id: str, mib: int, rounds: int, calls: int
     }
 
 
-def run_subject(pythonpath: str | None, srv: Any, mib: int, rounds: int, calls: int) -> dict[str, Any]:
+def run_subject(pythonpath: str | None, srv: ServerProcess, mib: int, rounds: int, calls: int) -> dict[str, Any]:
     env = dict(os.environ)
     if pythonpath:
         env["PYTHONPATH"] = pythonpath

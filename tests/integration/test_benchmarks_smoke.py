@@ -462,7 +462,10 @@ def _require_c_toolchain() -> None:
     missing = [
         what
         for what, ok in (
-            ("a C compiler (cc)", shutil.which(sysconfig.get_config_var("CC").split()[0]) or shutil.which("cc")),
+            (
+                "a C compiler (cc)",
+                shutil.which((sysconfig.get_config_var("CC") or "cc").split()[0]) or shutil.which("cc"),
+            ),
             ("Python.h", (pathlib.Path(sysconfig.get_paths()["include"]) / "Python.h").is_file()),
         )
         if not ok
