@@ -2,15 +2,15 @@
 
 A hot loop prices tracing with everything cached; in a service the application's own request evicts our code and
 objects in between, and the same calls cost several times more (docs/performance.md, "Compiling the same code").
-This measures that directly, without a web server's noise: a handler traced like ``web.py``'s (an observed call
-with a ``tag()``, an ``async_evaluate()``, a nested ``observe`` and a ``with tracer.span``: four spans), called
-alone with its thread's CPU time read around each call, and between calls a walk over N MiB of other objects (4 KiB
-buffers and small dicts). Tracing cost = traced call - the same call untraced, per level of N.
+This measures that directly, without a web server's noise: a handler traced like ``web.py``'s request (an observed
+call with a ``tag()``, an ``async_evaluate()``, a nested ``observe`` and a ``with tracer.span``: four spans) and
+each of its parts alone, called with the thread's CPU time read around each call, and between calls a walk over
+N MiB of other objects (4 KiB buffers and small dicts). Tracing cost = a handler's call - an untraced call, per N.
 
 Subjects, each in its own process against one local server process: ``interpreted`` (this checkout) and, when
 ``BENCH_COLD_MYPYC=DEST`` names a copy built by ``_mypyc_variant.py``, ``compiled`` (the same run, alternating).
 
-Run: ``python benchmarks/cold_cache.py`` (about a minute; ``--quick``: seconds).
+Run: ``python benchmarks/cold_cache.py`` (about two minutes; ``--quick``: seconds).
 """
 
 from __future__ import annotations
@@ -21,21 +21,36 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from _common import ServerProcess, markdown_table, parse_args, server_process, write_results
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 
 from judgeval_async import Tracer  # in a subject's process, the copy its PYTHONPATH names
 
 LEVELS_MIB = (0, 8, 32)
-ROUNDS, CALLS = 6, 300
-QUICK_LEVELS_MIB, QUICK_ROUNDS, QUICK_CALLS = (0, 4), 2, 50
+ROUNDS, CALLS = 5, 200
+QUICK_LEVELS_MIB, QUICK_ROUNDS, QUICK_CALLS = (0, 4), 2, 30
+QUESTION = "what is the weather in Paris"
+# What each handler adds, and its spans per call: the full one (web.py's request: spans, a tag, an evaluation) and
+# its parts, so a row says which feature the cold caches make expensive.
+HANDLERS = {
+    "context attach + detach": 0,
+    "observe, no I/O": 1,
+    "observe": 1,
+    "with tracer.span": 1,
+    "tag() in a span": 1,
+    "async_evaluate() in a span": 1,
+    "four nested spans": 4,
+    "full handler": 4,
+}
 
 
-def child(url: str, api_key: str, org_id: str, mib: int, rounds: int, calls: int) -> dict[str, Any]:
-    """In the subject's process: per-call thread CPU of the untraced and traced handler after an N MiB walk."""
-    tracer = Tracer(project_name="cold-cache", api_key=api_key, organization_id=org_id, api_url=url)
+def _handlers(tracer: Tracer) -> dict[str, Callable[[str], object]]:
+    """The handlers of ``HANDLERS``, traced by ``tracer``."""
 
     @tracer.observe
     def inner(x: int) -> int:
@@ -47,10 +62,49 @@ def child(url: str, api_key: str, org_id: str, mib: int, rounds: int, calls: int
             return inner(k)
 
     @tracer.observe
-    def traced(q: str) -> int:
+    def full(q: str) -> int:
         tracer.tag(["web"])
         tracer.async_evaluate("faithfulness", {"input": q, "actual_output": "o"})
         return outer(q)
+
+    @tracer.observe
+    def nested(q: str) -> int:
+        return outer(q)
+
+    @tracer.observe
+    def one(q: str) -> int:
+        return len(q)
+
+    @tracer.observe(record_input=False, record_output=False)
+    def one_no_io(q: str) -> int:
+        return len(q)
+
+    @tracer.observe(record_input=False, record_output=False)
+    def tag(q: str) -> int:
+        tracer.tag(["web"])
+        return len(q)
+
+    @tracer.observe(record_input=False, record_output=False)
+    def evaluate(q: str) -> int:
+        tracer.async_evaluate("faithfulness", {"input": q, "actual_output": "o"})
+        return len(q)
+
+    def with_span(q: str) -> int:
+        with tracer.span("step"):
+            return len(q)
+
+    def context(q: str) -> int:
+        otel_context.detach(otel_context.attach(trace.set_span_in_context(trace.INVALID_SPAN)))
+        return len(q)
+
+    funcs = (context, one_no_io, one, with_span, tag, evaluate, nested, full)
+    return dict(zip(HANDLERS, funcs, strict=True))
+
+
+def child(url: str, api_key: str, org_id: str, mib: int, rounds: int, calls: int) -> dict[str, Any]:
+    """In the subject's process: per handler, its thread CPU per call minus an untraced call's, after an N MiB walk
+    before every call (medians over rounds)."""
+    tracer = Tracer(project_name="cold-cache", api_key=api_key, organization_id=org_id, api_url=url)
 
     def untraced(q: str) -> int:
         return len(q)
@@ -64,24 +118,25 @@ def child(url: str, api_key: str, org_id: str, mib: int, rounds: int, calls: int
         for item in small:
             item["k"]
 
-    per_call: dict[str, list[float]] = {"untraced": [], "traced": []}
+    funcs = {"untraced": untraced, **_handlers(tracer)}
+    per_call: dict[str, list[float]] = {name: [] for name in funcs}
     for _ in range(rounds):
-        for name, func in (("untraced", untraced), ("traced", traced)):
+        for name, func in funcs.items():
             total = 0
             for _ in range(calls):
                 walk()
                 start = time.thread_time_ns()
-                func("what is the weather in Paris")
+                func(QUESTION)
                 total += time.thread_time_ns() - start
             per_call[name].append(total / calls / 1e3)
         tracer.force_flush(timeout=30.0)  # between rounds: the loop's work is not what is timed
     health = tracer.get_health_metrics()
     tracer.shutdown(timeout=10.0)
-    untraced_us, traced_us = (statistics.median(per_call[k]) for k in ("untraced", "traced"))
+    base = statistics.median(per_call["untraced"])
     return {
-        "untraced_us": untraced_us,
-        "traced_us": traced_us,
-        "tracing_us": traced_us - untraced_us,
+        "untraced_us": base,
+        "tracing_us": {name: statistics.median(per_call[name]) - base for name in HANDLERS},
+        "spans_expected": rounds * calls * sum(HANDLERS.values()),
         "spans_created": health["spans_created"],
         "spans_exported": health["spans_exported"],
         "ledger_balanced": health["ledger_balanced"],
@@ -116,22 +171,20 @@ def main(argv: list[str] | None = None) -> int:
             for i in range(2 if compiled else 1):  # alternate which subject goes first
                 for name, path in order if i % 2 == 0 else reversed(order):
                     results.append({"subject": name, "mib": mib, **run_subject(path, srv, mib, rounds, calls)})
+    columns = [(name, mib) for name in subjects for mib in levels]
     rows = []
-    for mib in levels:
-        cells: list[Any] = [mib]
-        for name in subjects:
-            mine = [r["tracing_us"] for r in results if r["subject"] == name and r["mib"] == mib]
+    for handler in HANDLERS:
+        cells: list[Any] = [handler]
+        for name, mib in columns:
+            mine = [r["tracing_us"][handler] for r in results if r["subject"] == name and r["mib"] == mib]
             cells.append(statistics.median(mine))
-        if compiled:
-            cells.append(cells[2] / cells[1] if cells[1] else float("nan"))
         rows.append(cells)
-    headers = ["MiB walked between calls", *(f"{n}: tracing µs per call" for n in subjects)]
-    if compiled:
-        headers.append("compiled / interpreted")
-    markdown = markdown_table(headers, rows, digits=2)
+    headers = ["tracing µs per call", *(f"{name}, {mib} MiB walked" for name, mib in columns)]
+    markdown = markdown_table(headers, rows, digits=1)
     markdown += (
-        f"\n{rounds} rounds x {calls} calls per subject and level, medians; tracing = traced - untraced thread CPU "
-        "per call (four spans, a tag, an evaluation); the walk is not timed.\n"
+        f"\n{rounds} rounds x {calls} calls per handler, subject and level, medians; tracing = the handler's thread "
+        "CPU per call - an untraced call's; the walk between calls is not timed. The full handler is like "
+        "web.py's request (four spans, a tag, an evaluation); the rows above it are its parts.\n"
     )
     params = {"levels_mib": list(levels), "rounds": rounds, "calls": calls, "compiled": compiled or None}
     write_results("cold_cache", {"quick": args.quick, "params": params, "runs": results}, markdown, args.results_dir)
