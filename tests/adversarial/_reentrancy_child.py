@@ -120,17 +120,30 @@ def signals(tracer: Tracer, seconds: float) -> dict[str, int]:
     return {"spans": loops * 2 + n * 2, "tags": loops + n, "evaluations": loops + n, "handler_runs": n}
 
 
-def collect_until_stable(*counters: itertools.count[int]) -> None:
+def collect_until_stable(tracer: Tracer, *counters: itertools.count[int]) -> None:
     """Collect until the finalizers' counters stop moving, so no finalizer runs after the caller's tally.
 
-    gc.collect() returns at once, collecting nothing, while another thread (the SDK loop) is collecting: repeat until
-    five collections in a row changed nothing."""
-    stable = 0
-    while stable < 5:
-        before = [count_value(c) for c in counters]
-        gc.collect()
-        time.sleep(0.01)
-        stable = stable + 1 if [count_value(c) for c in counters] == before else 0
+    Garbage still appears after the workers stop: the SDK loop drops its references to ended work as it exports it.
+    So each round flushes first, then collects; gc.collect() returns at once, collecting nothing, while another
+    thread (the SDK loop) is collecting, and that collection's finalizers run before its "stop" callback, so the
+    round also waits for no collection to be running. Done when five rounds in a row changed nothing."""
+    idle = threading.Event()
+    idle.set()
+
+    def track(phase: str, info: dict[str, int]) -> None:
+        (idle.set if phase == "stop" else idle.clear)()
+
+    gc.callbacks.append(track)
+    try:
+        stable = 0
+        while stable < 5:
+            before = [count_value(c) for c in counters]
+            tracer.force_flush(timeout=10.0)
+            gc.collect()
+            idle.wait(timeout=30.0)  # another thread's collection, if one started: its end
+            stable = stable + 1 if [count_value(c) for c in counters] == before else 0
+    finally:
+        gc.callbacks.remove(track)
 
 
 def finalizers(tracer: Tracer, seconds: float) -> dict[str, int]:
@@ -204,7 +217,7 @@ def finalizers(tracer: Tracer, seconds: float) -> dict[str, int]:
     for t in threads:
         t.join()
     gc.set_threshold(*old_threshold)
-    collect_until_stable(finalized, callbacks)
+    collect_until_stable(tracer, finalized, callbacks)
     if errors:
         raise errors[0]
     n_loops, n_del, n_cb = count_value(loops), count_value(finalized), count_value(callbacks)
@@ -256,7 +269,7 @@ def hamt(tracer: Tracer, seconds: float) -> dict[str, int]:
                 i += 1
     finally:
         gc.set_threshold(*old_threshold)
-    collect_until_stable(finalized)
+    collect_until_stable(tracer, finalized)
     n = count_value(finalized)
     return {"spans": n, "tags": n, "evaluations": 0, "finalizers": n}
 
